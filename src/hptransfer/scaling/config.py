@@ -1,0 +1,233 @@
+"""The proxy configuration: base width, base hyperparameters and the width rule.
+
+A config is a TOML or JSON file with three tables (every key optional, unknown keys refused)::
+
+    [proxy]
+    name = "llama-256"
+    base_width = 256      # width the base hyperparameters were tuned at
+    head_dim = 64         # fixed head size (heads grow with width); or n_heads = 4
+    [hyper]
+    lr = 0.00390625       # AdamW lr of hidden matrices at the base width
+    weight_decay = 0.1    # torch AdamW weight_decay (multiplied by lr in the step)
+    init_std = 0.02       # init std of hidden matrices and embeddings at the base width
+    output_init_std = 0.0 # readout init std at the base width (0 = zero init, as muP advises)
+    output_mult = 1.0     # readout forward multiplier at the base width
+    attn_mult = 1.0       # attention logit multiplier; 1 = 1/sqrt(d_head) at the base width
+    [rule]
+    name = "mup-wd-linear"  # sp | mup | mup-wd-linear | mup-wd-sqrt | mup-wd-constant | custom
+    # wd_exponent = 0.75    # custom weight-decay width exponent
+    # readout = "lr"        # "lr" (readout lr/m) or "multiplier" (mup-style output/m)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hptransfer.scaling.rules import DEFAULT_RULE, ScalingRule, get_rule
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "ProxyConfig", "default_config", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Base (proxy-width) hyperparameters and the rule that carries them to other widths."""
+
+    name: str = "llama-256"
+    base_width: int = 256
+    head_dim: int | None = 64
+    n_heads: int | None = None
+    lr: float = 2.0**-8
+    weight_decay: float = 0.1
+    init_std: float = 0.02
+    output_init_std: float = 0.0
+    output_mult: float = 1.0
+    attn_mult: float = 1.0
+    rule: str = DEFAULT_RULE
+    wd_exponent: float | None = None
+    readout: str = "lr"
+
+    def __post_init__(self) -> None:
+        _check_int("proxy.base_width", self.base_width, minimum=1)
+        if self.head_dim is not None and self.n_heads is not None:
+            raise ConfigError(
+                "proxy: give head_dim (fixed head size) or n_heads (fixed head count), not both"
+            )
+        if self.head_dim is not None:
+            _check_int("proxy.head_dim", self.head_dim, minimum=1)
+        if self.n_heads is not None:
+            _check_int("proxy.n_heads", self.n_heads, minimum=1)
+        divisor = self.head_dim or self.n_heads
+        if divisor and self.base_width % divisor:
+            what = "head_dim" if self.head_dim else "n_heads"
+            raise ConfigError(
+                f"proxy.base_width={self.base_width} is not divisible by {what}={divisor}"
+            )
+        for key in ("lr", "init_std", "output_mult", "attn_mult"):
+            _check_float(f"hyper.{key}", getattr(self, key), positive=True)
+        for key in ("weight_decay", "output_init_std"):
+            _check_float(f"hyper.{key}", getattr(self, key), positive=False)
+        if self.readout not in ("lr", "multiplier"):
+            raise ConfigError(f"rule.readout must be 'lr' or 'multiplier', got {self.readout!r}")
+        if self.wd_exponent is not None:
+            _check_float("rule.wd_exponent", self.wd_exponent, positive=False, allow_negative=True)
+        try:
+            self.scaling_rule()
+        except ValueError as exc:
+            raise ConfigError(f"rule: {exc}") from None
+
+    # -- derived ---------------------------------------------------------------------------
+    def scaling_rule(self) -> ScalingRule:
+        return get_rule(self.rule, wd_exponent=self.wd_exponent, readout=self.readout)  # type: ignore[arg-type]
+
+    @property
+    def min_width(self) -> int:
+        """Smallest width the model allows: one head (or one unit per head)."""
+        return self.head_dim or self.n_heads or 1
+
+    def heads_at(self, width: int) -> tuple[int, int] | None:
+        """(n_heads, head_dim) at ``width``, or None for a model without attention."""
+        if self.head_dim:
+            return width // self.head_dim, self.head_dim
+        if self.n_heads:
+            return self.n_heads, width // self.n_heads
+        return None
+
+    def with_rule(self, rule: str, wd_exponent: float | None = None) -> ProxyConfig:
+        return replace(self, rule=rule, wd_exponent=wd_exponent)
+
+    # -- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        flat = asdict(self)
+        out: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
+        for section, keys in _SECTIONS.items():
+            for file_key, attr in keys.items():
+                if flat[attr] is not None:
+                    out[section][file_key] = flat[attr]
+        return out
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+            lines.append("")
+        return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ProxyConfig:
+        """Build from the nested ``{proxy: {...}, hyper: {...}, rule: {...}}`` form.
+
+        ``rule`` may also be a plain string (the rule name).
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: top level must be a table/object")
+        kwargs: dict[str, Any] = {}
+        for section, value in data.items():
+            if section == "rule" and isinstance(value, str):
+                value = {"name": value}
+            if section not in _SECTIONS:
+                raise ConfigError(
+                    f"{source}: unknown section [{section}]; expected one of "
+                    + ", ".join(f"[{s}]" for s in _SECTIONS)
+                )
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [{section}] must be a table/object")
+            keys = _SECTIONS[section]
+            for key, item in value.items():
+                if key not in keys:
+                    raise ConfigError(
+                        f"{source}: unknown key {section}.{key}; allowed: " + ", ".join(keys)
+                    )
+                kwargs[keys[key]] = item
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ProxyConfig:
+        return load_config(path)
+
+
+# file layout: section -> {key in file: dataclass attribute}
+_SECTIONS: dict[str, dict[str, str]] = {
+    "proxy": {"name": "name", "base_width": "base_width", "head_dim": "head_dim",
+              "n_heads": "n_heads"},
+    "hyper": {k: k for k in ("lr", "weight_decay", "init_std", "output_init_std",
+                             "output_mult", "attn_mult")},
+    "rule": {"name": "rule", "wd_exponent": "wd_exponent", "readout": "readout"},
+}
+assert {a for s in _SECTIONS.values() for a in s.values()} == {f.name for f in fields(ProxyConfig)}
+
+
+def _check_int(key: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+
+
+def _check_float(key: str, value: Any, *, positive: bool, allow_negative: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+    if not positive and not allow_negative and value < 0:
+        raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v)
+
+
+def load_config(path: str | Path) -> ProxyConfig:
+    """Read a TOML (``.toml``) or JSON (``.json``) proxy config.
+
+    Raises:
+        ConfigError: missing file, syntax error, unknown key or bad value.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"{p}: not valid {kind}: {exc}") from None
+    return ProxyConfig.from_dict(data, source=str(p))
+
+
+def default_config() -> ProxyConfig:
+    """The embedded default proxy: a small LLaMA-style model at width 256 (see
+    ``default_proxy.toml`` inside the package)."""
+    text = resources.files("hptransfer.scaling").joinpath("default_proxy.toml").read_text("utf-8")
+    return ProxyConfig.from_dict(tomllib.loads(text), source="embedded default")

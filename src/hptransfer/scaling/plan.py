@@ -1,0 +1,181 @@
+"""``suggest(config, width)``: base hyperparameters carried to a target width by a rule.
+
+Pure Python, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from hptransfer.scaling.config import ConfigError, ProxyConfig
+from hptransfer.scaling.rules import ParamClass, ScalingRule
+
+__all__ = ["GroupHyper", "Plan", "WidthError", "suggest"]
+
+
+class WidthError(ConfigError):
+    """A target width the proxy cannot be carried to (non-integer, too small, indivisible)."""
+
+
+@dataclass(frozen=True)
+class GroupHyper:
+    """Hyperparameters of one parameter class at the target width.
+
+    ``lr_scale`` is ``lr / plan.base_lr``: torch optimisers keep it when a multiplicative
+    scheduler (``LambdaLR``, warmup-cosine) scales every group's lr by the same factor.
+    """
+
+    param_class: ParamClass
+    lr: float
+    lr_scale: float
+    weight_decay: float
+    init_std: float
+    multiplier: float
+
+    @property
+    def tau(self) -> float:
+        """AdamW timescale in steps, ``1/(lr*weight_decay)``; ``inf`` without decay."""
+        rate = self.lr * self.weight_decay
+        return math.inf if rate == 0 else 1.0 / rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "lr_scale": self.lr_scale,
+            "weight_decay": self.weight_decay,
+            "init_std": self.init_std,
+            "multiplier": self.multiplier,
+            "tau": None if math.isinf(self.tau) else self.tau,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per-class hyperparameters at ``width``; index it by :class:`ParamClass` or its name."""
+
+    rule: ScalingRule
+    width: int
+    base_width: int
+    base_lr: float
+    groups: Mapping[ParamClass, GroupHyper]
+    n_heads: int | None = None
+    head_dim: int | None = None
+    attention_scale: float | None = None
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+    def __getitem__(self, key: ParamClass | str) -> GroupHyper:
+        return self.groups[ParamClass(key)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule.name,
+            "wd_exponent": self.rule.wd_exponent,
+            "readout": self.rule.readout,
+            "width": self.width,
+            "base_width": self.base_width,
+            "width_mult": self.width_mult,
+            "base_lr": self.base_lr,
+            "n_heads": self.n_heads,
+            "head_dim": self.head_dim,
+            "attention_scale": self.attention_scale,
+            "weight_decay_convention": "torch.optim.AdamW (decay step = lr * weight_decay * p)",
+            "groups": {str(c): g.to_dict() for c, g in self.groups.items()},
+        }
+
+
+def check_width(config: ProxyConfig, width: Any) -> int:
+    """Return ``width`` as an int, or raise :class:`WidthError` saying what is wrong."""
+    if isinstance(width, bool) or not isinstance(width, (int, float, str)):
+        raise WidthError(f"width must be a positive integer, got {width!r}")
+    try:
+        as_float = float(width)
+    except ValueError:
+        raise WidthError(f"width must be a positive integer, got {width!r}") from None
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise WidthError(f"width must be a positive integer, got {width!r}")
+    w = int(as_float)
+    if w <= 0:
+        raise WidthError(f"width must be a positive integer, got {w}")
+    if w < config.min_width:
+        raise WidthError(
+            f"width {w} is smaller than the model allows ({config.min_width}: one head of "
+            f"head_dim={config.head_dim})" if config.head_dim else
+            f"width {w} is smaller than the model allows ({config.min_width})"
+        )
+    if config.head_dim and w % config.head_dim:
+        lo = w // config.head_dim * config.head_dim
+        raise WidthError(
+            f"width {w} is not divisible by head_dim={config.head_dim} (the head count must be "
+            f"whole); try {lo} or {lo + config.head_dim}"
+        )
+    if config.n_heads and w % config.n_heads:
+        raise WidthError(f"width {w} is not divisible by the head count n_heads={config.n_heads}")
+    return w
+
+
+def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = None) -> Plan:
+    """Carry ``config``'s base hyperparameters to ``width``.
+
+    Args:
+        config: the proxy config (base width, base hyperparameters, rule).
+        width: target width (model dimension), a positive integer the model allows.
+        rule: override the config's rule (a :class:`ScalingRule` or a preset name).
+
+    Example:
+        >>> from hptransfer.scaling import default_config, suggest
+        >>> plan = suggest(default_config(), 4096)
+        >>> plan["hidden"].lr == default_config().lr / 16
+        True
+    """
+    w = check_width(config, width)
+    if rule is None:
+        scaling = config.scaling_rule()
+    elif isinstance(rule, str):
+        scaling = config.with_rule(rule).scaling_rule()
+    else:
+        scaling = rule
+    m = w / config.base_width
+    base_init = {
+        ParamClass.VECTOR: config.init_std,
+        ParamClass.HIDDEN: config.init_std,
+        ParamClass.OUTPUT: config.output_init_std,
+    }
+    base_mult = {ParamClass.VECTOR: 1.0, ParamClass.HIDDEN: 1.0, ParamClass.OUTPUT: config.output_mult}
+    groups: dict[ParamClass, GroupHyper] = {}
+    for cls, ex in scaling.exponents.items():
+        lr_scale = m**ex.lr
+        groups[cls] = GroupHyper(
+            param_class=cls,
+            lr=config.lr * lr_scale,
+            lr_scale=lr_scale,
+            weight_decay=config.weight_decay * m**ex.wd if ex.decay else 0.0,
+            init_std=base_init[cls] * m**ex.init_std,
+            multiplier=base_mult[cls] * m**ex.multiplier,
+        )
+    heads = config.heads_at(w)
+    attention_scale = None
+    if heads is not None:
+        base_heads = config.heads_at(config.base_width)
+        assert base_heads is not None
+        base_hd, hd = base_heads[1], heads[1]
+        # attn_mult = 1 is SP's 1/sqrt(d_head) at the base width; muP then scales as 1/d_head.
+        attention_scale = (
+            config.attn_mult / math.sqrt(base_hd) * (base_hd / hd) ** scaling.attention_exponent
+        )
+    return Plan(
+        rule=scaling,
+        width=w,
+        base_width=config.base_width,
+        base_lr=config.lr,
+        groups=MappingProxyType(groups),
+        n_heads=heads[0] if heads else None,
+        head_dim=heads[1] if heads else None,
+        attention_scale=attention_scale,
+    )

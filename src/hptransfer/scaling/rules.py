@@ -1,0 +1,246 @@
+"""Width-transfer rules as data: per parameter class, one exponent of the width multiplier each
+for learning rate, weight decay, init std and forward multiplier.
+
+Pure Python, no torch: ``hptransfer suggest`` imports only this and ``config``.
+
+Conventions
+-----------
+* ``m = width / base_width`` is the width multiplier.
+* Every quantity is ``base_value * m ** exponent``; at ``m == 1`` every rule returns the base
+  hyperparameters exactly.
+* Weight decay is PyTorch AdamW's ``weight_decay``: the step multiplies it by the lr
+  (``p <- p - lr*wd*p - lr*update``). Under that convention the steady-state top singular value
+  of a matrix is about ``sqrt(lr/wd) * d**0.75`` (Fan et al., arXiv 2510.15262), and the AdamW
+  timescale is ``tau = 1/(lr*wd)`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = [
+    "RULES",
+    "WD_EXPONENTS",
+    "ClassExponents",
+    "ParamClass",
+    "ReadoutStyle",
+    "ScalingRule",
+    "get_rule",
+]
+
+
+class ParamClass(str, Enum):
+    """How a parameter's shape depends on width, which decides how its hyperparameters scale.
+
+    * ``VECTOR``: one width-growing dimension or none, acting like a vector: embeddings,
+      biases, norm gains, input-layer weights (fixed fan-in).
+    * ``HIDDEN``: both fan-in and fan-out grow with width (attention and MLP matrices).
+    * ``OUTPUT``: fan-in grows, fan-out is fixed (the readout / unembedding).
+    """
+
+    VECTOR = "vector"
+    HIDDEN = "hidden"
+    OUTPUT = "output"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ReadoutStyle = Literal["lr", "multiplier"]
+
+# Named weight-decay width exponents e in lambda = lambda_base * m**e for matrix-like params.
+WD_EXPONENTS: Mapping[str, float] = MappingProxyType(
+    {
+        # The AdamW-timescale rule: tau = 1/(lr*wd) constant per step under muP's lr ~ 1/m.
+        # Same as mup's MuAdamW. The product brief's rule and our default.
+        "linear": 1.0,
+        # Fan et al. (arXiv 2510.15262): sigma_max ~ sqrt(lr/wd) d^0.75 with lr ~ 1/d gives
+        # width-invariant sigma_max when wd ~ sqrt(d).
+        "sqrt": 0.5,
+        # Standard-parametrisation habit: one wd for every width.
+        "constant": 0.0,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ClassExponents:
+    """Exponents of ``m`` for one parameter class, and whether weight decay applies at all."""
+
+    lr: float = 0.0
+    wd: float = 0.0
+    init_std: float = 0.0
+    multiplier: float = 0.0
+    decay: bool = True
+
+
+@dataclass(frozen=True)
+class ScalingRule:
+    """A width-transfer rule: a small table of exponents, one row per :class:`ParamClass`.
+
+    Build presets with :func:`get_rule` or custom rules with :meth:`mup`.
+
+    Example:
+        >>> rule = get_rule("mup-wd-sqrt")
+        >>> rule.exponents[ParamClass.HIDDEN].wd
+        0.5
+    """
+
+    name: str
+    exponents: Mapping[ParamClass, ClassExponents]
+    description: str = ""
+    readout: ReadoutStyle = "lr"
+    wd_exponent: float | None = None  # for matrix-like params; None for sp
+    attention_exponent: float = 0.5  # attention logits scaled by d_head ** -attention_exponent
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def is_mup(self) -> bool:
+        return self.attention_exponent == 1.0
+
+    @classmethod
+    def mup(
+        cls,
+        wd_exponent: float | None,
+        *,
+        readout: ReadoutStyle = "lr",
+        name: str | None = None,
+        description: str = "",
+    ) -> ScalingRule:
+        """muP for Adam-type optimisers (Tensor Programs V, table 3) with a weight-decay width
+        exponent ``wd_exponent`` on matrix-like parameters.
+
+        ``wd_exponent=None`` keeps weight decay as it is at every width on every class
+        (the ``mup`` preset); any number ``e`` sets ``lambda = lambda_base * m**e`` on hidden
+        matrices and zero weight decay on vector-like parameters.
+
+        ``readout="lr"``: the readout trains at ``lr/m`` with init std ``~ 1/fan_in`` and no
+        width multiplier. ``readout="multiplier"``: mup-package style, output multiplied by
+        ``1/m`` in the forward pass and trained at the base lr. The two are the same function
+        under Adam (the update is scale-invariant), so the multiplier style carries the
+        equivalent weight decay ``m**(e-1)``. Never both: that double-scales the readout.
+        """
+        if readout not in ("lr", "multiplier"):
+            raise ValueError(f"readout must be 'lr' or 'multiplier', got {readout!r}")
+        if wd_exponent is not None and not math.isfinite(wd_exponent):
+            raise ValueError(f"wd_exponent must be a finite number, got {wd_exponent!r}")
+        e = 0.0 if wd_exponent is None else float(wd_exponent)
+        vector = ClassExponents(lr=0.0, wd=0.0, init_std=0.0, decay=wd_exponent is None)
+        hidden = ClassExponents(lr=-1.0, wd=e, init_std=-0.5)
+        if readout == "lr":
+            output = ClassExponents(lr=-1.0, wd=e, init_std=-1.0)
+        else:
+            # W_eff = W/m: same function as the lr style with W' = W/m, lr' = lr/m, wd' = m*wd.
+            output = ClassExponents(
+                lr=0.0, wd=e - 1.0 if wd_exponent is not None else 0.0, init_std=0.0,
+                multiplier=-1.0,
+            )
+        if name is None:
+            name = "mup" if wd_exponent is None else f"mup-wd-{_exponent_label(wd_exponent)}"
+            if readout == "multiplier":
+                name += "+readout-mult"
+        return cls(
+            name=name,
+            exponents=MappingProxyType(
+                {ParamClass.VECTOR: vector, ParamClass.HIDDEN: hidden, ParamClass.OUTPUT: output}
+            ),
+            description=description,
+            readout=readout,
+            wd_exponent=wd_exponent,
+            attention_exponent=1.0,
+        )
+
+    def with_readout(self, readout: ReadoutStyle) -> ScalingRule:
+        if readout == self.readout:
+            return self
+        if not self.is_mup:
+            raise ValueError("readout style applies to muP rules only; 'sp' has no readout scaling")
+        base = self.name.removesuffix("+readout-mult")
+        return ScalingRule.mup(
+            self.wd_exponent,
+            readout=readout,
+            name=base + ("+readout-mult" if readout == "multiplier" else ""),
+            description=self.description,
+        )
+
+
+def _exponent_label(e: float) -> str:
+    for label, value in WD_EXPONENTS.items():
+        if e == value:
+            return label
+    return f"{e:g}"
+
+
+def _sp() -> ScalingRule:
+    same = ClassExponents()
+    return ScalingRule(
+        name="sp",
+        exponents=MappingProxyType(
+            {ParamClass.VECTOR: same, ParamClass.HIDDEN: same, ParamClass.OUTPUT: same}
+        ),
+        description="standard parametrisation: every hyperparameter the same at every width",
+        wd_exponent=None,
+        attention_exponent=0.5,
+    )
+
+
+RULES: Mapping[str, ScalingRule] = MappingProxyType(
+    {
+        "sp": _sp(),
+        "mup": ScalingRule.mup(
+            None, description="muP learning rates for Adam; weight decay unchanged with width"
+        ),
+        "mup-wd-linear": ScalingRule.mup(
+            WD_EXPONENTS["linear"],
+            description="muP + wd ~ m on matrices (AdamW timescale constant; mup's MuAdamW)",
+        ),
+        "mup-wd-sqrt": ScalingRule.mup(
+            WD_EXPONENTS["sqrt"],
+            description="muP + wd ~ sqrt(m) on matrices (Fan et al., arXiv 2510.15262)",
+        ),
+        "mup-wd-constant": ScalingRule.mup(
+            WD_EXPONENTS["constant"],
+            description="muP + the same wd at every width on matrices, none on vectors",
+        ),
+    }
+)
+
+DEFAULT_RULE = "mup-wd-linear"
+
+# Short names people type: `--rule sqrt` means the muP rule with that wd exponent.
+_ALIASES = {"linear": "mup-wd-linear", "sqrt": "mup-wd-sqrt", "constant": "mup-wd-constant",
+            "mup-wd-const": "mup-wd-constant", "standard": "sp"}
+
+
+def get_rule(
+    name: str, *, wd_exponent: float | None = None, readout: ReadoutStyle | None = None
+) -> ScalingRule:
+    """Look up a preset by name (``sp``, ``mup``, ``mup-wd-linear``, ``mup-wd-sqrt``,
+    ``mup-wd-constant``; short forms ``linear``, ``sqrt``, ``constant``), or ``custom`` with an
+    explicit ``wd_exponent``.
+
+    Raises:
+        ValueError: unknown name, or a ``wd_exponent`` given with a preset that fixes it.
+    """
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key == "custom":
+        if wd_exponent is None:
+            raise ValueError("rule 'custom' needs a wd_exponent (e.g. 0.75)")
+        rule = ScalingRule.mup(wd_exponent)
+    elif key in RULES:
+        rule = RULES[key]
+        if wd_exponent is not None and wd_exponent != rule.wd_exponent:
+            if not rule.is_mup:
+                raise ValueError("rule 'sp' takes no wd_exponent; use 'custom' or a mup rule")
+            rule = ScalingRule.mup(wd_exponent)
+    else:
+        known = ", ".join([*RULES, "custom"])
+        raise ValueError(f"unknown rule {name!r}; choose one of: {known}")
+    if readout is not None:
+        rule = rule.with_readout(readout)
+    return rule

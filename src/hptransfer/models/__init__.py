@@ -1,1 +1,78 @@
+"""Width-parametrised reference models: an MLP and a small LLaMA-style decoder.
 
+They are plain ``nn.Module`` s and go through the same torch adapter as user models
+(classify against the same model at another width, then init, multipliers, param groups).
+
+Example:
+    >>> from hptransfer.models import build_model, builtin_config
+    >>> from hptransfer.scaling import suggest
+    >>> cfg = builtin_config("llama")
+    >>> model = build_model("llama", 128, suggest(cfg, 128))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from hptransfer.models.llama import TinyLlama
+from hptransfer.models.mlp import MLP
+from hptransfer.scaling import ConfigError, Plan, ProxyConfig
+
+__all__ = ["BUILTIN_MODELS", "MLP", "ModelSpec", "TinyLlama", "build_model", "builtin_config"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model: its class, fixed (width-independent) arguments and proxy config."""
+
+    cls: type[nn.Module]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    config: ProxyConfig = field(default_factory=ProxyConfig)
+
+
+_SPECS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(
+        MLP,
+        {"depth": 3, "d_in": 16, "d_out": 1},
+        ProxyConfig(name="mlp-64", base_width=64, head_dim=None, lr=2.0**-7, weight_decay=0.1,
+                    init_std=0.125, output_init_std=0.0),
+    ),
+    "llama": ModelSpec(
+        TinyLlama,
+        {"depth": 2, "head_dim": 16, "vocab_size": 128, "seq_len": 64},
+        ProxyConfig(name="llama-64", base_width=64, head_dim=16, lr=2.0**-6, weight_decay=0.1,
+                    init_std=0.1, output_init_std=0.0),
+    ),
+}
+
+BUILTIN_MODELS: tuple[str, ...] = tuple(_SPECS)
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown built-in model {name!r}; choose one of: {', '.join(BUILTIN_MODELS)}"
+        ) from None
+
+
+def builtin_config(name: str) -> ProxyConfig:
+    """A CPU-sized proxy config for a built-in model (base width 64, reasonable base lr/wd)."""
+    return _spec(name).config
+
+
+def build_model(name: str, width: int, plan: Plan | None = None, **overrides: Any) -> nn.Module:
+    """Build built-in model ``name`` ("mlp" or "llama") at ``width``.
+
+    The llama gets ``plan.attention_scale`` (muP: ∝ 1/d_head) when a plan is given, else the
+    usual 1/sqrt(d_head). ``overrides`` replace the fixed arguments (depth, seq_len, …).
+    """
+    spec = _spec(name)
+    kwargs = {**spec.kwargs, **overrides}
+    if spec.cls is TinyLlama and plan is not None:
+        kwargs.setdefault("attention_scale", plan.attention_scale)
+    return spec.cls(width, **kwargs)

@@ -79,7 +79,7 @@ class CharLM:
         n_blocks = raw.numel() // block_size
         blocks = raw[: n_blocks * block_size].view(n_blocks, block_size)
         perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, int(round(val_fraction * n_blocks)))
+        n_val = max(1, round(val_fraction * n_blocks))
         self.val_tokens = blocks[perm[:n_val].sort().values].reshape(-1)
         self.train_tokens = blocks[perm[n_val:].sort().values].reshape(-1)
         if train_tokens is not None:

@@ -63,7 +63,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, width: int, mlp_ratio: float = 8 / 3) -> None:
         super().__init__()
-        hidden = max(1, int(round(mlp_ratio * width)))
+        hidden = max(1, round(mlp_ratio * width))
         self.gate = nn.Linear(width, hidden, bias=False)
         self.up = nn.Linear(width, hidden, bias=False)
         self.down = nn.Linear(hidden, width, bias=False)

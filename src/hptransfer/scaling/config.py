@@ -50,7 +50,7 @@ class ProxyConfig:
 
     name: str = "llama-256"
     base_width: int = 256
-    head_dim: int | None = 64
+    head_dim: int | None = None  # None (and no n_heads): a model without attention
     n_heads: int | None = None
     lr: float = 2.0**-8
     weight_decay: float = 0.1
@@ -195,8 +195,11 @@ def _check_float(key: str, value: Any, *, positive: bool, allow_negative: bool =
 
 
 def _toml_value(v: Any) -> str:
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # TOML basic string: escape quotes, backslashes, control chars
+        body = "".join(
+            f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v
+        )
+        return f'"{body}"'
     if isinstance(v, bool):
         return "true" if v else "false"
     return repr(v)

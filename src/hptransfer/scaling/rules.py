@@ -123,7 +123,8 @@ class ScalingRule:
         width multiplier. ``readout="multiplier"``: mup-package style, output multiplied by
         ``1/m`` in the forward pass and trained at the base lr. The two are the same function
         under Adam (the update is scale-invariant), so the multiplier style carries the
-        equivalent weight decay ``m**(e-1)``. Never both: that double-scales the readout.
+        equivalent weight decay ``m**(e-1)`` (``e = 0`` for ``mup``). Never both: that
+        double-scales the readout.
         """
         if readout not in ("lr", "multiplier"):
             raise ValueError(f"readout must be 'lr' or 'multiplier', got {readout!r}")
@@ -136,10 +137,7 @@ class ScalingRule:
             output = ClassExponents(lr=-1.0, wd=e, init_std=-1.0)
         else:
             # W_eff = W/m: same function as the lr style with W' = W/m, lr' = lr/m, wd' = m*wd.
-            output = ClassExponents(
-                lr=0.0, wd=e - 1.0 if wd_exponent is not None else 0.0, init_std=0.0,
-                multiplier=-1.0,
-            )
+            output = ClassExponents(lr=0.0, wd=e - 1.0, init_std=0.0, multiplier=-1.0)
         if name is None:
             name = "mup" if wd_exponent is None else f"mup-wd-{_exponent_label(wd_exponent)}"
             if readout == "multiplier":
@@ -156,10 +154,8 @@ class ScalingRule:
         )
 
     def with_readout(self, readout: ReadoutStyle) -> ScalingRule:
-        if readout == self.readout:
-            return self
-        if not self.is_mup:
-            raise ValueError("readout style applies to muP rules only; 'sp' has no readout scaling")
+        if readout == self.readout or not self.is_mup:
+            return self  # sp scales nothing with width, so the readout style changes nothing
         base = self.name.removesuffix("+readout-mult")
         return ScalingRule.mup(
             self.wd_exponent,

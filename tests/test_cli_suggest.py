@@ -1,0 +1,95 @@
+"""`hptransfer suggest`: table, JSON, config files, and bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hptransfer import __version__, default_config, suggest
+from hptransfer.cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_table_shows_each_class_and_both_wd_rules() -> None:
+    code, out, _ = run("suggest", "--width", "4096")
+    assert code == 0
+    for word in ("vector", "hidden", "output", "linear", "sqrt", "2560", "10240", "2.44e-4"):
+        assert word in out
+    assert "AdamW weight_decay" in out  # the wd convention is printed with the numbers
+
+
+def test_json_matches_the_python_api() -> None:
+    code, out, _ = run("suggest", "--width", "1024", "--json")
+    assert code == 0
+    data = json.loads(out)
+    plan = suggest(default_config(), 1024)
+    assert data["width"] == 1024 and data["rule"] == "mup-wd-linear"
+    assert data["groups"]["hidden"]["lr"] == pytest.approx(plan["hidden"].lr)
+    assert data["groups"]["hidden"]["weight_decay"] == pytest.approx(plan["hidden"].weight_decay)
+    assert data["groups"]["vector"]["tau"] is None  # no decay: infinite timescale
+    (alt,) = data["alternatives"]
+    assert alt["rule"] == "mup-wd-sqrt" and alt["groups"]["hidden"]["weight_decay"] == pytest.approx(0.2)
+
+
+def test_one_rule_asked_for_shows_one_rule() -> None:
+    code, out, _ = run("suggest", "-w", "512", "--rule", "sqrt", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["rule"] == "mup-wd-sqrt" and "alternatives" not in data
+    code, out, _ = run("suggest", "-w", "512", "--wd-exponent", "0.75", "--json")
+    assert json.loads(out)["wd_exponent"] == 0.75
+
+
+def test_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[proxy]\nname = "mine"\nbase_width = 128\n[hyper]\nlr = 0.01\n[rule]\nname = "sp"\n')
+    code, out, _ = run("suggest", "--width", "512", "--config", str(cfg), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["base_width"] == 128 and data["groups"]["hidden"]["lr"] == 0.01
+    assert data["n_heads"] is None  # no attention in this config
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--width", "-3"], "width must be a positive integer"),
+        (["--width", "12.5"], "width must be a positive integer"),
+        (["--width", "1000"], "not divisible by head_dim=64"),
+        (["--width", "32"], "smaller than the model allows"),
+        (["--width", "512", "--rule", "bogus"], "unknown rule"),
+        (["--width", "512", "--config", "/nonexistent.toml"], "config file not found"),
+        (["--width", "512", "--readout", "both"], "readout must be"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    code, out, err = run("suggest", *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_version_and_help() -> None:
+    assert __version__ in run("--version")[1]
+    code, out, _ = run("suggest", "--help")
+    assert code == 0 and "--width" in out and "Example" in out
+
+
+def test_suggest_does_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom hptransfer.cli.main import main\nsys.argv = ['hptransfer', 'suggest', '-w', '4096']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "hidden" in proc.stdout

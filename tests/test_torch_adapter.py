@@ -1,0 +1,231 @@
+"""The torch adapter on plain user models: classification, groups, init, multipliers."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from hptransfer import ParamClass, default_config, suggest
+from hptransfer.scaling.torch_adapter import (
+    ClassificationError,
+    adamw,
+    apply_init,
+    apply_multipliers,
+    classify,
+    meta_model,
+    param_groups,
+    parametrize,
+    scaled_lrs,
+)
+
+CFG = default_config()
+
+
+def make_mlp(width: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(16, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4)
+    )
+
+
+class Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, num_heads=width // 64, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, width: int, vocab: int = 50, depth: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.embed(idx)
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.norm(x))
+
+
+def test_mlp_classes() -> None:
+    table = classify(make_mlp(512), reference=meta_model(make_mlp, 256))
+    assert table["0.weight"].param_class is ParamClass.VECTOR  # input layer: fan-in fixed
+    assert table["2.weight"].param_class is ParamClass.HIDDEN
+    assert table["4.weight"].param_class is ParamClass.OUTPUT
+    assert table["4.bias"].param_class is ParamClass.VECTOR
+    assert table["2.weight"].width_ratio == 2
+    assert table.counts() == {"vector": 4, "hidden": 1, "output": 1}
+
+
+def test_transformer_classes() -> None:
+    table = classify(TinyTransformer(256), reference=meta_model(TinyTransformer, 128))
+    hidden = set(table.by_class("hidden"))
+    assert {"blocks.0.attn.in_proj_weight", "blocks.0.attn.out_proj.weight",
+            "blocks.1.mlp.0.weight", "blocks.1.mlp.2.weight"} <= hidden
+    assert table.by_class("output") == ["head.weight"]
+    assert table["embed.weight"].param_class is ParamClass.VECTOR
+    assert all(table[n].param_class is ParamClass.VECTOR for n in table if "norm" in n)
+    assert len(table) == len(list(TinyTransformer(128).parameters()))
+
+
+def test_overrides_win_and_can_replace_the_reference() -> None:
+    overrides = {r"^0\.": "vector", r"^2\.weight$": "hidden", r"^4\.weight$": "output"}
+    table = classify(make_mlp(64), overrides=overrides)
+    assert table["2.weight"].param_class is ParamClass.HIDDEN
+    assert table["4.weight"].param_class is ParamClass.OUTPUT
+    forced = classify(make_mlp(64), meta_model(make_mlp, 32), overrides={r"^2\.weight$": "output"})
+    assert forced["2.weight"].param_class is ParamClass.OUTPUT and forced["2.weight"].reason == "override"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: classify(make_mlp(64)), r"cannot classify 3 matrix parameter\(s\).*reference="),
+        (lambda: classify(make_mlp(64), make_mlp(64)), "same shapes"),
+        (lambda: classify(make_mlp(64), nn.Linear(3, 3)), "different parameters"),
+        (lambda: classify(make_mlp(64), overrides={"(": "hidden"}), "not a regex"),
+        (lambda: classify(make_mlp(64), overrides={"0": "matrix"}), "unknown class 'matrix'"),
+        (lambda: classify(nn.Conv2d(8, 8, 3), nn.Conv2d(4, 4, 5)), "kernel dimension"),
+    ],
+)
+def test_unclassifiable_models_say_how_to_fix(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ClassificationError, match=message):
+        call()
+
+
+def test_param_groups_merge_by_lr_and_wd() -> None:
+    plan = suggest(CFG, 1024)
+    model = TinyTransformer(1024)
+    table = classify(model, meta_model(TinyTransformer, 256))
+    groups = param_groups(model, plan, table)
+    # hidden and output share (lr, wd) under the default rule: two groups in all
+    assert len(groups) == 2
+    by_classes = {tuple(g["hp_classes"]): g for g in groups}
+    mats = by_classes[("hidden", "output")]
+    assert mats["lr"] == pytest.approx(plan["hidden"].lr) == pytest.approx(CFG.lr / 4)
+    assert mats["weight_decay"] == pytest.approx(CFG.weight_decay * 4)
+    assert by_classes[("vector",)]["weight_decay"] == 0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for g in groups:
+        assert g["lr"] == pytest.approx(plan.base_lr * g["lr_scale"])
+    opt = adamw(model, plan, table)
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in groups]
+    assert scaled_lrs(opt, 1.0) == [g["lr_scale"] for g in groups]
+
+
+def test_frozen_parameters_are_left_out() -> None:
+    model = make_mlp(64)
+    model[0].weight.requires_grad_(False)
+    table = classify(model, meta_model(make_mlp, 32))
+    groups = param_groups(model, suggest(CFG, 256), table)
+    assert sum(len(g["params"]) for g in groups) == 5
+
+
+def test_multiplicative_scheduler_keeps_the_rule() -> None:
+    plan = suggest(CFG, 1024)
+    model = make_mlp(1024)
+    table = classify(model, meta_model(make_mlp, 256))
+    opt = adamw(model, plan, table)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    ratios = [g["lr"] / (plan.base_lr * g["lr_scale"]) for g in opt.param_groups]
+    assert ratios == pytest.approx([0.125] * len(ratios))
+
+
+def test_init_follows_the_plan_and_is_repeatable() -> None:
+    torch.manual_seed(0)
+    plan = suggest(CFG, 1024)
+    model = make_mlp(1024)
+    table = classify(model, meta_model(make_mlp, 256))
+    bias_before = model[2].bias.clone()
+    for _ in range(2):  # applying twice must not compound
+        apply_init(model, plan, table)
+        assert model[2].weight.std().item() == pytest.approx(plan["hidden"].init_std, rel=0.02)
+        assert model[2].weight.std().item() == pytest.approx(CFG.init_std / 2, rel=0.02)
+        assert model[0].weight.std().item() == pytest.approx(CFG.init_std, rel=0.05)
+    assert torch.count_nonzero(model[4].weight) == 0  # zero readout by default
+    assert torch.equal(model[2].bias, bias_before)  # rank-1 parameters keep their own init
+
+
+def test_readout_multiplier_hook_scales_input_once() -> None:
+    cfg = replace(CFG, readout="multiplier", output_init_std=0.02)
+    plan = suggest(cfg, 1024)
+    assert plan["output"].multiplier == pytest.approx(1 / 4)
+    model = make_mlp(1024)
+    table = classify(model, meta_model(make_mlp, 256))
+    x = torch.randn(3, 16)
+    plain = model(x)
+    hidden = model[:4](x)
+    apply_multipliers(model, plan, table)
+    apply_multipliers(model, plan, table)  # re-applying replaces, never compounds
+    expected = nn.functional.linear(hidden * 0.25, model[4].weight, model[4].bias)
+    assert torch.allclose(model(x), expected, atol=1e-6)
+    assert not torch.allclose(model(x), plain)
+
+
+def test_nothing_is_stored_on_parameters_and_state_dict_round_trips() -> None:
+    plan = suggest(CFG, 512)
+    model = TinyTransformer(512)
+    before = {n: set(vars(p)) for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = parametrize(model, plan, meta_model(TinyTransformer, 256))
+    assert {n: set(vars(p)) for n, p in model.named_parameters()} == before
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    clone = TinyTransformer(512)
+    clone.load_state_dict(torch.load(buf, weights_only=True))
+    # the table still drives an optimizer for the reloaded model and a deep copy
+    for m in (clone, copy.deepcopy(model)):
+        assert len(param_groups(m, plan, table)) == 2
+
+
+def test_attention_warning() -> None:
+    plan = suggest(CFG, 512)
+    with pytest.warns(UserWarning, match="attention_scale"):
+        parametrize(TinyTransformer(512), plan, meta_model(TinyTransformer, 256))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parametrize(TinyTransformer(512), plan, meta_model(TinyTransformer, 256), attention_handled=True)
+        parametrize(TinyTransformer(512), suggest(CFG, 512, "sp"), meta_model(TinyTransformer, 256))
+
+
+def test_mup_training_step_is_width_stable() -> None:
+    """One Adam step under the plan moves hidden pre-activations by a width-independent amount
+    (the point of muP); under SP the move grows with width."""
+    def delta(width: int, rule: str) -> float:
+        torch.manual_seed(0)
+        plan = suggest(replace(CFG, output_init_std=0.02), width, rule)  # gradients must flow
+        model = make_mlp(width)
+        table = parametrize(model, plan, meta_model(make_mlp, width // 2 if width > 256 else width * 2))
+        opt = adamw(model, plan, table)
+        x = torch.randn(64, 16)
+        before = model[:3](x).detach()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        return (model[:3](x).detach() - before).abs().mean().item()
+
+    mup_ratio = delta(2048, "mup") / delta(256, "mup")
+    sp_ratio = delta(2048, "sp") / delta(256, "sp")
+    assert 0.5 < mup_ratio < 2.0
+    assert sp_ratio > 4.0
+    assert math.isfinite(mup_ratio)

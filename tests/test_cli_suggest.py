@@ -86,7 +86,8 @@ def test_version_and_help() -> None:
 
 def test_suggest_does_not_import_torch() -> None:
     code = (
-        "import sys\nfrom hptransfer.cli.main import main\nsys.argv = ['hptransfer', 'suggest', '-w', '4096']\n"
+        "import sys\nfrom hptransfer.cli.main import main\n"
+        "sys.argv = ['hptransfer', 'suggest', '-w', '4096']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )

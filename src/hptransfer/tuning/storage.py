@@ -1,0 +1,200 @@
+"""Where a study lives: an Optuna storage built from one URL.
+
+Accepted forms (``url=None`` means the embedded default, ``sqlite:///hptransfer.db``: a SQLite
+file in the working directory):
+
+* any SQLAlchemy URL Optuna's :class:`~optuna.storages.RDBStorage` takes:
+  ``sqlite:///path.db``, ``postgresql+psycopg://user:password@host:5432/db``,
+  ``mysql+pymysql://user:password@host/db``;
+* a bare path ending ``.db``, ``.sqlite`` or ``.sqlite3``: a SQLite file;
+* Optuna's journal file storage (one append-only log file, no database server; many processes
+  on one machine or on a shared file system): ``journal:///abs/path/study.log``,
+  ``journal://relative/study.log`` or a bare path ending ``.log``.
+
+RDB storages get Optuna's heartbeat: a worker that dies mid-trial (SIGKILL, lost node) leaves its
+trial RUNNING; once no heartbeat arrived for ``grace_period`` seconds, the next worker that asks
+for a trial marks it FAIL and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues
+a copy with the same parameters (up to ``max_retry`` times). The journal storage has no
+heartbeat in Optuna; use an RDB storage when workers may crash.
+
+No torch here: ``hptransfer suggest --study URL`` imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hptransfer.scaling import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "StorageError",
+    "make_storage",
+    "mask_url",
+    "normalize_url",
+]
+
+#: The embedded default: a SQLite file in the working directory.
+DEFAULT_STORAGE = "sqlite:///hptransfer.db"
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_JOURNAL_PREFIX = "journal://"
+
+
+class StorageError(ConfigError):
+    """A storage URL that cannot be used (unknown scheme, missing driver, unreachable server).
+
+    The message names the URL with its password masked.
+    """
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (safe to print or log).
+
+    Example:
+        >>> mask_url("postgresql+psycopg://optuna:s3cret@db:5432/optuna")
+        'postgresql+psycopg://optuna:***@db:5432/optuna'
+    """
+    # scheme://user:password@host...  (works for URLs SQLAlchemy cannot parse as well)
+    return re.sub(r"^([A-Za-z][\w+.\-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _password(url: str) -> str | None:
+    m = re.match(r"^[A-Za-z][\w+.\-]*://[^:/@]*:([^@/]*)@", url)
+    return m.group(1) if m and m.group(1) else None
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove the URL's password from ``text`` (driver messages sometimes echo it)."""
+    secret = _password(url)
+    text = text.replace(url, mask_url(url))
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def normalize_url(url: str | None) -> str:
+    """The canonical form of a storage URL or path (see the module docstring).
+
+    Example:
+        >>> normalize_url(None)
+        'sqlite:///hptransfer.db'
+        >>> normalize_url("runs/study.log")
+        'journal://runs/study.log'
+        >>> normalize_url("proxy.db")
+        'sqlite:///proxy.db'
+    """
+    if url is None or url == "":
+        return DEFAULT_STORAGE
+    url = str(url).strip()
+    if "://" not in url:
+        lower = url.lower()
+        if lower.endswith(".log"):
+            return _JOURNAL_PREFIX + url
+        if lower.endswith(_SQLITE_SUFFIXES):
+            return "sqlite:///" + url
+        raise StorageError(
+            f"storage {url!r} is neither a URL nor a known file type; use sqlite:///FILE.db, "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB, journal:///PATH.log or a path ending "
+            ".db or .log"
+        )
+    return url
+
+
+def make_storage(
+    url: str | BaseStorage | None = None,
+    *,
+    heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
+    max_retry: int | None = 2,
+) -> BaseStorage:
+    """Build an Optuna storage from a URL (or return a storage object unchanged).
+
+    Args:
+        url: see the module docstring; ``None`` is ``sqlite:///hptransfer.db``.
+        heartbeat_interval: seconds between a running trial's heartbeats (RDB storages only);
+            ``None`` disables the heartbeat and the retry of crashed workers' trials.
+        grace_period: seconds without a heartbeat after which a RUNNING trial is stale
+            (default: twice the interval).
+        max_retry: how many times a stale trial is re-enqueued with the same parameters
+            (``None``: without limit).
+
+    Raises:
+        StorageError: unknown scheme, missing database driver, or a server that cannot be
+            reached; the message shows the URL with its password masked.
+
+    Example:
+        >>> storage = make_storage("sqlite:///:memory:")
+        >>> type(storage).__name__
+        'RDBStorage'
+    """
+    import optuna
+    from optuna.storages import (
+        BaseStorage,
+        JournalStorage,
+        RDBStorage,
+        RetryHeartbeatStaleTrialCallback,
+    )
+
+    if isinstance(url, BaseStorage):
+        return url
+    text = normalize_url(url)
+    shown = mask_url(text)
+    if text.startswith(_JOURNAL_PREFIX):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(text[len(_JOURNAL_PREFIX):])
+        if not path.name:
+            raise StorageError(f"journal storage {shown!r} names no file; use journal:///PATH.log")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal storage {shown}: {exc.strerror or exc}") from None
+
+    kwargs: dict[str, Any] = {}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                            module=r"optuna\.|hptransfer\.")
+    if heartbeat_interval is not None:
+        kwargs = {
+            "heartbeat_interval": int(heartbeat_interval),
+            "grace_period": int(grace_period if grace_period is not None else 2 * heartbeat_interval),
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        }
+    if text.startswith("sqlite:///"):
+        db_path = text[len("sqlite:///"):]
+        if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+            parent = Path(db_path).parent
+            if not parent.exists():
+                raise StorageError(f"cannot open storage {shown}: folder {parent} does not exist")
+    try:
+        return RDBStorage(text, **kwargs)
+    except Exception as exc:  # sqlalchemy / driver errors: turn into one clear line
+        raise StorageError(_describe(exc, text)) from None
+
+
+def _describe(exc: Exception, url: str) -> str:
+    shown = mask_url(url)
+    name = type(exc).__name__
+    msg = str(exc).split("\n")[0]
+    scheme = url.split("://", 1)[0]
+    if name == "NoSuchModuleError":
+        return (
+            f"unknown storage scheme {scheme!r} in {shown}; use sqlite:///FILE.db, "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB, mysql+pymysql://..., or journal:///PATH.log"
+        )
+    if name == "ArgumentError":
+        return f"cannot parse storage URL {shown}: {_scrub(msg, url)}"
+    if isinstance(exc, ModuleNotFoundError) or name == "ImportError":
+        return (
+            f"storage {shown} needs a database driver that is not installed ({exc}); for "
+            "PostgreSQL: pip install 'psycopg[binary]' and keep +psycopg in the URL"
+        )
+    msg = re.sub(r"^\([\w.]+\)\s*", "", msg)  # drop "(psycopg.OperationalError) "
+    return f"cannot open storage {shown}: {_scrub(msg, url)}"

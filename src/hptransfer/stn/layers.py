@@ -1,0 +1,304 @@
+"""Hyperparameter-conditioned layers: the STN best-response approximation ``w(lambda)``.
+
+Each layer keeps elementwise weights ``W_e, b_e`` (a copy of the plain layer), response weights
+``W_h, b_h`` of the same shapes and a gate matrix ``V`` (``2·out × n_hyper``). With the
+hypernetwork input ``h`` (normalised unconstrained hyperparameters, one draw per minibatch):
+
+    g = V h,    y = (W_e x + b_e) + g[:out] ⊙ (W_h x) + g[out:] ⊙ b_h
+
+(MacKay et al., ICLR 2019). Because ``h`` is shared by the minibatch, the gated term is folded into
+the weights once per step, ``W = W_e + diag(g[:out]) W_h``, and the layer runs a single matmul:
+the overhead over the plain layer is two elementwise passes over the weights, not a second matmul.
+
+Delta-STN (Bae & Grosse, NeurIPS 2020) uses the same structure centred at the current
+hyperparameters: the tuner feeds ``h = n(lambda_pert) - stopgrad(n(lambda))`` and ``V`` starts at
+zero, so ``W(lambda) = W_0 + Phi (lambda - lambda_0)`` starts equal to the base network and ``W_0``
+is the weight at the current hyperparameters. The tuner can linearise the network in the response
+(a forward-mode JVP through :attr:`HyperContext.scale`).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))
+    >>> net = to_stn(plain, n_hyper=1)
+    >>> sorted(net.stn_layers()), sorted(net.dropouts())
+    (['net.0', 'net.3'], ['net.2'])
+    >>> net.ctx.h = torch.zeros(1)
+    >>> net(torch.zeros(3, 4)).shape
+    torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["HyperContext", "StnConv2d", "StnDropout", "StnEmbedding", "StnLayer", "StnLinear",
+           "StnModel", "to_stn"]
+
+
+class HyperContext:
+    """State shared by the STN layers of one model during a step.
+
+    Attributes:
+        h: hypernetwork input (``n_hyper``,), or ``None`` for the plain elementwise network.
+        scale: optional scalar multiplying every gate (the tuner makes it a dual number to
+            linearise the output in the response, Delta-STN).
+        rates: dropout rate per :class:`StnDropout` path, for this step.
+    """
+
+    def __init__(self, n_hyper: int) -> None:
+        self.n_hyper = n_hyper
+        self.h: torch.Tensor | None = None
+        self.scale: torch.Tensor | None = None
+        self.rates: dict[str, float] = {}
+
+    def gates(self, gate: torch.Tensor) -> torch.Tensor | None:
+        if self.h is None:
+            return None
+        g = F.linear(self.h, gate)
+        return g if self.scale is None else g * self.scale
+
+
+class StnLayer(nn.Module):
+    """Base class: elementwise ``weight``/``bias``, response ``hweight``/``hbias``, gates ``gate``."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    hweight: nn.Parameter
+    hbias: nn.Parameter | None
+    gate: nn.Parameter
+
+    def __init__(self, ctx: HyperContext) -> None:
+        super().__init__()
+        # a plain attribute, not a submodule: many layers share one context
+        object.__setattr__(self, "ctx", ctx)
+
+    ctx: HyperContext
+
+    def _make_response(self, n_gates: int, delta: bool, gate_std: float) -> None:
+        self.hweight = nn.Parameter(torch.empty_like(self.weight))
+        fan_in = self.weight[0].numel()
+        bound = 1.0 / math.sqrt(max(fan_in, 1))
+        nn.init.uniform_(self.hweight, -bound, bound)
+        self.hbias = None
+        if self.bias is not None:
+            self.hbias = nn.Parameter(torch.empty_like(self.bias).uniform_(-bound, bound))
+        self.gate = nn.Parameter(torch.zeros(n_gates, self.ctx.n_hyper))
+        if not delta:
+            nn.init.normal_(self.gate, std=gate_std)
+
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias used for the current :attr:`HyperContext.h`."""
+        g = self.ctx.gates(self.gate)
+        if g is None:
+            return self.weight, self.bias
+        out = self.weight.shape[0]
+        gw = g[:out].reshape((-1,) + (1,) * (self.weight.dim() - 1))
+        w = self.weight + gw * self.hweight
+        b = self.bias
+        if self.bias is not None and self.hbias is not None:
+            b = self.bias + g[out:] * self.hbias
+        return w, b
+
+    def l2(self) -> torch.Tensor:
+        """``||W(h)||^2`` of the effective weight (the weight-decay term; biases excluded)."""
+        w, _ = self.effective()
+        return (w * w).sum()
+
+
+class StnLinear(StnLayer):
+    """``nn.Linear`` whose weights respond to the hyperparameters (see the module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, ctx: HyperContext, bias: bool = True,
+                 *, delta: bool = False, gate_std: float = 0.01) -> None:
+        super().__init__(ctx)
+        plain = nn.Linear(in_features, out_features, bias=bias)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight, self.bias = plain.weight, plain.bias
+        self._make_response(2 * out_features if bias else out_features, delta, gate_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.effective()
+        return F.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"bias={self.bias is not None}, n_hyper={self.ctx.n_hyper}"
+
+
+class StnConv2d(StnLayer):
+    """``nn.Conv2d`` with per-output-channel gates (same stride, padding, dilation, groups)."""
+
+    def __init__(self, conv: nn.Conv2d, ctx: HyperContext, *, delta: bool = False,
+                 gate_std: float = 0.01) -> None:
+        super().__init__(ctx)
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"StnConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
+        self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
+                                                                 conv.dilation, conv.groups)
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        out = conv.out_channels
+        self._make_response(2 * out if conv.bias is not None else out, delta, gate_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.effective()
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
+class StnEmbedding(StnLayer):
+    """``nn.Embedding`` with per-dimension gates: ``E(h) = E_e + E_h · diag(g)``."""
+
+    def __init__(self, emb: nn.Embedding, ctx: HyperContext, *, delta: bool = False,
+                 gate_std: float = 0.01) -> None:
+        super().__init__(ctx)
+        self.padding_idx = emb.padding_idx
+        self.weight = nn.Parameter(emb.weight.detach().clone())
+        self.bias = None
+        self.hweight = nn.Parameter(torch.randn_like(self.weight) * float(self.weight.detach().std()))
+        self.hbias = None
+        self.gate = nn.Parameter(torch.zeros(emb.embedding_dim, ctx.n_hyper))
+        if not delta:
+            nn.init.normal_(self.gate, std=gate_std)
+
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = self.ctx.gates(self.gate)
+        if g is None:
+            return self.weight, None
+        return self.weight + g * self.hweight, None
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        w, _ = self.effective()
+        return F.embedding(idx, w, self.padding_idx)
+
+
+class StnDropout(nn.Module):
+    """Dropout whose rate the tuner sets per step (falls back to the original rate ``p``)."""
+
+    def __init__(self, p: float, path: str, ctx: HyperContext) -> None:
+        super().__init__()
+        self.p, self.path = p, path
+        object.__setattr__(self, "ctx", ctx)
+
+    ctx: HyperContext
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        return F.dropout(x, self.ctx.rates.get(self.path, self.p), True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, path={self.path!r}"
+
+
+class StnModel(nn.Module):
+    """A plain model whose Linear/Conv2d/Embedding/Dropout layers were made hyperparameter-aware.
+
+    ``forward`` is the wrapped model's; set ``model.ctx.h`` (and ``ctx.rates``) before calling it.
+    """
+
+    def __init__(self, net: nn.Module, ctx: HyperContext, delta: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.delta = delta
+        object.__setattr__(self, "ctx", ctx)
+
+    ctx: HyperContext
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
+
+    def stn_layers(self) -> dict[str, StnLayer]:
+        """Hyperparameter-conditioned layers by module path (``net.<path in the plain model>``)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, StnLayer)}
+
+    def dropouts(self) -> dict[str, StnDropout]:
+        return {n: m for n, m in self.named_modules() if isinstance(m, StnDropout)}
+
+    def response_parameters(self) -> list[nn.Parameter]:
+        """``hweight``, ``hbias`` and ``gate`` of every layer (Phi in Delta-STN)."""
+        out: list[nn.Parameter] = []
+        for layer in self.stn_layers().values():
+            out += [p for p in (layer.hweight, layer.hbias, layer.gate) if p is not None]
+        return out
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not a response parameter (W_0 in Delta-STN)."""
+        resp = {id(p) for p in self.response_parameters()}
+        return [p for p in self.parameters() if id(p) not in resp]
+
+    def export_plain(self, plain: nn.Module, h: torch.Tensor | None = None) -> nn.Module:
+        """Load the effective weights at hypernetwork input ``h`` into a copy of ``plain``."""
+        old = self.ctx.h
+        self.ctx.h = h
+        try:
+            layers = self.stn_layers()
+            state: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                for key, value in self.state_dict().items():
+                    if key.rsplit(".", 1)[0] not in layers:
+                        state[key.removeprefix("net.")] = value.clone()
+                for path, layer in layers.items():
+                    prefix = "" if path == "net" else path.removeprefix("net.") + "."
+                    w, b = layer.effective()
+                    state[prefix + "weight"] = w.detach().clone()
+                    if b is not None:
+                        state[prefix + "bias"] = b.detach().clone()
+            out = copy.deepcopy(plain)
+            out.load_state_dict(state)
+            return out
+        finally:
+            self.ctx.h = old
+
+
+def to_stn(model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: float = 0.01,
+           skip: tuple[str, ...] = ()) -> StnModel:
+    """Copy ``model`` and turn its Linear/Conv2d/Embedding layers into STN layers.
+
+    The elementwise weights are copies of the plain ones; ``nn.Dropout`` becomes
+    :class:`StnDropout` (rate set by the tuner per step). Module paths in ``skip`` (and their
+    children) stay plain. With ``delta=True`` the gates start at zero (Delta-STN).
+    """
+    if n_hyper < 1:
+        raise ValueError(f"n_hyper must be >= 1, got {n_hyper}")
+    net = copy.deepcopy(model)
+    ctx = HyperContext(n_hyper)
+
+    def convert(parent: nn.Module, prefix: str) -> None:
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}{name}"
+            if path in skip:
+                continue
+            new: nn.Module | None = None
+            if type(child) is nn.Linear:
+                new = StnLinear(child.in_features, child.out_features, ctx, child.bias is not None,
+                                delta=delta, gate_std=gate_std)
+                with torch.no_grad():
+                    new.weight.copy_(child.weight)
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)  # type: ignore[union-attr]
+            elif type(child) is nn.Conv2d:
+                new = StnConv2d(child, ctx, delta=delta, gate_std=gate_std)
+            elif type(child) is nn.Embedding:
+                new = StnEmbedding(child, ctx, delta=delta, gate_std=gate_std)
+            elif isinstance(child, nn.Dropout):
+                new = StnDropout(float(child.p), f"net.{path}", ctx)
+            if new is not None:
+                new.to(next(child.parameters()).device if any(True for _ in child.parameters())
+                       else torch.device("cpu"))
+                setattr(parent, name, new)
+            else:
+                convert(child, f"{path}.")
+
+    convert(net, "")
+    stn = StnModel(net, ctx, delta)
+    if not stn.stn_layers():
+        raise ValueError("the model has no nn.Linear, nn.Conv2d or nn.Embedding layer to make "
+                         "hyperparameter-aware")
+    return stn

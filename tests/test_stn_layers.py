@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hptransfer.stn.layers import HyperContext, StnConv2d, StnEmbedding, StnLinear, to_stn
+
+
+def test_linear_equals_plain_with_effective_weights() -> None:
+    torch.manual_seed(0)
+    ctx = HyperContext(3)
+    layer = StnLinear(5, 4, ctx, gate_std=0.5)
+    ctx.h = torch.tensor([0.3, -1.0, 0.7])
+    x = torch.randn(6, 5)
+    g = layer.gate.detach() @ ctx.h
+    # the paper's form: (W_e x + b_e) + g[:out] * (W_h x) + g[out:] * b_h
+    want = (F.linear(x, layer.weight, layer.bias) + g[:4] * F.linear(x, layer.hweight)
+            + g[4:] * layer.hbias)
+    assert torch.allclose(layer(x), want, atol=1e-6)
+    plain = nn.Linear(5, 4)
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight + g[:4, None] * layer.hweight)
+        plain.bias.copy_(layer.bias + g[4:] * layer.hbias)
+    assert torch.allclose(layer(x), plain(x), atol=1e-6)
+
+
+def test_conv_and_embedding_equal_plain_with_effective_weights() -> None:
+    torch.manual_seed(1)
+    ctx = HyperContext(2)
+    conv = nn.Conv2d(3, 4, 3, padding=1, stride=2)
+    sconv = StnConv2d(conv, ctx, gate_std=0.5)
+    ctx.h = torch.tensor([0.5, -0.2])
+    x = torch.randn(2, 3, 8, 8)
+    g = sconv.gate.detach() @ ctx.h
+    w = sconv.weight + g[:4, None, None, None] * sconv.hweight
+    b = sconv.bias + g[4:] * sconv.hbias
+    assert torch.allclose(sconv(x), F.conv2d(x, w, b, stride=2, padding=1), atol=1e-5)
+    emb = StnEmbedding(nn.Embedding(7, 4), ctx, gate_std=0.5)
+    idx = torch.tensor([[0, 3, 6]])
+    ge = emb.gate.detach() @ ctx.h
+    assert torch.allclose(emb(idx), F.embedding(idx, emb.weight + ge * emb.hweight), atol=1e-6)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_converted_model_matches_plain(delta: bool) -> None:
+    torch.manual_seed(2)
+    plain = _mlp().eval()
+    stn = to_stn(plain, n_hyper=2, delta=delta).eval()
+    x = torch.randn(5, 6)
+    stn.ctx.h = None
+    assert torch.allclose(stn(x), plain(x), atol=1e-6)
+    stn.ctx.h = torch.zeros(2)  # unperturbed (STN at h=0, Delta-STN at eps=0)
+    assert torch.allclose(stn(x), plain(x), atol=1e-6)
+    stn.ctx.h = torch.tensor([0.4, -0.3])
+    moved = not torch.allclose(stn(x), plain(x), atol=1e-6)
+    assert moved is (not delta)  # Delta-STN's response starts at zero
+    # export: a plain model carrying the effective weights at h gives the same outputs
+    h = torch.tensor([0.4, -0.3])
+    with torch.no_grad():
+        for layer in stn.stn_layers().values():
+            layer.gate.normal_(std=0.3)
+    stn.ctx.h = h
+    exported = stn.export_plain(plain, h).eval()
+    assert torch.allclose(exported(x), stn(x), atol=1e-5)
+
+
+def test_gradients_reach_hyperparameters_through_gates() -> None:
+    torch.manual_seed(3)
+    stn = to_stn(_mlp(), n_hyper=2)
+    u = torch.zeros(2, requires_grad=True)
+    stn.ctx.h = torch.tanh(u + 0.1)
+    loss = stn(torch.randn(8, 6)).pow(2).mean()
+    (gu,) = torch.autograd.grad(loss, u)
+    assert gu.abs().min() > 0
+
+
+def test_dropout_rate_from_context() -> None:
+    stn = to_stn(_mlp(), n_hyper=1)
+    (path,) = stn.dropouts()
+    drop = stn.dropouts()[path]
+    x = torch.ones(1000)
+    stn.train()
+    stn.ctx.rates = {path: 0.8}
+    frac = float((drop(x) == 0).float().mean())
+    assert 0.72 < frac < 0.88
+    stn.eval()
+    assert torch.equal(drop(x), x)
+
+
+def test_no_layers_refused() -> None:
+    with pytest.raises(ValueError, match=r"no nn\.Linear"):
+        to_stn(nn.Sequential(nn.ReLU()), n_hyper=1)

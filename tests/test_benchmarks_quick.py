@@ -1,0 +1,26 @@
+"""Smoke runs of the foundation benchmarks: they run, and their last line is the figure."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "last_line"),
+    [
+        ("cold_start.py", r"^suggest cold start: \d+\.\d+ s \(target < 0\.5 s\), \d+\.\dx"),
+        ("optimizer_step.py", r"^optimizer step at width \d+: hptransfer groups \d\.\d+x hand-made"),
+    ],
+)
+def test_benchmark_quick(script: str, last_line: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(last_line, proc.stdout.strip().splitlines()[-1])

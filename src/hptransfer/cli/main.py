@@ -179,6 +179,17 @@ def suggest_cmd(
         Optional[str],  # noqa: UP045
         typer.Option("--readout", help="lr (readout lr/m) or multiplier (mup-style output/m)."),
     ] = None,
+    study: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--study", help="Optuna storage URL of a proxy study: carry its best trial."),
+    ] = None,
+    study_name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--study-name", help="Study in that storage (optional if it holds one)."),
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="With --study: median of the k best trials.", min=1)
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Per-class lr, weight decay, init std and multipliers at a target width.
@@ -186,8 +197,19 @@ def suggest_cmd(
     Example: hptransfer suggest --width 4096 --rule sqrt
     """
     try:
-        cfg = resolve_config(config)
-        source = "embedded default" if config is None else str(config)
+        if study is not None:
+            if config is not None:
+                fail("give --config or --study, not both")
+            from hptransfer.tuning.storage import mask_url
+            from hptransfer.tuning.transfer import config_from_study
+
+            cfg = config_from_study(study, study_name, top_k=top_k)
+            source = f"best of study {study_name or ''} at {mask_url(study)}".replace("  ", " ")
+        elif study_name is not None:
+            fail("--study-name needs --study URL")
+        else:
+            cfg = resolve_config(config)
+            source = "embedded default" if config is None else str(config)
         chosen = rule is not None or wd_exponent is not None
         if chosen or readout is not None:
             cfg = ProxyConfig(**{

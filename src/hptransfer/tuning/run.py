@@ -1,0 +1,152 @@
+"""``tune()``: the Python function behind ``hptransfer tune`` (one proxy study, end to end).
+
+Torch is imported only when training starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hptransfer.scaling import ConfigError, Plan, ProxyConfig, check_width, suggest
+from hptransfer.tuning.builtin import builtin_trainer, resolve_model
+from hptransfer.tuning.objective import TransferObjective, WidthLadder
+from hptransfer.tuning.space import SearchSpace, default_space
+from hptransfer.tuning.study import open_study
+from hptransfer.tuning.transfer import best_config
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+__all__ = ["PRUNERS", "TuneResult", "make_pruner", "tune"]
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass
+class TuneResult:
+    """A finished ``tune()`` call."""
+
+    study: optuna.Study
+    best: ProxyConfig  # base config with the best trial's base hyperparameters
+    plan: Plan  # ``best`` carried to the target width
+    proxy_width: int
+    figures: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_pruner(name: str, *, steps: int, eval_every: int | None) -> optuna.pruners.BasePruner:
+    """``median`` (MedianPruner after 5 trials), ``hyperband`` (steps as the resource) or ``none``.
+
+    Without ``eval_every`` there are no intermediate values and every pruner is a no-op.
+    """
+    import optuna
+
+    if name not in PRUNERS:
+        raise ConfigError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+    if name == "none" or not eval_every:
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=eval_every)
+    return optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=steps, reduction_factor=3)
+
+
+def tune(
+    model: str = "llama",
+    width: int | None = None,
+    trials: int = 50,
+    *,
+    storage: str | BaseStorage | None = None,
+    study_name: str | None = None,
+    jobs: int = 1,
+    steps: int = 200,
+    force: bool = False,
+    out: str | Path | None = None,
+    target_width: int | None = None,
+    task: str | None = None,
+    config: ProxyConfig | None = None,
+    space: SearchSpace | None = None,
+    ladder_widths: Sequence[int] = (),
+    reduction_factor: int = 3,
+    eval_every: int | None = None,
+    pruner: str = "median",
+    seed: int = 0,
+    batch_size: int = 32,
+    data_kwargs: Mapping[str, Any] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+) -> TuneResult:
+    """Run (or extend) a proxy study of a built-in model or a ``MODULE:FACTORY`` model.
+
+    Args:
+        model: ``"llama"`` (char-level LM), ``"mlp"`` (regression) or ``"MODULE:FACTORY"``.
+        width: proxy width the trials train at (default: the config's base width).
+        trials: trials to add (an existing study keeps its earlier trials).
+        storage: storage URL (default ``sqlite:///hptransfer.db``).
+        study_name: default ``"{model}-w{width}"``.
+        jobs: parallel trials in this process (threads); run more processes for more workers.
+        steps: training steps per trial (per rung with a ladder).
+        force: add to a study created under another rule or base width.
+        out: folder for the figures (none when ``None``).
+        target_width: the width to carry the best trial to (default 8 × width).
+        ladder_widths: smaller widths tried first (width as a fidelity, see :class:`WidthLadder`);
+            the last rung is ``width``.
+        eval_every: report the validation loss every this many steps (enables pruning).
+        pruner: ``median``, ``hyperband`` or ``none`` (ignored with a ladder: it has its own).
+
+    Raises:
+        ConfigError: bad model/width/storage, a study mismatch, or no trial finished.
+    """
+    import optuna
+
+    start = time.perf_counter()
+    choice = resolve_model(model, task, config)
+    cfg = choice.config
+    w = check_width(cfg, width if width is not None else cfg.base_width)
+    target = check_width(cfg, target_width if target_width is not None else 8 * w)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"--trials must be a positive integer, got {trials!r}")
+    if steps < 1:
+        raise ConfigError(f"--steps must be a positive integer, got {steps}")
+    if eval_every is not None and not 1 <= eval_every <= steps:
+        raise ConfigError(f"--eval-every must be between 1 and --steps ({steps}), got {eval_every}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    ladder = None
+    if ladder_widths:
+        ladder = WidthLadder(widths=(*ladder_widths, w), steps=(steps,) * (len(ladder_widths) + 1),
+                             reduction_factor=reduction_factor)
+    if space is None:
+        space = default_space()
+        if cfg.heads_at(cfg.base_width) is None:  # no attention: nothing for attn_mult to do
+            space = space.without("attn_mult")
+    study = open_study(
+        study_name or f"{choice.name.replace(':', '.')}-w{w}",
+        cfg,
+        storage=storage,
+        space=space,
+        proxy_width=w,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3))),
+        pruner=ladder.pruner() if ladder else make_pruner(pruner, steps=steps, eval_every=eval_every),
+        force=force,
+        extra_attrs={"model": choice.name, "task": choice.task, "steps": steps,
+                     "ladder": list(ladder.widths) if ladder else None},
+    )
+    train = builtin_trainer(choice, batch_size=batch_size, seed=seed,
+                            eval_every=None if ladder else eval_every,
+                            data_kwargs=data_kwargs, model_kwargs=model_kwargs)
+    objective = TransferObjective(train, cfg, width=w, space=space, steps=steps, ladder=ladder)
+    study.optimize(objective, n_trials=trials, n_jobs=jobs, callbacks=list(callbacks))
+    best = best_config(study)
+    plan = suggest(best, target)
+    figures: list[Path] = []
+    if out is not None:
+        from hptransfer.tuning.plots import plot_study
+
+        figures = plot_study(study, out, target)
+    return TuneResult(study=study, best=best, plan=plan, proxy_width=w, figures=figures,
+                      seconds=time.perf_counter() - start)

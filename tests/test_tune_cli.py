@@ -1,0 +1,112 @@
+"""`hptransfer tune` on the built-in MLP (tiny: a few trials of a few steps), its figures, the study
+it leaves behind, and its bad-input messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from hptransfer.cli.main import app
+from hptransfer.models import builtin_config
+from hptransfer.scaling import suggest
+from hptransfer.tuning import config_from_study, load_study, study_info
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tune")
+    url = f"sqlite:///{tmp / 'h.db'}"
+    code, out, err = run("tune", "--model", "mlp", "--width", "32", "--trials", "4", "--steps", "15",
+                         "--storage", url, "--study", "mlp-proxy", "--out", str(tmp / "figs"),
+                         "--target-width", "512", "--json")
+    assert code == 0, err
+    return url, json.loads(out), tmp
+
+
+def test_tune_runs_trials_and_prints_transferred_plan(tuned):
+    url, out, tmp = tuned
+    assert out["study"] == "mlp-proxy" and out["trials"] == {"COMPLETE": 4}
+    assert out["proxy_width"] == 32 and out["plan"]["width"] == 512
+    study = load_study(url, "mlp-proxy")
+    assert len(study.trials) == 4 and study.best_value == pytest.approx(out["best_value"])
+    info = study_info(study)
+    assert info["model"] == "mlp" and info["task"] == "regression" and info["proxy_width"] == 32
+    assert info["base_width"] == builtin_config("mlp").base_width
+    assert "attn_mult" not in study.best_params  # the MLP has no attention to tune
+    # the JSON plan is the study's best trial carried to 512, as `suggest --study` computes it
+    cfg = config_from_study(url, "mlp-proxy")
+    assert suggest(cfg, 512).to_dict() == out["plan"]
+    assert cfg.lr == pytest.approx(study.best_params["lr"])
+    for stem in ("optuna_history", "optuna_slice"):
+        for ext in ("png", "svg"):
+            assert (tmp / "figs" / f"{stem}.{ext}").stat().st_size > 1000
+
+
+def test_tune_refuses_other_rule_unless_forced(tuned, tmp_path):
+    url, _, _ = tuned
+    cfg = tmp_path / "sqrt.toml"
+    cfg.write_text(replace(builtin_config("mlp"), rule="mup-wd-sqrt").to_toml())
+    args = ["tune", "--model", "mlp", "--width", "32", "--trials", "1", "--steps", "5",
+            "--storage", url, "--study", "mlp-proxy", "--config", str(cfg)]
+    code, _, err = run(*args)
+    assert code == 2
+    assert "created under rule mup-wd-linear" in err and "mup-wd-sqrt" in err and "--force" in err
+    code, _out, err = run(*args, "--force")
+    assert code == 0, err
+    assert len(optuna.load_study(study_name="mlp-proxy", storage=url).trials) == 5
+
+
+def test_tune_width_ladder(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    code, _out, err = run("tune", "--model", "mlp", "--width", "32", "--ladder", "16", "--eta", "2",
+                         "--trials", "5", "--steps", "10", "--storage", url, "--json")
+    assert code == 0, err
+    study = load_study(url, None)
+    assert study_info(study)["ladder"] == [16, 32]
+    for t in study.trials:
+        if t.state.name == "COMPLETE":
+            assert set(t.intermediate_values) == {1, 2}  # both rungs: widths 16 then 32
+        else:
+            assert t.state.name == "PRUNED" and set(t.intermediate_values) == {1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--storage", "foo://me:hunter2@db/x"], r"unknown storage scheme 'foo' in foo://me:\*\*\*@db/x"),
+        (["--storage", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x"],
+         r"cannot open storage postgresql\+psycopg://me:\*\*\*@127\.0\.0\.1:1/x"),
+        (["--model", "resnet"], "unknown model 'resnet'"),
+        (["--model", "no_such_module:make"], "cannot import module 'no_such_module'"),
+        (["--model", "llama", "--width", "40"], "not divisible by head_dim=16"),
+        (["--trials", "0"], "--trials must be a positive integer"),
+    ],
+)
+def test_tune_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("tune", "--model", "mlp", "--steps", "2", "--trials", "1", *args)
+    assert code == 2
+    assert re.search(message, " ".join(err.split())), err
+    assert "hunter2" not in err + out and "Traceback" not in err
+
+
+def test_cli_import_does_not_load_torch():
+    code = ("import sys; import hptransfer.cli.main as m; "
+            "assert 'tune' in [c.name for c in m.app.registered_commands]; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,639 @@
+"""The STN / Delta-STN tuner: hyperparameters tuned inside one training run.
+
+Loop (MacKay et al. 2019, Bae & Grosse 2020): ``warmup_steps`` training steps, then alternate
+``t_train`` training steps and ``t_val`` validation steps until the training budget is spent.
+
+* **Training step** (weights only): draw ``u' = u + sigma * eps`` (one draw per minibatch), feed it
+  to the hypernetwork (Delta-STN: the centred ``n(u') - n(u)``) *and* use its values in the real
+  regularisers; minimise the regularised training loss.
+* **Validation step** (hyperparameters and sigma only): eval mode (no dropout, no noise), the
+  unregularised validation loss at a reparameterised draw ``u + sigma * eps`` so that the gradient
+  reaches ``u`` and ``sigma`` through the best-response approximation only, minus ``tau`` times
+  the entropy of the perturbation distribution.
+
+Hyperparameters understood out of the box (names for :class:`~hptransfer.stn.hyper.HyperSpec`):
+
+=====================  ==========================================================================
+``dropout``            rate of every ``nn.Dropout`` of the model (per layer: ``dropout.<path>``,
+                       with ``<path>`` the module path in the plain model, e.g. ``dropout.2``)
+``weight_decay``       L2 coefficient on every Linear/Conv2d weight: the training objective gets
+                       ``+ wd/2 * ||W||^2`` (per layer: ``weight_decay.<path>``; biases excluded).
+                       Base-multiplier units: it is the value at the proxy (base) width, which the
+                       width rules of :mod:`hptransfer.scaling` then scale.
+``input_noise``        std of Gaussian noise added to (float) inputs
+``input_mask``         number of input features zeroed per example (an **integer** hyperparameter)
+``label_smoothing``    label smoothing of the cross-entropy loss
+=====================  ==========================================================================
+
+Discrete hyperparameters: ``integer=True`` specs are relaxed to a continuous value that the
+hypernetwork sees; the training step applies stochastic rounding (``floor(v) + Bernoulli(frac v)``,
+unbiased for ``v``). Since every built-in hyperparameter acts on training only, the validation
+gradient reaches them through the best-response approximation alone, as in the STN paper; no
+REINFORCE estimator is needed (nor implemented).
+
+Learning rate: **not tunable**. The best response ``w*(lambda)`` is a property of the training
+*objective*; the learning rate is not part of it, so the hypernetwork's response to it is zero and
+the validation gradient carries no signal. ``lr`` is refused with that explanation; tune it with
+``hptransfer tune`` (Optuna) and let the STN tune the regularisers.
+
+Reproducibility: the tuner draws every random number (perturbations, dropout masks, noise,
+minibatch order of :class:`TensorBatches` and of ``DataLoader(shuffle=True)``) from torch's global
+generator, and checkpoints store its state, the optimiser states, the step counters and the
+position of both data streams, so a killed run resumed from its checkpoint retraces the same
+trajectory. A user's data iterable must be deterministic given torch's global RNG state (a
+``DataLoader`` with ``num_workers=0``, or workers seeded from the base seed, qualifies).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <...>
+    >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    >>> model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
+    >>> tuner = StnTuner(model, [HyperSpec("dropout", 0.1, 0.0, 0.9)], loss="cross_entropy")
+    >>> result = tuner.fit(TensorBatches(x, y, 16), TensorBatches(x, y, 16), steps=8)
+    >>> 0.0 < result.values["dropout"] < 0.9
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import nn
+from torch.nn import functional as F
+
+from hptransfer.stn.hyper import HyperParams, HyperSpec, base_name
+from hptransfer.stn.layers import StnConv2d, StnLinear, StnModel, to_stn
+
+__all__ = ["CHECKPOINT_FORMAT", "StnCheckpointError", "StnConfig", "StnDivergedError", "StnResult",
+           "StnTuner", "TensorBatches", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "hptransfer-stn/1"
+LossName = str
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class StnCheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not belong to this run."""
+
+
+class StnDivergedError(RuntimeError):
+    """A non-finite loss; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class StnConfig:
+    """Settings of the alternating loop.
+
+    Args:
+        lr: Adam learning rate of the model weights (elementwise, response and gates).
+        hyper_lr: Adam learning rate of the unconstrained hyperparameters and of ``rho``.
+        tau: weight of the entropy bonus (keeps sigma from collapsing; 1e-3 is the papers' range).
+        t_train, t_val: training and validation steps per cycle (STN 2:1; Delta-STN code 5:1).
+        warmup_steps: training steps before the first hyperparameter update.
+        delta: Delta-STN (centred response, gates start at zero) instead of STN.
+        linearize: Delta-STN only: linearise the output in the response (forward-mode JVP), update
+            base weights on the unperturbed and response weights on the perturbed loss.
+        tune_sigma: learn the perturbation scales (else they stay at the specs' ``sigma``).
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        seed: seeds torch's global RNG when the tuner is built.
+        grad_clip: max global grad norm of the weights (None: no clipping).
+    """
+
+    lr: float = 1e-3
+    hyper_lr: float = 3e-3
+    tau: float = 1e-3
+    t_train: int = 2
+    t_val: int = 1
+    warmup_steps: int = 0
+    delta: bool = False
+    linearize: bool = True
+    tune_sigma: bool = True
+    checkpoint_every: int = 200
+    seed: int = 0
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("lr", "hyper_lr"):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{key} must be a finite number > 0, got {v!r}")
+        if not (math.isfinite(self.tau) and self.tau >= 0):
+            raise ValueError(f"tau must be >= 0, got {self.tau!r}")
+        if self.t_train < 1 or self.t_val < 1:
+            raise ValueError(f"t_train and t_val must be >= 1, got {self.t_train}, {self.t_val}")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0:
+            raise ValueError("warmup_steps and checkpoint_every must be >= 0")
+
+
+@dataclass
+class StnResult:
+    """Outcome of :meth:`StnTuner.fit`."""
+
+    values: dict[str, float]
+    sigma: dict[str, float]
+    trajectory: dict[str, list[Any]]
+    final_val_loss: float
+    train_steps: int
+    val_steps: int
+    wall_s: float
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TensorBatches:
+    """Minibatches of in-memory tensors, reshuffled each pass with torch's global RNG.
+
+    Example:
+        >>> import torch
+        >>> len(TensorBatches(torch.zeros(10, 3), torch.zeros(10), batch_size=4))
+        3
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y have different lengths ({x.shape[0]} vs {y.shape[0]})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        n = self.x.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.x.shape[0]
+        order = torch.randperm(n) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class _Stream:
+    """Cycles through a re-iterable; its position can be saved and restored exactly."""
+
+    def __init__(self, data: Iterable[Any], name: str) -> None:
+        if (isinstance(data, (tuple, list)) and len(data) == 2
+                and all(isinstance(t, torch.Tensor) for t in data)):
+            raise TypeError(f"{name} data: pass TensorBatches(x, y, batch_size) or a DataLoader, "
+                            "not an (x, y) tuple")
+        if iter(data) is data:
+            raise TypeError(f"{name} data must be re-iterable (a DataLoader, TensorBatches or a "
+                            "list of batches), not a one-shot iterator/generator")
+        self.data, self.name = data, name
+        self.epoch, self.pos = 0, 0
+        self._iter: Iterator[Any] | None = None
+        self._rng: torch.Tensor | None = None
+        self._gen: torch.Tensor | None = None
+
+    def _start(self) -> None:
+        self._rng = torch.get_rng_state()
+        gen = getattr(self.data, "generator", None)
+        self._gen = gen.get_state() if isinstance(gen, torch.Generator) else None
+        self._iter = iter(self.data)
+
+    def next(self) -> Any:
+        if self._iter is None:
+            self._start()
+        assert self._iter is not None
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            if self.pos == 0:
+                raise ValueError(f"{self.name} data yields no batch") from None
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._start()
+            batch = next(self._iter)
+        self.pos += 1
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos, "rng": self._rng, "gen": self._gen}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), 0
+        if state["rng"] is None:
+            self._iter = None
+            return
+        current = torch.get_rng_state()
+        torch.set_rng_state(state["rng"])
+        gen = getattr(self.data, "generator", None)
+        if state["gen"] is not None and isinstance(gen, torch.Generator):
+            gen.set_state(state["gen"])
+        self._rng, self._gen = state["rng"], state["gen"]
+        self._iter = iter(self.data)
+        for _ in range(int(state["pos"])):
+            next(self._iter)
+            self.pos += 1
+        torch.set_rng_state(current)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a tuner checkpoint with ``torch.load(weights_only=True)``; clear errors if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise StnCheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise StnCheckpointError(
+            f"checkpoint {path} is corrupt or not an STN checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); delete it to start over, or point to another one"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise StnCheckpointError(f"{path} is not an STN checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+class StnTuner:
+    """Tune regularisation hyperparameters of ``model`` within one training run.
+
+    Args:
+        model: a plain ``nn.Module``; its Linear/Conv2d/Embedding layers are copied into STN layers
+            and its ``nn.Dropout`` modules become tunable (the original model is not modified).
+        hypers: the hyperparameters to tune (names in the module docstring).
+        loss: ``"cross_entropy"`` (outputs ``(..., C)``, integer targets), ``"mse"``, or a function
+            ``(output, target) -> scalar`` (then label smoothing is unavailable).
+        config: loop settings (:class:`StnConfig`).
+    """
+
+    def __init__(self, model: nn.Module, hypers: Sequence[HyperSpec], *,
+                 loss: LossName | LossFn = "cross_entropy", config: StnConfig | None = None) -> None:
+        self.config = config or StnConfig()
+        torch.manual_seed(self.config.seed)
+        self.plain = model
+        self.hyper = HyperParams(hypers)
+        if isinstance(loss, str) and loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable, got {loss!r}")
+        self.loss = loss
+        self.model: StnModel = to_stn(model, len(self.hyper), delta=self.config.delta)
+        device = next(self.model.parameters()).device
+        self.device = device
+        self.hyper.to(device)
+        self._bind()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        hparams = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
+        self.hopt = torch.optim.Adam(hparams, lr=self.config.hyper_lr)
+        self.step = self.n_train = self.n_val = 0
+        self.trajectory: dict[str, list[Any]] = {"step": [], "phase": [], "loss": [],
+                                                 "eval_step": [], "eval_loss": []}
+        for name in self.hyper.names:
+            self.trajectory[f"value/{name}"] = []
+            self.trajectory[f"sigma/{name}"] = []
+        self.last_checkpoint: tuple[str, int] | None = None
+
+    # -- binding hyperparameter names to what they act on --------------------------------------
+    def available(self) -> list[str]:
+        """Hyperparameter names this model and loss support."""
+        names: list[str] = []
+        drops = [p.removeprefix("net.") for p in self.model.dropouts()]
+        if drops:
+            names += ["dropout"] + [f"dropout.{p}" for p in drops]
+        names += ["weight_decay"] + [f"weight_decay.{p.removeprefix('net.')}"
+                                     for p in self.model.stn_layers()]
+        names += ["input_noise", "input_mask"]
+        if self.loss == "cross_entropy":
+            names.append("label_smoothing")
+        return names
+
+    def _bind(self) -> None:
+        avail = self.available()
+        self._drop: dict[str, int] = {}   # dropout module path -> hyper index
+        self._wd: dict[str, int] = {}     # stn layer path -> hyper index
+        self._idx: dict[str, int] = {}    # input_noise / input_mask / label_smoothing -> index
+        drops, layers = self.model.dropouts(), self.model.stn_layers()
+        general = {"dropout": list(drops),
+                   "weight_decay": [p for p, m in layers.items() if isinstance(m, (StnLinear, StnConv2d))]}
+        specific: dict[str, dict[str, int]] = {"dropout": {}, "weight_decay": {}}
+        for i, spec in enumerate(self.hyper.specs):
+            name, base = spec.name, base_name(spec.name)
+            if base in ("lr", "learning_rate"):
+                raise ValueError(
+                    f"{name}: the STN cannot tune the learning rate: the best response w*(lambda) "
+                    "depends on the training objective, which the lr is not part of, so the "
+                    "validation gradient carries no signal about it. Tune lr with `hptransfer tune`."
+                )
+            if name not in avail:
+                raise ValueError(f"hyperparameter {name!r} is not used by this model; available: "
+                                 + ", ".join(avail))
+            if spec.integer and base != "input_mask":
+                raise ValueError(f"{name}: only input_mask is an integer hyperparameter")
+            if base == "input_mask" and not spec.integer:
+                object.__setattr__(spec, "integer", True)
+            if name in general:
+                for p in general[name]:
+                    (self._drop if base == "dropout" else self._wd).setdefault(p, i)
+            elif base in specific:
+                specific[base]["net." + name.split(".", 1)[1]] = i
+            else:
+                self._idx[name] = i
+        self._drop.update(specific["dropout"])
+        self._wd.update(specific["weight_decay"])
+
+    # -- one step ------------------------------------------------------------------------------
+    def _net_input(self, u: torch.Tensor) -> torch.Tensor:
+        h = self.hyper.net_input(u)
+        if self.config.delta:
+            h = h - self.hyper.net_input(self.hyper.u).detach()
+        return h
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        if self.loss == "cross_entropy":
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1),
+                                   label_smoothing=smoothing)
+        if self.loss == "mse":
+            return F.mse_loss(out.float(), y.float())
+        assert callable(self.loss)
+        return self.loss(out, y)
+
+    def _augment(self, x: torch.Tensor, vals: list[float]) -> torch.Tensor:
+        i = self._idx.get("input_noise")
+        if i is not None:
+            if not x.is_floating_point():
+                raise ValueError("input_noise needs float inputs; this data yields "
+                                 f"{x.dtype} (token ids?)")
+            x = x + vals[i] * torch.randn_like(x)
+        i = self._idx.get("input_mask")
+        if i is not None:
+            k = math.floor(vals[i]) + int(float(torch.rand(())) < vals[i] - math.floor(vals[i]))
+            if k > 0:
+                flat = x.reshape(x.shape[0], -1)
+                keep = torch.rand(flat.shape, device=x.device).argsort(dim=1).argsort(dim=1) >= k
+                x = (flat * keep).reshape(x.shape)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output, or (primal, tangent) of the output linearised in the response (Delta-STN)."""
+        if not (self.config.delta and self.config.linearize):
+            return self.model(x), None
+        ctx = self.model.ctx
+        with fwad.dual_level():
+            ctx.scale = fwad.make_dual(torch.zeros((), device=x.device), torch.ones((), device=x.device))
+            try:
+                out = self.model(x)
+            finally:
+                ctx.scale = None
+            primal, tangent = fwad.unpack_dual(out)
+        if tangent is None:
+            tangent = torch.zeros_like(primal)
+        return primal, tangent
+
+    def _check(self, loss: torch.Tensor, phase: str) -> None:
+        if not torch.isfinite(loss):
+            where = (f"the last good checkpoint is {self.last_checkpoint[0]} (step "
+                     f"{self.last_checkpoint[1]}); lower the learning rates or narrow the bounds "
+                     "and resume from it") if self.last_checkpoint else \
+                "no checkpoint was written yet; lower the learning rates or narrow the bounds"
+            raise StnDivergedError(
+                f"non-finite {phase} loss at step {self.step} with hyperparameters "
+                + ", ".join(f"{k}={v:.4g}" for k, v in self.hyper.values_dict().items())
+                + f"; stopped: {where}")
+
+    def _l2(self, vals: list[float]) -> torch.Tensor | None:
+        layers = self.model.stn_layers()
+        terms = [0.5 * vals[i] * layers[p].l2() for p, i in self._wd.items()]
+        return torch.stack(terms).sum() if terms else None
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.train()
+        ctx = self.model.ctx
+        with torch.no_grad():
+            u = self.hyper.sample()
+            vals = [float(v) for v in self.hyper.values(u)]
+            ctx.h = self._net_input(u)
+        ctx.rates = {p: vals[i] for p, i in self._drop.items()}
+        x = self._augment(x, vals)
+        ls = vals[self._idx["label_smoothing"]] if "label_smoothing" in self._idx else 0.0
+        self.opt.zero_grad(set_to_none=True)
+        primal, tangent = self._forward(x)
+        if tangent is None:
+            loss = self._loss(primal, y, ls)
+            reg = self._l2(vals)
+            total = loss if reg is None else loss + reg
+            self._check(total, "training")
+            total.backward()
+        else:
+            # Delta-STN: base weights on the unperturbed loss, response on the perturbed one
+            base_loss = self._loss(primal, y, ls)
+            resp_loss = self._loss(primal.detach() + tangent, y, ls)
+            h = ctx.h
+            ctx.h = None
+            base_reg = self._l2(vals)
+            ctx.h = h
+            resp_reg = self._l2(vals)
+            loss = resp_loss
+            self._check(base_loss + resp_loss, "training")
+            base_total = base_loss if base_reg is None else base_loss + base_reg
+            resp_total = resp_loss if resp_reg is None else resp_loss + resp_reg
+            base_p, resp_p = self.model.base_parameters(), self.model.response_parameters()
+            gb = torch.autograd.grad(base_total, base_p, retain_graph=True, allow_unused=True)
+            gr = torch.autograd.grad(resp_total, resp_p, allow_unused=True)
+            for p, g in zip(base_p + resp_p, gb + gr):
+                p.grad = g
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.opt.step()
+        ctx.h, ctx.rates = None, {}
+        return float(loss.detach())
+
+    def _val_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.eval()
+        ctx = self.model.ctx
+        u = self.hyper.sample()
+        ctx.h = self._net_input(u)
+        primal, tangent = self._forward(x)
+        out = primal if tangent is None else primal + tangent
+        loss = self._loss(out, y)
+        self._check(loss, "validation")
+        obj = loss - self.config.tau * self.hyper.entropy()
+        params = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
+        grads = torch.autograd.grad(obj, params, allow_unused=True)
+        self.hopt.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.hopt.step()
+        self.hyper.project_()
+        ctx.h = None
+        return float(loss.detach())
+
+    def _phase(self) -> str:
+        c = self.config
+        if self.n_train < c.warmup_steps:
+            return "train"
+        target = ((self.n_train - c.warmup_steps) // c.t_train) * c.t_val
+        return "val" if self.n_val < target else "train"
+
+    # -- evaluation and export -----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: Iterable[Any]) -> float:
+        """Mean unregularised loss over ``data`` at the current hyperparameters (eval mode)."""
+        self.model.eval()
+        self.model.ctx.h = self._net_input(self.hyper.u)
+        total, count = 0.0, 0
+        try:
+            for x, y in data:
+                x, y = x.to(self.device), y.to(self.device)
+                n = y.numel() if self.loss == "cross_entropy" else y.shape[0]
+                total += float(self._loss(self.model(x), y)) * n
+                count += n
+        finally:
+            self.model.ctx.h = None
+        if count == 0:
+            raise ValueError("evaluation data yields no batch")
+        return total / count
+
+    def export_model(self) -> nn.Module:
+        """A copy of the plain model carrying the effective weights at the current hyperparameters.
+
+        Its dropout modules keep their original rates; set them to :meth:`values` if you train on.
+        """
+        with torch.no_grad():
+            h = self._net_input(self.hyper.u)
+        return self.model.export_plain(self.plain, h)
+
+    def values(self) -> dict[str, float]:
+        """Current (unperturbed) hyperparameter values."""
+        return self.hyper.values_dict()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self, streams: dict[str, _Stream]) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "specs": [s.to_dict() for s in self.hyper.specs],
+            "config": asdict(self.config),
+            "step": self.step, "n_train": self.n_train, "n_val": self.n_val,
+            "model": self.model.state_dict(),
+            "hyper": self.hyper.state_dict(),
+            "opt": self.opt.state_dict(), "hopt": self.hopt.state_dict(),
+            "rng": torch.get_rng_state(),
+            "streams": {k: s.state() for k, s in streams.items()},
+            "trajectory": self.trajectory,
+        }
+
+    def save(self, path: str | Path, streams: dict[str, _Stream]) -> None:
+        """Write a checkpoint atomically (a kill during the write leaves the previous one)."""
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise StnDivergedError(f"non-finite weights in {bad[0]} at step {self.step}; the last "
+                                   f"good checkpoint is kept: {self.last_checkpoint}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(streams), tmp)
+        os.replace(tmp, path)
+        self.last_checkpoint = (str(path), self.step)
+
+    def load_state(self, state: dict[str, Any], streams: dict[str, _Stream], source: str = "") -> None:
+        names = [s["name"] for s in state.get("specs", [])]
+        if names != list(self.hyper.names):
+            raise StnCheckpointError(f"checkpoint {source} tunes {names}, this run tunes "
+                                     f"{list(self.hyper.names)}; use a matching --hyper list")
+        if bool(state["config"].get("delta")) != self.config.delta:
+            raise StnCheckpointError(f"checkpoint {source} was written with delta="
+                                     f"{state['config'].get('delta')}; this run has "
+                                     f"delta={self.config.delta}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.hyper.load_state_dict(state["hyper"])
+            self.opt.load_state_dict(state["opt"])
+            self.hopt.load_state_dict(state["hopt"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise StnCheckpointError(f"checkpoint {source} does not match this model: "
+                                     f"{str(exc).splitlines()[0][:200]}") from None
+        self.step, self.n_train, self.n_val = int(state["step"]), int(state["n_train"]), int(state["n_val"])
+        self.trajectory = {k: list(v) for k, v in state["trajectory"].items()}
+        for key, stream in streams.items():
+            stream.restore(state["streams"][key])
+        torch.set_rng_state(state["rng"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, train: Iterable[Any], val: Iterable[Any], *, steps: int | None = None,
+            epochs: int | None = None, checkpoint: str | Path | None = None, resume: bool = False,
+            eval_data: Iterable[Any] | None = None, eval_every: int = 0,
+            callback: Callable[[StnTuner, dict[str, Any]], None] | None = None) -> StnResult:
+        """Train and tune; returns the final hyperparameters and their trajectory.
+
+        Args:
+            train, val: re-iterables of ``(x, y)`` minibatches (``DataLoader``, :class:`TensorBatches`).
+            steps / epochs: training budget in training steps, or passes over ``train``
+                (validation steps come on top).
+            checkpoint: file to checkpoint to every ``config.checkpoint_every`` steps and at the end.
+            resume: continue from ``checkpoint`` (it must exist and be readable).
+            eval_data: data for the recorded evaluation loss (default ``val``); evaluated every
+                ``eval_every`` training steps (0: at the end only).
+            callback: called after every step with the tuner and that step's record.
+        """
+        if (steps is None) == (epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        if epochs is not None:
+            try:
+                steps = epochs * len(train)  # type: ignore[arg-type]
+            except TypeError:
+                raise ValueError("train data has no len(); give steps instead of epochs") from None
+        assert steps is not None
+        if steps < 1:
+            raise ValueError(f"the training budget must be >= 1 step, got {steps}")
+        streams = {"train": _Stream(train, "train"), "val": _Stream(val, "validation")}
+        eval_data = val if eval_data is None else eval_data
+        if resume:
+            if checkpoint is None:
+                raise ValueError("resume needs a checkpoint path")
+            self.load_state(load_checkpoint(checkpoint), streams, str(checkpoint))
+            self.last_checkpoint = (str(checkpoint), self.step)
+        start = time.perf_counter()
+        every = self.config.checkpoint_every
+        while self.n_train < steps:
+            phase = self._phase()
+            x, y = streams[phase].next()
+            x, y = x.to(self.device), y.to(self.device)
+            loss = self._train_step(x, y) if phase == "train" else self._val_step(x, y)
+            if phase == "train":
+                self.n_train += 1
+            else:
+                self.n_val += 1
+            self.step += 1
+            record = self._record(phase, loss)
+            if phase == "train" and eval_every and self.n_train % eval_every == 0:
+                self._record_eval(eval_data)
+            if checkpoint is not None and every and self.step % every == 0:
+                self.save(checkpoint, streams)
+            if callback is not None:
+                callback(self, record)
+        if not self.trajectory["eval_step"] or self.trajectory["eval_step"][-1] != self.step:
+            self._record_eval(eval_data)
+        if checkpoint is not None:
+            self.save(checkpoint, streams)
+        return StnResult(values=self.values(), sigma=self.hyper.sigma_dict(),
+                         trajectory=self.trajectory, final_val_loss=self.trajectory["eval_loss"][-1],
+                         train_steps=self.n_train, val_steps=self.n_val,
+                         wall_s=time.perf_counter() - start,
+                         checkpoint=None if checkpoint is None else str(checkpoint))
+
+    def _record(self, phase: str, loss: float) -> dict[str, Any]:
+        t = self.trajectory
+        t["step"].append(self.step)
+        t["phase"].append(phase)
+        t["loss"].append(loss)
+        values, sigma = self.hyper.values_dict(), self.hyper.sigma_dict()
+        for name in self.hyper.names:
+            t[f"value/{name}"].append(values[name])
+            t[f"sigma/{name}"].append(sigma[name])
+        return {"step": self.step, "phase": phase, "loss": loss, "values": values, "sigma": sigma,
+                "n_train": self.n_train, "n_val": self.n_val}
+
+    def _record_eval(self, data: Iterable[Any]) -> None:
+        loss = self.evaluate(data)
+        self.trajectory["eval_step"].append(self.step)
+        self.trajectory["eval_loss"].append(loss)
+

@@ -1,0 +1,183 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hptransfer.stn.hyper import HyperSpec
+from hptransfer.stn.tuner import (
+    StnCheckpointError,
+    StnConfig,
+    StnDivergedError,
+    StnTuner,
+    TensorBatches,
+    load_checkpoint,
+)
+
+# -- known answer: ridge regression -----------------------------------------------------------------
+N, NV, D = 30, 200, 20
+
+
+def _ridge_data() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    w_true = torch.randn(D, 1, generator=g)
+    x = torch.randn(N, D, generator=g)
+    y = x @ w_true + 2.0 * torch.randn(N, 1, generator=g)
+    xv = torch.randn(NV, D, generator=g)
+    yv = xv @ w_true + 2.0 * torch.randn(NV, 1, generator=g)
+    return x, y, xv, yv
+
+
+def _wstar(x: torch.Tensor, y: torch.Tensor, wd: float) -> torch.Tensor:
+    # minimiser of mean((Xw - y)^2) + wd/2 ||w||^2, the tuner's training objective
+    x, y = x.double(), y.double()
+    return torch.linalg.solve(x.T @ x + N * wd / 2 * torch.eye(D, dtype=torch.float64), x.T @ y)
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_ridge_weight_decay_matches_grid_search(delta: bool) -> None:
+    x, y, xv, yv = _ridge_data()
+    grid = torch.logspace(-4, 2, 481, dtype=torch.float64)
+    val = torch.stack([((xv.double() @ _wstar(x, y, float(w)) - yv.double()) ** 2).mean() for w in grid])
+    best = float(grid[val.argmin()])
+    assert 1e-3 < best < 10  # an interior optimum, far from the init 1e-2 in log space
+    cfg = StnConfig(lr=0.03, hyper_lr=0.03, tau=1e-3, t_train=5, t_val=1, warmup_steps=200, seed=1,
+                    delta=delta, checkpoint_every=0)
+    tuner = StnTuner(nn.Sequential(nn.Linear(D, 1, bias=False)),
+                     [HyperSpec("weight_decay", 1e-2, 1e-4, 1e2, sigma=0.5)], loss="mse", config=cfg)
+    res = tuner.fit(TensorBatches(x, y, N, shuffle=False), TensorBatches(xv, yv, NV, shuffle=False),
+                    steps=1500)
+    wd = res.values["weight_decay"]
+    assert abs(math.log(wd / best)) < 0.3, (wd, best)
+    if delta:
+        # Delta-STN: W_0 is the best response at the current wd, the response Phi its derivative
+        layer = tuner.model.stn_layers()["net.0"]
+        ws = _wstar(x, y, wd)
+        assert float((layer.weight.detach().double().T - ws).norm() / ws.norm()) < 0.02
+        lam = N * wd / 2
+        dws = -lam * torch.linalg.solve(x.double().T @ x.double()
+                                        + lam * torch.eye(D, dtype=torch.float64), ws)
+        dw = (layer.gate.detach()[0, 0] * layer.hweight.detach().double() / tuner.hyper.scale[0]).T
+        cos = float((dw * dws).sum() / dw.norm() / dws.norm())
+        assert cos > 0.98 and 0.7 < float(dw.norm() / dws.norm()) < 1.4
+
+
+# -- resume, errors ---------------------------------------------------------------------------------
+def _cls_data(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 6, generator=g)
+    y = (x[:, 0] + 0.5 * torch.randn(96, generator=g) > 0).long()
+    return x[:64], y[:64], x[64:], y[64:]
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
+
+
+HYPERS = [HyperSpec("dropout", 0.2, 0.0, 0.9), HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+          HyperSpec("input_noise", 0.1, 1e-3, 1.0), HyperSpec("label_smoothing", 0.05, 0.0, 0.3),
+          HyperSpec("input_mask", 1.0, 0.0, 3.0)]
+
+
+def _tuner(delta: bool, **kw: object) -> StnTuner:
+    cfg = StnConfig(lr=1e-2, hyper_lr=1e-2, checkpoint_every=7, delta=delta, seed=3, **kw)  # type: ignore[arg-type]
+    torch.manual_seed(0)  # the plain model's init
+    return StnTuner(_mlp(), HYPERS, loss="cross_entropy", config=cfg)
+
+
+def _loaders() -> tuple[DataLoader, TensorBatches]:
+    x, y, xv, yv = _cls_data()
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True), TensorBatches(xv, yv, 16)
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_resume_after_kill_retraces_trajectory(tmp_path: Path, delta: bool) -> None:
+    train, val = _loaders()
+    full = _tuner(delta).fit(train, val, steps=30, checkpoint=tmp_path / "a.pt")
+
+    def kill(tuner: StnTuner, record: dict) -> None:
+        if record["step"] == 17:  # between checkpoints at 14 and 21
+            raise _Kill
+
+    train, val = _loaders()
+    with pytest.raises(_Kill):
+        _tuner(delta).fit(train, val, steps=30, checkpoint=tmp_path / "b.pt", callback=kill)
+    assert int(load_checkpoint(tmp_path / "b.pt")["step"]) == 14
+    train, val = _loaders()
+    tuner = _tuner(delta)
+    torch.manual_seed(12345)  # the global RNG state before resuming must not matter
+    resumed = tuner.fit(train, val, steps=30, checkpoint=tmp_path / "b.pt", resume=True)
+    assert resumed.trajectory["phase"] == full.trajectory["phase"]
+    for key in full.trajectory:
+        if key != "phase":
+            assert resumed.trajectory[key] == pytest.approx(full.trajectory[key], rel=1e-5, abs=1e-7), key
+    a = load_checkpoint(tmp_path / "a.pt")["model"]
+    b = load_checkpoint(tmp_path / "b.pt")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_corrupt_or_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    train, val = _loaders()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(StnCheckpointError, match="corrupt"):
+        _tuner(False).fit(train, val, steps=5, checkpoint=bad, resume=True)
+    good = tmp_path / "good.pt"
+    _tuner(False).fit(train, val, steps=5, checkpoint=good)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(StnCheckpointError, match="corrupt"):
+        _tuner(False).fit(train, val, steps=5, checkpoint=trunc, resume=True)
+    with pytest.raises(StnCheckpointError, match="delta"):
+        _tuner(True).fit(train, val, steps=5, checkpoint=good, resume=True)
+    with pytest.raises(StnCheckpointError, match="no checkpoint"):
+        _tuner(False).fit(train, val, steps=5, checkpoint=tmp_path / "missing.pt", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        value = nn.functional.cross_entropy(out, y)
+        return value * float("nan") if calls["n"] > 20 else value
+
+    train, val = _loaders()
+    tuner = StnTuner(_mlp(), HYPERS[:2], loss=loss, config=StnConfig(checkpoint_every=5))
+    with pytest.raises(StnDivergedError, match=r"non-finite .* loss at step .*good checkpoint"):
+        tuner.fit(train, val, steps=40, checkpoint=tmp_path / "c.pt")
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert 0 < int(state["step"]) <= 20
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_bad_hyperparameter_names() -> None:
+    with pytest.raises(ValueError, match=r"not used by this model; available: dropout, dropout\.2"):
+        StnTuner(_mlp(), [HyperSpec("dropout.0", 0.1, 0.0, 0.5)])
+    with pytest.raises(ValueError, match="learning rate"):
+        StnTuner(_mlp(), [HyperSpec("lr", 1e-3, 1e-5, 1.0, transform="log")])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        StnTuner(_mlp(), [HyperSpec("label_smoothing", 0.1, 0.0, 0.5)], loss="mse")
+    no_dropout = nn.Sequential(nn.Linear(6, 2))
+    with pytest.raises(ValueError, match="not used"):
+        StnTuner(no_dropout, [HyperSpec("dropout", 0.1, 0.0, 0.5)])
+
+
+def test_tuned_dropout_moves_and_export_matches() -> None:
+    train, val = _loaders()
+    tuner = StnTuner(_mlp(), [HyperSpec("dropout.2", 0.3, 0.0, 0.9)],
+                     config=StnConfig(lr=1e-2, hyper_lr=3e-2, checkpoint_every=0))
+    res = tuner.fit(train, val, steps=40)
+    traj = res.trajectory["value/dropout.2"]
+    assert len(traj) == res.train_steps + res.val_steps == len(res.trajectory["step"])
+    assert traj[-1] != pytest.approx(0.3, abs=1e-4)  # the validation steps moved it
+    plain = tuner.export_model().eval()
+    _, _, xv, yv = _cls_data()
+    exported = float(nn.functional.cross_entropy(plain(xv), yv))
+    assert exported == pytest.approx(tuner.evaluate([(xv, yv)]), rel=1e-5)

@@ -1,0 +1,389 @@
+"""Top singular values of every weight matrix of a model, fast.
+
+:func:`top_singular_values` runs block Lanczos (a block Krylov subspace of ``AᵀA`` with full
+reorthogonalisation and Rayleigh–Ritz) on many same-shape matrices at once. Each Ritz value
+comes with its residual ``‖Aᵀu − σv‖`` (``Av = σu`` holds exactly by construction), and
+``residual / sqrt(2)`` bounds the distance from the estimate to a true singular value.
+Iteration stops when the top-k Ritz values move by less than ``tol`` (relative) between
+steps, or when the residual bound itself is below ``tol * sigma``. Ritz values never exceed
+the true singular values (interlacing), so the estimates approach them from below.
+
+Warm start: pass the right singular vectors of the previous checkpoint (``SVDResult.v``); a
+:class:`SpectralCache` does that per layer name.
+
+:func:`model_spectrum` applies it to a model or a ``state_dict``: every tensor of rank >= 2,
+conv kernels ``(out, in, k, k)`` seen as ``(out, in*k*k)``; same-shape matrices batched.
+Non-finite weights raise :class:`NonFiniteWeightError` naming the layer.
+
+Example:
+    >>> import torch
+    >>> a = torch.randn(300, 500, generator=torch.Generator().manual_seed(0))
+    >>> res = top_singular_values(a, k=2)
+    >>> exact = torch.linalg.svdvals(a)[:2]
+    >>> bool(((res.values - exact).abs() / exact).max() < 1e-3)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LayerSpectrum",
+    "NonFiniteWeightError",
+    "SVDResult",
+    "SpectralCache",
+    "as_matrix",
+    "model_spectrum",
+    "top_singular_values",
+    "weight_matrices",
+]
+
+
+class NonFiniteWeightError(ValueError):
+    """A weight matrix holds NaN or inf; the message names it."""
+
+
+@dataclass
+class SVDResult:
+    """Top-k singular values of one matrix (or a batch: leading dimension)."""
+
+    values: torch.Tensor  # (..., k), descending
+    v: torch.Tensor  # (..., n, k) right singular vectors (of the matrix as given)
+    residual: torch.Tensor  # (..., k) ‖Aᵀu − σv‖ with Av = σu
+    iterations: int
+    exact: bool = False
+
+    @property
+    def error_bound(self) -> torch.Tensor:
+        """A true singular value lies within this distance of each estimate."""
+        return self.residual / math.sqrt(2.0)
+
+
+def _orth(x: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(x)
+    return q
+
+
+def _project_out(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    for _ in range(2):  # classical Gram–Schmidt against the basis, twice for stability
+        x = x - q @ (q.transpose(-1, -2) @ x)
+    return x
+
+
+def _next_block(q: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Orthonormal block spanning ``z`` minus its part in span(q). Columns that vanish (the
+    Krylov space became invariant, e.g. a low-rank matrix) are replaced by random directions,
+    so the basis stays orthonormal."""
+    x = _project_out(q, z)
+    lost = x.norm(dim=-2) <= 1e-4 * z.norm(dim=-2).clamp_min(torch.finfo(z.dtype).tiny)
+    if bool(lost.any()):
+        fresh = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = torch.where(lost[..., None, :], _project_out(q, fresh), x)
+    norms = x.norm(dim=-2)
+    x, r = torch.linalg.qr(x)
+    if bool((r.diagonal(dim1=-2, dim2=-1).abs() < 1e-3 * norms).any()):
+        # nearly dependent columns: QR invents directions that may lie inside span(q)
+        x = _orth(_project_out(q, x))
+    return x
+
+
+@torch.no_grad()
+def top_singular_values(
+    a: torch.Tensor,
+    k: int = 1,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 60,
+    block: int | None = None,
+    v0: torch.Tensor | None = None,
+    exact: bool = False,
+    generator: torch.Generator | None = None,
+) -> SVDResult:
+    """The ``k`` largest singular values of ``a`` (shape ``(m, n)`` or a batch ``(b, m, n)``).
+
+    Args:
+        a: matrix or batch of same-shape matrices (float32/float64; other dtypes are cast).
+        k: how many values.
+        tol: relative tolerance on the values (see the module docstring for the stop rule).
+        max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``).
+        block: Krylov block size (default ``k + 4``; larger resolves clusters faster).
+        v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
+        exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
+        generator: random start vectors (seeded for repeatable results).
+
+    Returns:
+        :class:`SVDResult` with values, right vectors, residuals and the iterations used.
+    """
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected a matrix or a batch of matrices, got shape {tuple(a.shape)}")
+    if not a.is_floating_point() or a.dtype in (torch.float16, torch.bfloat16):
+        a = a.float()
+    squeeze = a.ndim == 2
+    batch = a.unsqueeze(0) if squeeze else a
+    _, m, n = batch.shape
+    kk = min(k, m, n)
+    if kk < 1:
+        raise ValueError(f"k must be >= 1 and the matrix non-empty, got k={k}, shape {(m, n)}")
+    if exact or min(m, n) <= max(2 * (block or kk + 4), 16):
+        res = _exact(batch, kk)
+    else:
+        res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=block or kk + 4,
+                             v0=v0 if v0 is None or not squeeze else v0.unsqueeze(0),
+                             generator=generator)
+    if squeeze:
+        res = SVDResult(res.values[0], res.v[0], res.residual[0], res.iterations, res.exact)
+    return res
+
+
+def _exact(a: torch.Tensor, k: int) -> SVDResult:
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    v = vh.transpose(-1, -2)[..., :k]
+    resid = (a.transpose(-1, -2) @ u[..., :k] - v * s[..., None, :k]).norm(dim=-2)
+    return SVDResult(s[..., :k].clone(), v, resid, 0, exact=True)
+
+
+def _block_lanczos(
+    a: torch.Tensor, k: int, *, tol: float, max_iter: int, block: int,
+    v0: torch.Tensor | None, generator: torch.Generator | None,
+) -> SVDResult:
+    bsz = a.shape[0]
+    if bsz == 1:  # plain matrix products (mm) are faster than batched ones (bmm) for one matrix
+        res = _block_lanczos_core(a[0], (), k, tol=tol, max_iter=max_iter, block=block,
+                                  v0=None if v0 is None else v0[0], generator=generator)
+        return SVDResult(res.values[None], res.v[None], res.residual[None], res.iterations)
+    return _block_lanczos_core(a, (bsz,), k, tol=tol, max_iter=max_iter, block=block, v0=v0,
+                               generator=generator)
+
+
+def _block_lanczos_core(
+    a: torch.Tensor, lead: tuple[int, ...], k: int, *, tol: float, max_iter: int, block: int,
+    v0: torch.Tensor | None, generator: torch.Generator | None,
+) -> SVDResult:
+    m, n = a.shape[-2:]
+    b = min(block, min(m, n))
+    steps = max(1, min(max_iter, min(m, n) // b))
+    tiny = torch.finfo(a.dtype).tiny
+    start = torch.randn(*lead, n, b, generator=generator, dtype=a.dtype).to(a.device)
+    if v0 is not None:
+        if v0.shape[:-1] != (*lead, n):
+            raise ValueError(f"warm start v0 has shape {tuple(v0.shape)}; expected (…, {n}, j)")
+        j = min(v0.shape[-1], b)
+        start[..., :j] = v0.to(a.device, a.dtype)[..., :j]
+    # Preallocated Krylov basis Q = [V_1 … V_j] and its image Z = AᵀA Q, both (bsz, n, b·steps).
+    q_buf = torch.empty(*lead, n, b * steps, dtype=a.dtype, device=a.device)
+    z_buf = torch.empty_like(q_buf)
+    gram = torch.zeros(*lead, b * steps, b * steps, dtype=torch.float64, device=a.device)
+    v_block = _orth(start)
+    prev: torch.Tensor | None = None
+    prev_delta: torch.Tensor | None = None
+    it, cols = 0, 0
+    theta = w_top = None
+    for it in range(1, steps + 1):
+        c0, cols = cols, cols + b
+        q_buf[..., c0:cols] = v_block
+        y = a @ v_block  # (…, m, b)
+        # Aᵀy as (yᵀA)ᵀ: a row-major product, much faster than one with a transposed view of A
+        z_new = (y.transpose(-1, -2).contiguous() @ a).transpose(-1, -2)
+        z_buf[..., c0:cols] = z_new
+        q_all, z_all = q_buf[..., :cols], z_buf[..., :cols]
+        # Rayleigh–Ritz on QᵀAᵀAQ, grown by one block column (and its mirror row)
+        col = (q_all.transpose(-1, -2) @ z_new).double()
+        gram[..., :cols, c0:cols] = col
+        gram[..., c0:cols, :c0] = col[..., :c0, :].transpose(-1, -2)
+        sub = gram[..., :cols, :cols]
+        sub[..., c0:cols, c0:cols] = 0.5 * (col[..., c0:, :] + col[..., c0:, :].transpose(-1, -2))
+        evals, evecs = torch.linalg.eigh(sub)
+        theta = evals.flip(-1)[..., :k].clamp_min(0).to(a.dtype)
+        w_top = evecs.flip(-1)[..., :k].to(a.dtype)
+        sig = theta.sqrt()
+        scale = sig[..., :1].clamp_min(tiny)
+        if it == steps:
+            break
+        # singular residual of the Ritz triplets: ‖AᵀA v − θ v‖ / σ (a rigorous bound)
+        resid = (z_all @ w_top - (q_all @ w_top) * theta[..., None, :]).norm(dim=-2) / sig.clamp_min(tiny)
+        if (resid / math.sqrt(2) <= tol * scale).all():
+            break
+        # Ritz values rise monotonically to the true values; with steps shrinking by a factor
+        # rho the remaining gap is about delta * rho / (1 - rho): stop when that is below tol.
+        if prev is not None:
+            delta = ((sig - prev).abs() / scale).amax(dim=-1)
+            if prev_delta is not None:
+                rho = (delta / prev_delta.clamp_min(tiny)).clamp(max=0.999)
+                if ((delta <= tol) & (delta * rho / (1 - rho) <= tol)).all():
+                    break
+            prev_delta = delta
+        prev = sig
+        v_block = _next_block(q_all, z_new, generator)
+    assert theta is not None and w_top is not None
+    q_all, z_all = q_buf[..., :cols], z_buf[..., :cols]
+    v = q_all @ w_top
+    sig = theta.sqrt()
+    resid = (z_all @ w_top - v * theta[..., None, :]).norm(dim=-2) / sig.clamp_min(tiny)
+    return SVDResult(sig, v, resid, it)
+
+
+# -- whole models --------------------------------------------------------------------------
+
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A weight as a matrix: rank 2 as is, conv kernels ``(out, in, *k)`` as ``(out, in·∏k)``."""
+    if weight.ndim < 2:
+        raise ValueError(f"a rank-{weight.ndim} tensor is not a matrix")
+    return weight.reshape(weight.shape[0], -1)
+
+
+def _module_types(model: nn.Module) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for mod_name, module in model.named_modules():
+        for p_name, _ in module.named_parameters(recurse=False):
+            out.setdefault(f"{mod_name}.{p_name}" if mod_name else p_name, type(module).__name__)
+    return out
+
+
+def weight_matrices(
+    source: nn.Module | Mapping[str, torch.Tensor],
+    *,
+    include: str | None = None,
+    exclude: str | None = None,
+) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """``(name, layer type, tensor)`` for every tensor of rank >= 2 of a model or state_dict.
+
+    The layer type is the owning module's class name for a model (``Linear``, ``Conv2d``,
+    ``Embedding``) and ``matrix`` / ``conv{k}d-kernel`` for a bare state_dict. ``include`` /
+    ``exclude`` are regexes searched in names.
+    """
+    if isinstance(source, nn.Module):
+        types = _module_types(source)
+        items: Iterable[tuple[str, torch.Tensor]] = source.named_parameters()
+    else:
+        types = {}
+        items = source.items()
+    inc = re.compile(include) if include else None
+    exc = re.compile(exclude) if exclude else None
+    for name, tensor in items:
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim < 2 or not tensor.is_floating_point():
+            continue
+        if (inc and not inc.search(name)) or (exc and exc.search(name)):
+            continue
+        kind = types.get(name) or ("matrix" if tensor.ndim == 2 else f"conv{tensor.ndim - 2}d-kernel")
+        yield name, kind, tensor.detach()
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """Spectral summary of one weight matrix."""
+
+    name: str
+    layer_type: str
+    shape: tuple[int, ...]
+    sigma: tuple[float, ...]  # top-k singular values, descending
+    fro: float
+    error_bound: float  # on sigma_max
+
+    @property
+    def sigma_max(self) -> float:
+        return self.sigma[0]
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        return self.shape[0], math.prod(self.shape[1:])
+
+    @property
+    def rms(self) -> float:
+        """Root mean square entry, ``‖W‖_F / sqrt(#entries)``."""
+        return self.fro / math.sqrt(math.prod(self.shape))
+
+    @property
+    def spectral_to_rms(self) -> float:
+        """``sigma_max / rms``: ``sqrt(#entries)`` for rank one, about ``sqrt(m)+sqrt(n)`` for noise."""
+        return self.sigma_max / self.rms if self.rms > 0 else math.inf
+
+    @property
+    def stable_rank(self) -> float:
+        """``‖W‖_F² / sigma_max²``, between 1 and the rank."""
+        return (self.fro / self.sigma_max) ** 2 if self.sigma_max > 0 else 0.0
+
+
+@dataclass
+class SpectralCache:
+    """Right singular vectors per layer name, for warm starts between checkpoints."""
+
+    vectors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def get(self, name: str, shape: tuple[int, int]) -> torch.Tensor | None:
+        v = self.vectors.get(name)
+        return v if v is not None and v.shape[0] == shape[1] else None
+
+
+@torch.no_grad()
+def model_spectrum(
+    source: nn.Module | Mapping[str, torch.Tensor],
+    *,
+    k: int = 1,
+    tol: float = 1e-4,
+    exact: bool = False,
+    include: str | None = None,
+    exclude: str | None = None,
+    cache: SpectralCache | None = None,
+    max_batch_bytes: int = 256 * 2**20,
+    seed: int = 0,
+) -> dict[str, LayerSpectrum]:
+    """Top-k singular values of every weight matrix of ``source`` (model or state_dict).
+
+    Same-shape matrices are stacked and solved together (up to ``max_batch_bytes`` a batch).
+    With a ``cache``, each layer starts from its vectors of the previous call and stores the
+    new ones.
+
+    Raises:
+        NonFiniteWeightError: a matrix with NaN/inf entries (named in the message).
+
+    Example:
+        >>> spec = model_spectrum(torch.nn.Linear(64, 32))
+        >>> list(spec)
+        ['weight']
+    """
+    gen = torch.Generator().manual_seed(seed)
+    Member = tuple[str, str, torch.Tensor, tuple[int, ...]]
+    groups: dict[tuple[tuple[int, int], torch.dtype], list[Member]] = {}
+    for name, kind, tensor in weight_matrices(source, include=include, exclude=exclude):
+        mat = as_matrix(tensor)
+        if not bool(torch.isfinite(mat).all()):
+            bad = int((~torch.isfinite(mat)).sum())
+            raise NonFiniteWeightError(
+                f"layer {name!r} has {bad} non-finite weight(s) (NaN/inf): the run diverged or "
+                "the checkpoint is corrupt; re-train with a smaller lr or load another checkpoint"
+            )
+        dtype = mat.dtype if mat.dtype in (torch.float32, torch.float64) else torch.float32
+        groups.setdefault((tuple(mat.shape), dtype), []).append((name, kind, mat, tuple(tensor.shape)))
+    out: dict[str, LayerSpectrum] = {}
+    for ((m, n), dtype), members in groups.items():
+        per = m * n * (4 if dtype == torch.float32 else 8)
+        chunk = max(1, max_batch_bytes // max(per, 1))
+        for i in range(0, len(members), chunk):
+            part = members[i: i + chunk]
+            stack = torch.stack([mm.to(dtype) for _, _, mm, _ in part])
+            v0 = None
+            if cache is not None:
+                warm = [cache.get(nm, (m, n)) for nm, _, _, _ in part]
+                if all(w is not None for w in warm):
+                    j = min(w.shape[-1] for w in warm if w is not None)
+                    v0 = torch.stack([w[..., :j] for w in warm if w is not None])
+            res = top_singular_values(stack, k, tol=tol, exact=exact, v0=v0, generator=gen)
+            fro = stack.flatten(1).norm(dim=1)
+            for j, (name, kind, _, shape) in enumerate(part):
+                out[name] = LayerSpectrum(
+                    name=name, layer_type=kind, shape=shape,
+                    sigma=tuple(float(x) for x in res.values[j]),
+                    fro=float(fro[j]), error_bound=float(res.error_bound[j, 0]),
+                )
+                if cache is not None:
+                    cache.vectors[name] = res.v[j].clone()
+    # keep the source's order
+    order = [name for name, _, _ in weight_matrices(source, include=include, exclude=exclude)]
+    return {name: out[name] for name in order if name in out}

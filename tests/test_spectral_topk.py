@@ -1,0 +1,140 @@
+"""Top-k singular values by block Lanczos, checked against full SVD."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hptransfer.diagnostics.spectral import (
+    NonFiniteWeightError,
+    SpectralCache,
+    as_matrix,
+    model_spectrum,
+    top_singular_values,
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _with_spectrum(m: int, n: int, sigma: torch.Tensor, seed: int) -> torch.Tensor:
+    """U diag(sigma) Vᵀ with random orthonormal U, V."""
+    g = _gen(seed)
+    r = len(sigma)
+    u, _ = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))
+    return ((u * sigma) @ v.T).float()
+
+
+def _rel_err(est: torch.Tensor, exact: torch.Tensor) -> float:
+    return float(((est - exact).abs() / exact).max())
+
+
+@pytest.mark.parametrize(("m", "n"), [(200, 600), (600, 200), (384, 384)])
+@pytest.mark.parametrize("k", [1, 3])
+def test_random_gaussian_matches_full_svd(m: int, n: int, k: int) -> None:
+    a = torch.randn(m, n, generator=_gen(m + n + k))
+    res = top_singular_values(a, k, generator=_gen(1))
+    exact = torch.linalg.svdvals(a)[:k]
+    assert not res.exact and res.iterations > 1
+    assert _rel_err(res.values, exact) <= 1e-3
+    # Ritz values approach from below (interlacing), up to float32 rounding
+    assert bool((res.values <= exact * (1 + 1e-5)).all())
+    # the error estimate is a valid bound on the distance to a true singular value
+    assert bool(((res.values - exact).abs() <= res.error_bound + 1e-4 * exact).all())
+
+
+def test_structured_low_rank_plus_noise() -> None:
+    sigma = torch.tensor([50.0, 20.0, 10.0, 5.0, 1.0], dtype=torch.float64)
+    a = _with_spectrum(300, 700, sigma, seed=3) + 0.01 * torch.randn(300, 700, generator=_gen(4))
+    res = top_singular_values(a, 3, generator=_gen(1))
+    exact = torch.linalg.svdvals(a)[:3]
+    assert _rel_err(res.values, exact) <= 1e-4
+    assert res.iterations <= 6  # a clear gap converges in a few steps
+
+
+def test_near_degenerate_top_values() -> None:
+    # top two values 1e-4 apart, a third 1e-3 below: sigma_max still to 1e-3, and k=2 resolves both
+    top = torch.tensor([10.0, 10.0 - 1e-3, 10.0 - 1e-2], dtype=torch.float64)
+    bulk = torch.linspace(9.0, 0.1, 200, dtype=torch.float64)
+    a = _with_spectrum(400, 500, torch.cat([top, bulk]), seed=5)
+    exact = torch.linalg.svdvals(a)
+    for k in (1, 2):
+        res = top_singular_values(a, k, generator=_gen(2))
+        assert _rel_err(res.values, exact[:k]) <= 1e-3
+
+
+def test_batch_equals_individual() -> None:
+    mats = torch.randn(4, 150, 250, generator=_gen(7))
+    mats[1] *= 3
+    batch = top_singular_values(mats, 2, generator=_gen(0))
+    assert batch.values.shape == (4, 2) and batch.v.shape == (4, 250, 2)
+    exact = torch.linalg.svdvals(mats)[:, :2]
+    assert _rel_err(batch.values, exact) <= 1e-3
+
+
+def test_vectors_are_singular_vectors() -> None:
+    sigma = torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=torch.float64)
+    a = _with_spectrum(120, 300, sigma, seed=8)
+    res = top_singular_values(a, 1, generator=_gen(0))
+    v = res.v[:, 0]
+    assert float(v.norm()) == pytest.approx(1.0, abs=1e-4)
+    assert float((a @ v).norm()) == pytest.approx(float(res.values[0]), rel=1e-4)
+
+
+def test_warm_start_converges_faster() -> None:
+    a = torch.randn(300, 900, generator=_gen(9))
+    cold = top_singular_values(a, 1, generator=_gen(0))
+    a2 = a + 1e-3 * torch.randn(300, 900, generator=_gen(10))  # the next checkpoint
+    warm = top_singular_values(a2, 1, v0=cold.v, generator=_gen(0))
+    cold2 = top_singular_values(a2, 1, generator=_gen(0))
+    assert warm.iterations < cold2.iterations
+    assert _rel_err(warm.values, torch.linalg.svdvals(a2)[:1]) <= 1e-3
+
+
+def test_exact_mode_and_small_matrices_use_full_svd() -> None:
+    a = torch.randn(10, 40, generator=_gen(11))
+    res = top_singular_values(a, 2)
+    assert res.exact
+    assert torch.allclose(res.values, torch.linalg.svdvals(a)[:2])
+    big = torch.randn(100, 120, generator=_gen(12))
+    assert top_singular_values(big, exact=True).exact
+
+
+def test_conv_kernel_is_reshaped_out_by_fan_in() -> None:
+    w = torch.randn(16, 8, 3, 3)
+    assert as_matrix(w).shape == (16, 72)
+    conv = nn.Conv2d(8, 64, 3)
+    spec = model_spectrum(conv)
+    assert spec["weight"].layer_type == "Conv2d"
+    exact = torch.linalg.svdvals(conv.weight.detach().reshape(64, -1))[0]
+    assert spec["weight"].sigma_max == pytest.approx(float(exact), rel=1e-3)
+
+
+def test_model_spectrum_names_types_and_ratios() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 64), nn.Linear(64, 64), nn.LayerNorm(64), nn.Linear(64, 64))
+    cache = SpectralCache()
+    spec = model_spectrum(model, k=2, cache=cache)
+    assert list(spec) == ["0.weight", "1.weight", "3.weight"]  # rank-1 tensors skipped
+    assert spec["1.weight"].layer_type == "Linear" and spec["0.weight"].layer_type == "Embedding"
+    for name, layer in spec.items():
+        w = dict(model.named_parameters())[name].detach()
+        s = torch.linalg.svdvals(w)
+        assert layer.sigma_max == pytest.approx(float(s[0]), rel=1e-3)
+        assert layer.stable_rank == pytest.approx(float((s**2).sum() / s[0] ** 2), rel=1e-2)
+        assert layer.spectral_to_rms == pytest.approx(float(s[0] / w.pow(2).mean().sqrt()), rel=1e-3)
+    assert set(cache.vectors) == set(spec)
+    # state_dicts work too, with generic layer types
+    sd = model_spectrum(model.state_dict())
+    assert sd["1.weight"].layer_type == "matrix"
+    assert sd["1.weight"].sigma_max == pytest.approx(spec["1.weight"].sigma_max, rel=1e-3)
+
+
+def test_non_finite_weights_name_the_layer() -> None:
+    sd = {"blocks.0.mlp.weight": torch.randn(64, 64), "blocks.1.attn.weight": torch.randn(64, 64)}
+    sd["blocks.1.attn.weight"][3, 5] = float("nan")
+    with pytest.raises(NonFiniteWeightError, match=r"blocks\.1\.attn\.weight"):
+        model_spectrum(sd)

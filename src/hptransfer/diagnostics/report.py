@@ -1,0 +1,362 @@
+"""Cross-width spectral report: match layers of proxies at several widths, fit, give a verdict.
+
+Pure Python on top of :mod:`hptransfer.diagnostics.fit` (no torch): it takes per-width layer
+spectra (anything with ``name``, ``layer_type``, ``shape``, ``sigma_max``, ``spectral_to_rms``,
+``stable_rank``, e.g. :class:`~hptransfer.diagnostics.spectral.LayerSpectrum`).
+
+Layers are matched by name and layer type. Each matched matrix gets a class from how its shape
+changes between the smallest and the largest width: ``hidden`` (both dims grow), ``output``
+(fan-in grows), ``input`` (fan-out grows) or ``fixed``. The overall verdict (and the exit code
+of ``hptransfer diagnose``) looks at the ``gate`` classes, hidden matrices by default: these are
+the ones the steady-state law ``sigma_max ≈ sqrt(lr/wd)·d^0.75`` speaks about.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hptransfer.diagnostics.fit import (
+    Calibration,
+    LayerVerdict,
+    PowerLawFit,
+    Thresholds,
+    Verdict,
+    calibrate_wd_exponent,
+    fit_power_law,
+    law_alpha,
+    pooled_fit,
+    verdict,
+)
+
+__all__ = ["DiagnosticError", "LayerRow", "SpectralReport", "cross_width_report", "layer_class"]
+
+WD_CONVENTION = "torch.optim.AdamW weight_decay (each step decays p by lr·wd·p)"
+
+
+class DiagnosticError(ValueError):
+    """Input the diagnostic cannot use (one width, nothing matched…); the message says why."""
+
+
+class _Spectrum(Protocol):
+    name: str
+    layer_type: str
+    shape: tuple[int, ...]
+
+    @property
+    def sigma_max(self) -> float: ...
+
+    @property
+    def spectral_to_rms(self) -> float: ...
+
+    @property
+    def stable_rank(self) -> float: ...
+
+
+def layer_class(small: Sequence[int], large: Sequence[int]) -> str:
+    """``hidden`` / ``output`` / ``input`` / ``fixed`` from a matrix's shapes at two widths
+    (``(fan_out, fan_in·k…)``, torch's layout for Linear and conv kernels)."""
+    out_grows = small[0] != large[0]
+    in_grows = math.prod(small[1:]) != math.prod(large[1:])
+    if out_grows and in_grows:
+        return "hidden"
+    if in_grows:
+        return "output"
+    if out_grows:
+        return "input"
+    return "fixed"
+
+
+@dataclass
+class LayerRow:
+    """One layer across widths."""
+
+    name: str
+    layer_type: str
+    param_class: str
+    sigma: dict[int, float]
+    spectral_to_rms: dict[int, float]
+    stable_rank: dict[int, float]
+    shapes: dict[int, tuple[int, ...]]
+    fit: PowerLawFit | None = None
+    verdict: LayerVerdict | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if len(self.sigma) < 2:
+            return None
+        ws = sorted(self.sigma)
+        return self.sigma[ws[-1]] / self.sigma[ws[0]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layer_type": self.layer_type,
+            "class": self.param_class,
+            "sigma_max": {str(w): v for w, v in sorted(self.sigma.items())},
+            "spectral_to_rms": {str(w): v for w, v in sorted(self.spectral_to_rms.items())},
+            "stable_rank": {str(w): v for w, v in sorted(self.stable_rank.items())},
+            "shapes": {str(w): list(s) for w, s in sorted(self.shapes.items())},
+            "ratio": self.ratio,
+            "alpha": None if self.fit is None else self.fit.alpha,
+            "alpha_ci": None if self.fit is None or self.fit.ci is None else list(self.fit.ci),
+            "verdict": None if self.verdict is None else str(self.verdict.verdict),
+            "conclusive": None if self.verdict is None else self.verdict.conclusive,
+            "reasons": [] if self.verdict is None else list(self.verdict.reasons),
+            "note": self.note,
+        }
+
+
+@dataclass
+class SpectralReport:
+    """Result of the cross-width spectral diagnostic (see :func:`cross_width_report`)."""
+
+    widths: list[int]
+    layers: dict[str, LayerRow]
+    gate: tuple[str, ...]
+    thresholds: Thresholds
+    pooled: PowerLawFit | None
+    overall: Verdict
+    drifting: list[str]
+    calibration: Calibration | None
+    rule: str | None = None
+    problems: list[str] = field(default_factory=list)
+    # width -> [(step, {layer: sigma_max})], filled when proxies are trained
+    history: dict[int, list[tuple[int, dict[str, float]]]] = field(default_factory=dict)
+    val_loss: dict[int, float] = field(default_factory=dict)
+    coord: Any = None  # a CoordReport when the coordinate check ran
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        """No gated layer drifts (the CLI exits 0)."""
+        return not self.drifting
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.safe else 1
+
+    def gated(self) -> list[LayerRow]:
+        return [r for r in self.layers.values() if r.param_class in self.gate and r.fit is not None]
+
+    def summary(self) -> str:
+        n = len(self.gated())
+        if self.safe:
+            head = f"safe: all {n} {'/'.join(self.gate)} matrices width-invariant"
+        else:
+            more = " …" if len(self.drifting) > 4 else ""
+            head = (f"drift: {len(self.drifting)} of {n} {'/'.join(self.gate)} matrices "
+                    f"{self.overall} ({', '.join(self.drifting[:4])}{more})")
+        if self.pooled is not None:
+            head += f"; pooled {self.pooled.describe()}, ratio {self.pooled.ratio:.3g}"
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "widths": self.widths,
+            "rule": self.rule,
+            "safe": self.safe,
+            "overall": str(self.overall),
+            "drifting": self.drifting,
+            "gate": list(self.gate),
+            "thresholds": {
+                "alpha_tol": self.thresholds.alpha_tol, "ratio_low": self.thresholds.ratio_low,
+                "ratio_high": self.thresholds.ratio_high, "confidence": self.thresholds.confidence,
+                "rule": self.thresholds.describe(),
+            },
+            "pooled": None if self.pooled is None else {
+                "alpha": self.pooled.alpha,
+                "alpha_ci": None if self.pooled.ci is None else list(self.pooled.ci),
+                "ratio": self.pooled.ratio,
+            },
+            "calibration": None if self.calibration is None else {
+                "wd_exponent": self.calibration.exponent,
+                "ci": None if self.calibration.ci is None else list(self.calibration.ci),
+                "trained_wd_exponent": self.calibration.trained_wd_exponent,
+                "trained_lr_exponent": self.calibration.trained_lr_exponent,
+                "presets": dict(self.calibration.presets),
+                "nearest_preset": self.calibration.nearest_preset(),
+                "weight_decay_convention": WD_CONVENTION,
+            },
+            "layers": [r.to_dict() for r in self.layers.values()],
+            "val_loss": {str(w): v for w, v in self.val_loss.items()},
+            "history": {str(w): [[s, d] for s, d in h] for w, h in self.history.items()},
+            "problems": self.problems,
+            "notes": self.notes,
+            "coord": None if self.coord is None else self.coord.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def cross_width_report(
+    spectra: Mapping[int, Mapping[str, _Spectrum]],
+    *,
+    thresholds: Thresholds | None = None,
+    gate: Iterable[str] = ("hidden",),
+    lr_exponent: float | None = None,
+    wd_exponent: float | None = None,
+    rule: str | None = None,
+    problems: Iterable[str] = (),
+) -> SpectralReport:
+    """Match layers across widths, fit ``sigma_max ∝ width^alpha`` per layer, give verdicts.
+
+    Args:
+        spectra: ``{width: {layer name: spectrum}}`` (e.g. from
+            :func:`~hptransfer.diagnostics.spectral.model_spectrum`), at least two widths.
+        thresholds: verdict thresholds (defaults: ratio in [0.8, 1.25], |alpha| tolerance 0.1).
+        gate: layer classes that decide the overall verdict (default: hidden matrices).
+        lr_exponent / wd_exponent: the hidden-matrix lr and wd width exponents the proxies
+            were trained with; when both are given, the wd exponent that makes sigma_max
+            width-invariant is estimated (:func:`~hptransfer.diagnostics.fit.calibrate_wd_exponent`).
+        rule: the rule's name, for the record.
+        problems: messages gathered upstream (e.g. a width whose factory failed); kept.
+
+    Layers missing at some widths, or whose type differs between widths, are reported in
+    ``problems`` (by name and width); layers seen at two or more widths are still fitted.
+
+    Raises:
+        DiagnosticError: fewer than two widths, or no layer seen at two widths.
+    """
+    th = thresholds or Thresholds()
+    gate = tuple(gate)
+    probs = list(problems)
+    widths = sorted(int(w) for w in spectra)
+    if len(widths) < 2:
+        got = f"width {widths[0]}" if widths else "no width"
+        raise DiagnosticError(
+            f"the spectral diagnostic compares widths: got {got}; give at least two, "
+            "e.g. --widths 128,256,512"
+        )
+    names: list[str] = []
+    for w in widths:
+        names.extend(n for n in spectra[w] if n not in names)
+    rows: dict[str, LayerRow] = {}
+    for name in names:
+        present = [w for w in widths if name in spectra[w]]
+        missing = [w for w in widths if name not in spectra[w]]
+        if missing:
+            probs.append(
+                f"layer {name!r} is missing at width(s) {', '.join(map(str, missing))} "
+                f"(present at {', '.join(map(str, present))}): models of different widths "
+                "should have the same layer names"
+            )
+        types = {spectra[w][name].layer_type for w in present}
+        if len(types) > 1:
+            probs.append(f"layer {name!r} changes type across widths ({', '.join(sorted(types))}); skipped")
+            continue
+        if len(present) < 2:
+            continue
+        first, last = spectra[present[0]][name], spectra[present[-1]][name]
+        row = LayerRow(
+            name=name,
+            layer_type=next(iter(types)),
+            param_class=layer_class(_mat(first.shape), _mat(last.shape)),
+            sigma={w: spectra[w][name].sigma_max for w in present},
+            spectral_to_rms={w: spectra[w][name].spectral_to_rms for w in present},
+            stable_rank={w: spectra[w][name].stable_rank for w in present},
+            shapes={w: tuple(spectra[w][name].shape) for w in present},
+        )
+        vals = list(row.sigma.values())
+        if any(not (v > 0 and math.isfinite(v)) for v in vals):
+            row.note = "sigma_max is zero (e.g. a zero-initialised, untrained readout): no fit"
+        else:
+            row.fit = fit_power_law(present, vals, confidence=th.confidence)
+            row.verdict = verdict(row.fit, th)
+        rows[name] = row
+    if not rows:
+        raise DiagnosticError(
+            "no weight matrix is present at two or more widths: the models share no layer names"
+        )
+    gated = [r for r in rows.values() if r.param_class in gate and r.fit is not None]
+    if not gated:
+        probs.append(
+            f"no {'/'.join(gate)} matrix could be fitted (classes seen: "
+            f"{', '.join(sorted({r.param_class for r in rows.values()}))}); nothing gates the verdict"
+        )
+    drifting = [r.name for r in gated if r.verdict is not None and r.verdict.verdict.drifts]
+    ups = sum(1 for r in gated if r.verdict is not None and r.verdict.verdict is Verdict.GROWING)
+    if not drifting:
+        overall = Verdict.INVARIANT
+    else:
+        overall = Verdict.GROWING if 2 * ups >= len(drifting) else Verdict.SHRINKING
+    pooled = None
+    if gated:
+        try:
+            pooled = pooled_fit({r.name: r.sigma for r in gated}, confidence=th.confidence)
+        except ValueError as exc:
+            probs.append(f"pooled fit: {exc}")
+    calibration = None
+    notes: list[str] = []
+    if pooled is not None and lr_exponent is not None and wd_exponent is not None:
+        calibration = calibrate_wd_exponent(pooled, wd_exponent=wd_exponent, lr_exponent=lr_exponent)
+        notes.append(
+            f"the steady-state law sigma_max ≈ sqrt(lr/wd)·d^0.75 predicts alpha = "
+            f"{law_alpha(lr_exponent, wd_exponent):+.2f} for this rule (lr ∝ d^{lr_exponent:g}, "
+            f"wd ∝ d^{wd_exponent:g}); measured {pooled.alpha:+.2f}. It holds only after several "
+            "AdamW timescales tau = 1/(lr·wd)"
+        )
+    return SpectralReport(
+        widths=widths, layers=rows, gate=gate, thresholds=th, pooled=pooled, overall=overall,
+        drifting=drifting, calibration=calibration, rule=rule, problems=probs, notes=notes,
+    )
+
+
+def _mat(shape: Sequence[int]) -> tuple[int, int]:
+    return (shape[0], math.prod(shape[1:]))
+
+
+def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
+    """A rich table of the report (imported lazily: rich is only needed for display)."""
+    from rich import box
+    from rich.table import Table
+
+    colours = {Verdict.INVARIANT: "green", Verdict.GROWING: "red", Verdict.SHRINKING: "yellow"}
+    table = Table(
+        title=(f"spectral check · widths {', '.join(map(str, report.widths))}"
+               + (f" · rule [bold]{report.rule}[/]" if report.rule else "")),
+        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    )
+    table.add_column("layer", no_wrap=True)
+    table.add_column("class", style="dim")
+    for w in report.widths:
+        table.add_column(f"σmax@{w}", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("alpha [CI]", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    rows = list(report.layers.values())
+    rows.sort(key=lambda r: (r.param_class not in report.gate, 0))
+    for row in rows[:max_rows]:
+        cells = [row.name, row.param_class]
+        cells += [f"{row.sigma[w]:.3g}" if w in row.sigma else "-" for w in report.widths]
+        cells.append("-" if row.ratio is None else f"{row.ratio:.3g}")
+        if row.fit is None:
+            cells += ["-", row.note or "-"]
+        else:
+            ci = row.fit.ci
+            cells.append(f"{row.fit.alpha:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f},{ci[1]:+.2f}]"))
+            assert row.verdict is not None
+            v = row.verdict
+            colour = colours[v.verdict] if row.param_class in report.gate else "dim"
+            cells.append(f"[{colour}]{v}[/]")
+        table.add_row(*cells)
+    lines = [report.thresholds.describe() + f"; the verdict is gated on {'/'.join(report.gate)} matrices."]
+    if len(rows) > max_rows:
+        lines.append(f"({len(rows) - max_rows} more layers in --json / report.json)")
+    if report.calibration is not None:
+        lines.append("calibrated: " + report.calibration.describe() + f"; wd = {WD_CONVENTION}.")
+    lines.extend(report.notes)
+    table.caption = "\n".join(lines)
+    table.caption_justify = "left"
+    return table

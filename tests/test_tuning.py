@@ -208,6 +208,22 @@ def test_pruning_with_intermediate_values():
         t.intermediate_values[max(t.intermediate_values)] for t in pruned)
 
 
+def test_hyperband_with_steps_as_resource():
+    def train(plan, trial, *, steps):
+        cb = reporter(trial)
+        final = (math.log2(plan.base_lr) - OPT_LOG2_LR) ** 2
+        for step in range(1, steps + 1):
+            cb(step, final + 5.0 / step)
+        return final
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=27))
+    study.optimize(TransferObjective(train, CFG, space=LR_SPACE, steps=27), n_trials=30)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and sum(max(t.intermediate_values) < 27 for t in pruned) >= len(pruned) / 2
+    assert study.best_trial.state.name == "COMPLETE"
+
+
 def test_width_ladder_promotes_the_best_to_wider_widths():
     ladder = WidthLadder(widths=(32, 64, 128), steps=(10, 20, 40), reduction_factor=2)
     calls: dict[int, list[int]] = {}
@@ -250,6 +266,8 @@ def test_storage_errors_name_url_and_mask_password(tmp_path):
     with pytest.raises(StorageError, match=r"cannot open storage postgresql\+psycopg://optuna:\*\*\*@") as e:
         make_storage(url)
     assert "hunter2" not in str(e.value)
+    with pytest.raises(StorageError, match=r"mysql\+pymysql://u:\*\*\*@h/d needs a database driver.*pymysql"):
+        make_storage("mysql+pymysql://u:hunter2@h/d")
     with pytest.raises(StorageError, match="neither a URL"):
         make_storage("results.csv")
     with pytest.raises(StorageError, match="does not exist"):

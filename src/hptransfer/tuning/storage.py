@@ -192,9 +192,8 @@ def _describe(exc: Exception, url: str) -> str:
     if name == "ArgumentError":
         return f"cannot parse storage URL {shown}: {_scrub(msg, url)}"
     if isinstance(exc, ModuleNotFoundError) or name == "ImportError":
-        return (
-            f"storage {shown} needs a database driver that is not installed ({exc}); for "
-            "PostgreSQL: pip install 'psycopg[binary]' and keep +psycopg in the URL"
-        )
+        hint = ("pip install pymysql and use mysql+pymysql://" if scheme.startswith("mysql") else
+                "pip install 'psycopg[binary]' and use postgresql+psycopg://")
+        return f"storage {shown} needs a database driver that is not installed; {hint}"
     msg = re.sub(r"^\([\w.]+\)\s*", "", msg)  # drop "(psycopg.OperationalError) "
     return f"cannot open storage {shown}: {_scrub(msg, url)}"

@@ -1,0 +1,135 @@
+"""Figures for the diagnostics (matplotlib, Agg backend; each saved as PNG and SVG).
+
+* :func:`plot_sigma_vs_width`: sigma_max against width per layer, log-log, fitted slopes in the
+  legend.
+* :func:`plot_sigma_history`: sigma_max over training steps, one colour per width.
+* :func:`plot_coord`: the coordinate check, mean |activation| against width per module, one
+  panel per optimiser step.
+
+Each function takes an output path *stem* (``out/spectral_width``) and returns the files
+written (``…png``, ``…svg``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from hptransfer.diagnostics.report import SpectralReport
+
+__all__ = ["plot_coord", "plot_sigma_history", "plot_sigma_vs_width", "save"]
+
+
+def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` (folders created); closes the figure."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def plot_sigma_vs_width(report: SpectralReport, stem: str | Path, *, max_layers: int = 12) -> list[Path]:
+    """sigma_max vs width (log-log) for the gated layers (and the readout), with fitted lines."""
+    rows = [r for r in report.layers.values() if r.fit is not None]
+    gated = [r for r in rows if r.param_class in report.gate]
+    others = [r for r in rows if r.param_class not in report.gate]
+    shown = (gated + others)[:max_layers]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    cmap = plt.get_cmap("tab20")
+    for i, row in enumerate(shown):
+        assert row.fit is not None and row.verdict is not None
+        ws = sorted(row.sigma)
+        style = "-" if row.param_class in report.gate else ":"
+        colour = cmap(i % 20)
+        ax.plot(ws, [row.sigma[w] for w in ws], "o", color=colour, ms=4)
+        grid = [min(ws) * (max(ws) / min(ws)) ** (t / 20) for t in range(21)]
+        ci = "" if row.fit.ci is None else f" ±{(row.fit.ci[1] - row.fit.ci[0]) / 2:.2f}"
+        ax.plot(grid, [row.fit.predict(w) for w in grid], style, color=colour, lw=1.2,
+                label=f"{row.name} ({row.param_class}): α={row.fit.alpha:+.2f}{ci}, {row.verdict.verdict}")
+    if report.pooled is not None:
+        p = report.pooled
+        ax.plot(p.widths, p.values, "s-", color="black", lw=2.2, ms=6,
+                label=f"pooled {'/'.join(report.gate)} (geo. mean): α={p.alpha:+.2f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(report.widths, [str(w) for w in report.widths])
+    ax.set_xlabel("width")
+    ax.set_ylabel("σ_max (top singular value)")
+    title = "σ_max vs width" + (f" · rule {report.rule}" if report.rule else "")
+    title += " · SAFE" if report.safe else f" · DRIFT ({report.overall})"
+    ax.set_title(title)
+    ax.legend(fontsize=6.5, loc="best")
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, stem)
+
+
+def plot_sigma_history(report: SpectralReport, stem: str | Path) -> list[Path]:
+    """sigma_max over training steps: geometric mean over the gated layers, one line per width
+    (thin lines: each gated layer)."""
+    if not report.history:
+        raise ValueError("the report has no training history (checkpoints only?)")
+    gate_names = [r.name for r in report.layers.values() if r.param_class in report.gate]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    cmap = plt.get_cmap("viridis")
+    widths = sorted(report.history)
+    for i, w in enumerate(widths):
+        colour = cmap(i / max(1, len(widths) - 1))
+        hist = report.history[w]
+        steps = [s for s, _ in hist]
+        for name in gate_names:
+            ys = [d.get(name, math.nan) for _, d in hist]
+            ax.plot(steps, ys, "-", color=colour, lw=0.5, alpha=0.35)
+        geo = []
+        for _, d in hist:
+            vals = [d[n] for n in gate_names if n in d and d[n] > 0]
+            geo.append(math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan)
+        ax.plot(steps, geo, "-", color=colour, lw=2.2, label=f"width {w}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"σ_max ({'/'.join(report.gate)} matrices)")
+    ax.set_title("σ_max over training" + (f" · rule {report.rule}" if report.rule else ""))
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, stem)
+
+
+def plot_coord(coord: Any, stem: str | Path, *, max_panels: int = 5) -> list[Path]:
+    """The coordinate check: mean |activation| vs width per module, one panel per step."""
+    steps = list(range(coord.steps + 1))
+    if len(steps) > max_panels:
+        idx = [round(i * (len(steps) - 1) / (max_panels - 1)) for i in range(max_panels)]
+        steps = sorted(set(idx))
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.4), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    modules = list(coord.slopes)
+    for ax, step in zip(axes[0], steps):
+        for i, name in enumerate(modules):
+            ws = [w for w in coord.widths if name in coord.data[w][step]]
+            ys = [coord.data[w][step][name] for w in ws]
+            if ws and all(y > 0 for y in ys):
+                ax.plot(ws, ys, "o-", ms=3, lw=1, color=cmap(i % 20), label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"step {step}", fontsize=9)
+        ax.set_xlabel("width")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("mean |activation|")
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    bad = coord.unstable()
+    fig.suptitle(
+        "coordinate check" + (f" · rule {coord.rule}" if coord.rule else "")
+        + (f" · unstable: {', '.join(bad[:4])}" if bad else " · flat in width"), fontsize=10,
+    )
+    return save(fig, stem)

@@ -1,0 +1,55 @@
+"""Diagnostic figures: PNG and SVG written, one per call, with the layers drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hptransfer.diagnostics.coord import coord_check
+from hptransfer.diagnostics.plots import plot_coord, plot_sigma_history, plot_sigma_vs_width
+from hptransfer.diagnostics.report import cross_width_report
+from hptransfer.diagnostics.spectral import LayerSpectrum
+
+WIDTHS = [64, 128, 256]
+
+
+def _report():  # type: ignore[no-untyped-def]
+    def spec(name: str, shape: tuple[int, int], s: float) -> LayerSpectrum:
+        return LayerSpectrum(name, "Linear", shape, (s,), 2 * s, 0.0)
+
+    spectra = {w: {"fc.weight": spec("fc.weight", (w, w), (w / 64) ** 0.3),
+                   "head.weight": spec("head.weight", (10, w), 1.0)} for w in WIDTHS}
+    return cross_width_report(spectra, rule="mup")
+
+
+def _check(paths: list[Path], stem: Path) -> None:
+    assert sorted(p.suffix for p in paths) == [".png", ".svg"]
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    assert paths[0].with_suffix("") == stem
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigma_vs_width_and_history(tmp_path: Path) -> None:
+    rep = _report()
+    paths = plot_sigma_vs_width(rep, tmp_path / "w")
+    _check(paths, tmp_path / "w")
+    svg = (tmp_path / "w.svg").read_text()
+    assert "fc.weight" in svg and "DRIFT" in svg  # legend and title are text in the SVG
+    with pytest.raises(ValueError, match="history"):
+        plot_sigma_history(rep, tmp_path / "h")
+    rep.history = {w: [(s, {"fc.weight": 1.0 + s / 10}) for s in (0, 5, 10)] for w in WIDTHS}
+    _check(plot_sigma_history(rep, tmp_path / "sub" / "h"), tmp_path / "sub" / "h")
+
+
+def test_coord_plot(tmp_path: Path) -> None:
+    def factory(w: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 1))
+
+    torch.manual_seed(0)
+    rep = coord_check(factory, [16, 32], (torch.randn(8, 4), torch.randn(8, 1)),
+                      nn.functional.mse_loss, lr=1e-2, steps=6)
+    _check(plot_coord(rep, tmp_path / "c"), tmp_path / "c")
+    assert "step 6" in (tmp_path / "c.svg").read_text()

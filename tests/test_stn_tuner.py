@@ -44,7 +44,7 @@ def test_ridge_weight_decay_matches_grid_search(delta: bool) -> None:
     best = float(grid[val.argmin()])
     assert 1e-3 < best < 10  # an interior optimum, far from the init 1e-2 in log space
     cfg = StnConfig(lr=0.03, hyper_lr=0.03, tau=1e-3, t_train=5, t_val=1, warmup_steps=200, seed=1,
-                    delta=delta, checkpoint_every=0)
+                    delta=delta, linearize=True, checkpoint_every=0)
     tuner = StnTuner(nn.Sequential(nn.Linear(D, 1, bias=False)),
                      [HyperSpec("weight_decay", 1e-2, 1e-4, 1e2, sigma=0.5)], loss="mse", config=cfg)
     res = tuner.fit(TensorBatches(x, y, N, shuffle=False), TensorBatches(xv, yv, NV, shuffle=False),

@@ -194,6 +194,12 @@ class HyperParams(nn.Module):
         for key, data in (("u_lo", lo), ("u_hi", hi), ("center", [c for c, _ in cs]),
                           ("scale", [s for _, s in cs])):
             self.register_buffer(key, torch.tensor(data, dtype=torch.float32), persistent=False)
+        logit = [s.transform == "logit" for s in specs]
+        self.register_buffer("is_logit", torch.tensor(logit), persistent=False)
+        self.register_buffer("lo", torch.tensor([s.low if g else 0.0 for s, g in zip(specs, logit)]),
+                             persistent=False)
+        self.register_buffer("hi", torch.tensor([s.high if g else 1.0 for s, g in zip(specs, logit)]),
+                             persistent=False)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -222,16 +228,17 @@ class HyperParams(nn.Module):
     def values(self, u: torch.Tensor | None = None) -> torch.Tensor:
         """Constrained values of ``u`` (default: the current ``self.u``), one per spec."""
         u = self.u if u is None else u
-        return torch.stack([s.value(u[i]) for i, s in enumerate(self.specs)])
+        logit = self.lo + (self.hi - self.lo) * torch.sigmoid(u)
+        return torch.where(self.is_logit, logit, torch.exp(self.clip(u)))
 
     def values_dict(self, u: torch.Tensor | None = None) -> dict[str, float]:
         with torch.no_grad():
-            vals = self.values(u)
-        return {n: float(v) for n, v in zip(self.names, vals)}
+            vals = self.values(u).tolist()
+        return dict(zip(self.names, vals))
 
     def sigma_dict(self) -> dict[str, float]:
         with torch.no_grad():
-            return {n: float(s) for n, s in zip(self.names, self.sigma())}
+            return dict(zip(self.names, self.sigma().tolist()))
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -100,16 +100,28 @@ class StnLayer(nn.Module):
             return self.weight, self.bias
         out = self.weight.shape[0]
         gw = g[:out].reshape((-1,) + (1,) * (self.weight.dim() - 1))
-        w = self.weight + gw * self.hweight
+        w = torch.addcmul(self.weight, gw, self.hweight)
         b = self.bias
-        if self.bias is not None and self.hbias is not None:
-            b = self.bias + g[out:] * self.hbias
+        if b is not None and self.hbias is not None:
+            b = torch.addcmul(b, g[out:], self.hbias)
         return w, b
 
     def l2(self) -> torch.Tensor:
-        """``||W(h)||^2`` of the effective weight (the weight-decay term; biases excluded)."""
-        w, _ = self.effective()
+        """``||W(h)||^2`` of the effective weight (the weight-decay term; biases excluded).
+
+        Reuses the weight of the last forward when the context has not changed since.
+        """
+        cached = self._last
+        if cached is not None and cached[0] is self.ctx.h and cached[1] is self.ctx.scale:
+            w = cached[2]
+        else:
+            w, _ = self.effective()
         return (w * w).sum()
+
+    _last: tuple[Any, Any, torch.Tensor] | None = None
+
+    def _remember(self, w: torch.Tensor) -> None:
+        object.__setattr__(self, "_last", (self.ctx.h, self.ctx.scale, w) if self.training else None)
 
 
 class StnLinear(StnLayer):
@@ -125,6 +137,7 @@ class StnLinear(StnLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.effective()
+        self._remember(w)
         return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
@@ -149,6 +162,7 @@ class StnConv2d(StnLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.effective()
+        self._remember(w)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -171,10 +185,11 @@ class StnEmbedding(StnLayer):
         g = self.ctx.gates(self.gate)
         if g is None:
             return self.weight, None
-        return self.weight + g * self.hweight, None
+        return torch.addcmul(self.weight, g, self.hweight), None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         w, _ = self.effective()
+        self._remember(w)
         return F.embedding(idx, w, self.padding_idx)
 
 

@@ -5,6 +5,8 @@ from torch.nn import functional as F
 
 from hptransfer.stn.layers import HyperContext, StnConv2d, StnEmbedding, StnLinear, to_stn
 
+torch.set_num_threads(1)  # the machine's 2 cores are shared
+
 
 def test_linear_equals_plain_with_effective_weights() -> None:
     torch.manual_seed(0)

@@ -33,6 +33,7 @@ def test_layer_classes_from_shapes() -> None:
     assert layer_class((64, 16), (128, 16)) == "input"
     assert layer_class((10, 16), (10, 16)) == "fixed"
     assert layer_class((64, 64, 3, 3), (128, 128, 3, 3)) == "hidden"
+    assert layer_class((100, 64), (100, 128), embedding=True) == "input"
 
 
 def test_invariant_hidden_layers_are_safe_even_if_readout_grows() -> None:
@@ -40,7 +41,7 @@ def test_invariant_hidden_layers_are_safe_even_if_readout_grows() -> None:
     assert rep.safe and rep.exit_code == 0 and rep.overall is Verdict.INVARIANT
     assert rep.layers["blocks.0.fc.weight"].param_class == "hidden"
     assert rep.layers["head.weight"].param_class == "output"
-    assert rep.layers["embed.weight"].param_class == "output"  # (vocab, width): fan-in grows
+    assert rep.layers["embed.weight"].param_class == "input"  # (vocab, width) table: width is fan-out
     # the readout grows but is not gated by default
     assert rep.layers["head.weight"].verdict.verdict is Verdict.GROWING
     gated = cross_width_report({w: _model(w) for w in WIDTHS}, gate=("hidden", "output"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,11 +57,19 @@ class _Spectrum(Protocol):
     def stable_rank(self) -> float: ...
 
 
-def layer_class(small: Sequence[int], large: Sequence[int]) -> str:
+_EMBEDDING_NAME = re.compile(
+    r"(^|\.)(embed|embedding|embeddings|wte|wpe|tok_embeddings|tok_emb|pos_emb)(\.|$)"
+)
+
+
+def layer_class(small: Sequence[int], large: Sequence[int], *, embedding: bool = False) -> str:
     """``hidden`` / ``output`` / ``input`` / ``fixed`` from a matrix's shapes at two widths
-    (``(fan_out, fan_in·k…)``, torch's layout for Linear and conv kernels)."""
+    (``(fan_out, fan_in·k…)``, torch's layout for Linear and conv kernels; an embedding table
+    ``(vocab, width)`` is read the other way round: its width dimension is the fan-out)."""
     out_grows = small[0] != large[0]
     in_grows = math.prod(small[1:]) != math.prod(large[1:])
+    if embedding:
+        out_grows, in_grows = in_grows, out_grows
     if out_grows and in_grows:
         return "hidden"
     if in_grows:
@@ -262,7 +271,11 @@ def cross_width_report(
         row = LayerRow(
             name=name,
             layer_type=next(iter(types)),
-            param_class=layer_class(_mat(first.shape), _mat(last.shape)),
+            param_class=layer_class(
+                _mat(first.shape), _mat(last.shape),
+                embedding=first.layer_type == "Embedding"
+                or (first.layer_type == "matrix" and bool(_EMBEDDING_NAME.search(name))),
+            ),
             sigma={w: spectra[w][name].sigma_max for w in present},
             spectral_to_rms={w: spectra[w][name].spectral_to_rms for w in present},
             stable_rank={w: spectra[w][name].stable_rank for w in present},
@@ -328,13 +341,13 @@ def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
                + (f" · rule [bold]{report.rule}[/]" if report.rule else "")),
         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
     )
-    table.add_column("layer", no_wrap=True)
-    table.add_column("class", style="dim")
+    table.add_column("layer", overflow="fold", ratio=3, min_width=12)
+    table.add_column("class", style="dim", min_width=6)
     for w in report.widths:
-        table.add_column(f"σmax@{w}", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_column("alpha [CI]", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+        table.add_column(f"σmax@{w}", justify="right", min_width=6)
+    table.add_column("ratio", justify="right", min_width=5)
+    table.add_column("alpha [CI]", justify="right", min_width=12, ratio=2)
+    table.add_column("verdict", min_width=9, ratio=2)
     rows = list(report.layers.values())
     rows.sort(key=lambda r: (r.param_class not in report.gate, 0))
     for row in rows[:max_rows]:

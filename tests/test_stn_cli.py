@@ -85,3 +85,17 @@ def test_builtin_task_overfits_without_regularisation() -> None:
     reg = train_fixed(task, {"weight_decay": 1e-2, "dropout": 0.5}, epochs=25)
     assert plain["train_loss"] < 0.3 * plain["val_loss"]  # memorises the small training split
     assert reg["val_loss"] < plain["val_loss"] - 0.3
+
+
+def test_benchmark_quick_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stn_vs_optuna.py"
+    spec = importlib.util.spec_from_file_location("stn_vs_optuna", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--quick"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("HEADLINE:") and "TPE-3" in lines[-1]
+    assert any(line.startswith("STN ") for line in lines)

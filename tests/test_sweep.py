@@ -178,3 +178,22 @@ def test_cli_runs_json(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert len(data["runs"]) == 6 and set(data["optima"]) <= {"32", "64"}
+
+
+# -- the transfer benchmark's smoke mode -------------------------------------------------------
+def test_transfer_benchmark_quick(tmp_path, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer.py"
+    spec = importlib.util.spec_from_file_location("bench_transfer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--no-progress", "--figures", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("lr drift |Δlog2 lr*| 16->32")
+    assert "mup package" in lines[-1] and "wd drift" in lines[-1]
+    assert (tmp_path / "transfer_lr.png").stat().st_size > 0
+    assert (tmp_path / "transfer_wd.png").stat().st_size > 0

@@ -96,8 +96,8 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 128,
 
 def train(
     model: nn.Module,
-    plan: Plan,
-    table: ParamTable,
+    plan: Plan | None,
+    table: ParamTable | None,
     data: Dataset,
     *,
     steps: int,
@@ -109,8 +109,13 @@ def train(
     warmup: int = 0,
     device: str | torch.device = "cpu",
     optimizer_kwargs: Mapping[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    width: int | None = None,
 ) -> TrainResult:
     """Train an already parametrized ``model`` with AdamW over ``param_groups(model, plan, table)``.
+
+    ``optimizer`` replaces that AdamW (e.g. a baseline's own optimizer; then ``plan`` and
+    ``table`` may be None and ``width`` names the run's width).
 
     Stops early with ``diverged=True`` and ``val_loss=inf`` on a NaN/inf loss; never raises for
     divergence. ``callback(step, val_loss)`` runs every ``eval_every`` steps; its exceptions
@@ -123,8 +128,13 @@ def train(
     start = time.perf_counter()
     model.to(device)
     model.train()
-    opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr,
-                            **dict(optimizer_kwargs or {}))
+    if optimizer is not None:
+        opt = optimizer
+    elif plan is not None and table is not None:
+        opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr,
+                                **dict(optimizer_kwargs or {}))
+    else:
+        raise ValueError("train() needs plan and table, or an optimizer")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(schedule, steps, warmup))
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -159,7 +169,8 @@ def train(
         if callback is not None and len(losses) % eval_every == 0:
             callback(len(losses), val_loss)
     return TrainResult(
-        width=plan.width, val_loss=val_loss, train_losses=losses, diverged=diverged, model=model,
+        width=plan.width if plan is not None else int(width or 0), val_loss=val_loss,
+        train_losses=losses, diverged=diverged, model=model,
         steps=len(losses), val_history=history, seconds=time.perf_counter() - start,
     )
 

@@ -183,3 +183,15 @@ def test_tuned_dropout_moves_and_export_matches() -> None:
     _, _, xv, yv = _cls_data()
     exported = float(nn.functional.cross_entropy(plain(xv), yv))
     assert exported == pytest.approx(tuner.evaluate([(xv, yv)]), rel=1e-5)
+
+
+def test_integer_input_mask_uses_unbiased_stochastic_rounding() -> None:
+    tuner = StnTuner(_mlp(), [HyperSpec("input_mask", 1.5, 0.0, 4.0)])
+    assert tuner.hyper.specs[0].integer  # input_mask is relaxed to a continuous value
+    torch.manual_seed(0)
+    x = torch.ones(8, 6)
+    zeros = [int((tuner._augment(x, [1.5]) == 0).sum(dim=1)[0]) for _ in range(400)]
+    assert set(zeros) == {1, 2}  # each draw masks an integer count: floor or ceil
+    assert sum(zeros) / len(zeros) == pytest.approx(1.5, abs=0.1)
+    with pytest.raises(ValueError, match="train_only"):
+        StnTuner(_mlp(), [HyperSpec("dropout", 0.1, 0.0, 0.5, train_only=False)])

@@ -62,7 +62,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,7 @@ class StnTuner:
         self.config = config or StnConfig()
         torch.manual_seed(self.config.seed)
         self.plain = model
+        hypers = [replace(s, integer=True) if base_name(s.name) == "input_mask" else s for s in hypers]
         self.hyper = HyperParams(hypers)
         if isinstance(loss, str) and loss not in ("cross_entropy", "mse"):
             raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable, got {loss!r}")
@@ -333,8 +334,9 @@ class StnTuner:
                                  + ", ".join(avail))
             if spec.integer and base != "input_mask":
                 raise ValueError(f"{name}: only input_mask is an integer hyperparameter")
-            if base == "input_mask" and not spec.integer:
-                object.__setattr__(spec, "integer", True)
+            if not spec.train_only:
+                raise ValueError(f"{name}: train_only=False is not supported: every built-in "
+                                 "hyperparameter acts on the training objective only")
             if name in general:
                 for p in general[name]:
                     (self._drop if base == "dropout" else self._wd).setdefault(p, i)

@@ -1,7 +1,7 @@
 """Tune on a narrow proxy and transfer, vs tune directly at the target width (same trial count).
 
 Built-in char-level LM (TinyLlama, 2 blocks, head_dim 16, next-byte prediction on stdlib
-sources). Two Optuna studies with the same TPE seed and the same number of trials over the same
+sources). Two Optuna studies (TPE, independent seeds) with the same number of trials over the same
 base hyperparameters (base lr and output multiplier, log scales):
 
 * proxy: trials at ``--proxy-width``; its best trial carried to ``--target-width`` by
@@ -22,6 +22,7 @@ The last line is the headline figure.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -113,6 +114,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     ap.add_argument("--figures", type=Path, default=None,
                     help="write optuna_transfer/optuna_history/optuna_slice figures here")
     args = ap.parse_args()
@@ -141,8 +143,10 @@ def main() -> None:
         t_final = time.perf_counter() - start
         print(f"transferred to width {args.target_width}: loss {transferred:.4f} ({t_final:.1f} s; hidden lr "
               f"{plan['hidden'].lr:.3g}, output mult {plan['output'].multiplier:.3g})")
+        # another sampler seed: an independent search (with the same seed TPE would replay the
+        # proxy's sequence whenever the trials rank alike, and the comparison would be circular)
         direct, t_direct = run_study("direct", url, train, cfg, args.target_width, args.trials, args.steps,
-                                     args.seed)
+                                     args.seed + 1)
         print(f"direct study at width {args.target_width}: best {direct.best_value:.4f}, {t_direct:.1f} s")
         default = train(suggest(cfg, args.target_width), optuna.trial.FixedTrial({}), steps=args.steps,
                         config=cfg)
@@ -166,6 +170,16 @@ def main() -> None:
     print(f"wrapper overhead: {1e3 * (t_wrapped - t_bare):.2f} ms a trial (wrapped {1e3 * t_wrapped:.2f} ms, "
           f"bare {1e3 * t_bare:.2f} ms, sqlite) = {100 * over:.2f}% of a {proxy_trial:.2f} s proxy trial")
     print(f"cost: direct {t_direct:.1f} s vs proxy {t_proxy:.1f} s + one target run {t_final:.1f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "proxy_width": args.proxy_width, "target_width": args.target_width, "trials": args.trials,
+            "steps": args.steps, "proxy_best": proxy.best_value, "proxy_best_params": proxy.best_params,
+            "transferred_loss": transferred, "direct_best": direct.best_value,
+            "direct_best_params": direct.best_params, "default_loss": default, "regret": regret,
+            "seconds_proxy": t_proxy, "seconds_final": t_final, "seconds_direct": t_direct,
+            "cost_ratio": cost_ratio, "wrapper_ms": 1e3 * t_wrapped, "bare_ms": 1e3 * t_bare,
+            "proxy_trial_s": proxy_trial, "overhead": over,
+        }, indent=2) + "\n")
     print(f"transfer {args.proxy_width}->{args.target_width}: regret {100 * regret:+.2f}% (target <= 1%), "
           f"tuning {cost_ratio:.1f}x cheaper, wrapper overhead {100 * over:.2f}% a trial (target < 1%)")
 

@@ -31,7 +31,7 @@ def tuned(tmp_path_factory):
     url = f"sqlite:///{tmp / 'h.db'}"
     code, out, err = run("tune", "--model", "mlp", "--width", "32", "--trials", "4", "--steps", "15",
                          "--storage", url, "--study", "mlp-proxy", "--out", str(tmp / "figs"),
-                         "--target-width", "512", "--json")
+                         "--target-width", "512", "--sampler-seed", "0", "--json")
     assert code == 0, err
     return url, json.loads(out), tmp
 
@@ -72,7 +72,7 @@ def test_tune_refuses_other_rule_unless_forced(tuned, tmp_path):
 def test_tune_width_ladder(tmp_path):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     code, _out, err = run("tune", "--model", "mlp", "--width", "32", "--ladder", "16", "--eta", "2",
-                         "--trials", "5", "--steps", "10", "--storage", url, "--json")
+                         "--trials", "5", "--steps", "10", "--storage", url, "--sampler-seed", "1", "--json")
     assert code == 0, err
     study = load_study(url, None)
     assert study_info(study)["ladder"] == [16, 32]

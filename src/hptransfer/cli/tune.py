@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
         eval_every: Annotated[Optional[int], typer.Option(  # noqa: UP045
             "--eval-every", help="Report the validation loss every N steps (enables pruning).")] = None,
         pruner: Annotated[str, typer.Option("--pruner", help="median | hyperband | none.")] = "median",
-        seed: Annotated[int, typer.Option("--seed", help="Sampler and training seed.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help="Training seed (init, batches).")] = 0,
+        sampler_seed: Annotated[Optional[int], typer.Option(  # noqa: UP045
+            "--sampler-seed", help="TPE seed (default: random, so parallel workers differ).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     ) -> None:
         """Tune base hyperparameters on a narrow proxy; print them carried to a target width.
@@ -93,7 +95,7 @@ def register(app: typer.Typer) -> None:
                     model, width, trials, storage=storage, study_name=study, jobs=jobs, steps=steps,
                     force=force, out=out, target_width=target_width, task=task, config=cfg,
                     ladder_widths=_widths(ladder), reduction_factor=eta, eval_every=eval_every,
-                    pruner=pruner, seed=seed, callbacks=[on_trial],
+                    pruner=pruner, seed=seed, sampler_seed=sampler_seed, callbacks=[on_trial],
                 )
         except ConfigError as exc:
             fail(str(exc))

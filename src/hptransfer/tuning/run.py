@@ -75,6 +75,7 @@ def tune(
     eval_every: int | None = None,
     pruner: str = "median",
     seed: int = 0,
+    sampler_seed: int | None = None,
     batch_size: int = 32,
     data_kwargs: Mapping[str, Any] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -97,6 +98,9 @@ def tune(
             the last rung is ``width``.
         eval_every: report the validation loss every this many steps (enables pruning).
         pruner: ``median``, ``hyperband`` or ``none`` (ignored with a ladder: it has its own).
+        seed: training seed (model init and batch order), the same for every trial.
+        sampler_seed: TPE seed; ``None`` (default) draws one, so that workers started at once on
+            one study do not repeat each other's random start-up trials.
 
     Raises:
         ConfigError: bad model/width/storage, a study mismatch, or no trial finished.
@@ -130,7 +134,7 @@ def tune(
         storage=storage,
         space=space,
         proxy_width=w,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3))),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=min(10, max(2, trials // 3))),
         pruner=ladder.pruner() if ladder else make_pruner(pruner, steps=steps, eval_every=eval_every),
         force=force,
         extra_attrs={"model": choice.name, "task": choice.task, "steps": steps,

@@ -138,3 +138,13 @@ def test_non_finite_weights_name_the_layer() -> None:
     sd["blocks.1.attn.weight"][3, 5] = float("nan")
     with pytest.raises(NonFiniteWeightError, match=r"blocks\.1\.attn\.weight"):
         model_spectrum(sd)
+
+
+def test_mixed_precision_refines_to_float32_accuracy() -> None:
+    a = torch.randn(256, 1024, generator=_gen(13))
+    exact = torch.linalg.svdvals(a)[:2]
+    res = top_singular_values(a, 2, precision="mixed", generator=_gen(0))
+    assert res.values.dtype == torch.float32
+    assert _rel_err(res.values, exact) <= 1e-3
+    with pytest.raises(ValueError, match="precision"):
+        top_singular_values(a, precision="half")

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 
 from hptransfer.diagnostics.report import SpectralReport
 
-__all__ = ["plot_coord", "plot_sigma_history", "plot_sigma_vs_width", "save"]
+__all__ = ["plot_coord", "plot_rules", "plot_sigma_history", "plot_sigma_vs_width", "save"]
 
 
 def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
@@ -132,4 +132,35 @@ def plot_coord(coord: Any, stem: str | Path, *, max_panels: int = 5) -> list[Pat
         "coordinate check" + (f" · rule {coord.rule}" if coord.rule else "")
         + (f" · unstable: {', '.join(bad[:4])}" if bad else " · flat in width"), fontsize=10,
     )
+    return save(fig, stem)
+
+
+def plot_rules(reports: dict[str, SpectralReport], stem: str | Path) -> list[Path]:
+    """One panel per rule: gated sigma_max relative to the smallest width (thin: each layer,
+    bold: pooled geometric mean), with the [ratio_low, ratio_high] band shaded."""
+    names = list(reports)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.6), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rep = reports[name]
+        th = rep.thresholds
+        for row in rep.gated():
+            ws = sorted(row.sigma)
+            ax.plot(ws, [row.sigma[w] / row.sigma[ws[0]] for w in ws], "-", color="tab:blue",
+                    lw=0.6, alpha=0.45)
+        if rep.pooled is not None:
+            p = rep.pooled
+            ax.plot(p.widths, [v / p.values[0] for v in p.values], "o-", color="black", lw=2.2, ms=4,
+                    label=f"pooled α={p.alpha:+.2f}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.axhspan(th.ratio_low, th.ratio_high, color="tab:green", alpha=0.12)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(rep.widths, [str(w) for w in rep.widths])
+        ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.2f}"
+        ax.set_title(f"{name}\nratio {ratio} · {'safe' if rep.safe else 'DRIFT: ' + str(rep.overall)}",
+                     fontsize=9, color="black" if rep.safe else "tab:red")
+        ax.set_xlabel("width")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(f"σ_max / σ_max at width {min(reports[names[0]].widths)}")
     return save(fig, stem)

@@ -104,6 +104,7 @@ def top_singular_values(
     block: int | None = None,
     v0: torch.Tensor | None = None,
     exact: bool = False,
+    precision: str = "float32",
     generator: torch.Generator | None = None,
 ) -> SVDResult:
     """The ``k`` largest singular values of ``a`` (shape ``(m, n)`` or a batch ``(b, m, n)``).
@@ -116,6 +117,10 @@ def top_singular_values(
         block: Krylov block size (default ``k + 4``; larger resolves clusters faster).
         v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
+        precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
+            bfloat16 copy of ``a`` (about 3x faster products on CPUs with AMX/AVX512-BF16),
+            then refine in float32 from the bfloat16 Ritz vectors, so the tolerance still
+            applies to ``a`` itself. Slower than float32 on CPUs without bfloat16 units.
         generator: random start vectors (seeded for repeatable results).
 
     Returns:
@@ -131,12 +136,22 @@ def top_singular_values(
     kk = min(k, m, n)
     if kk < 1:
         raise ValueError(f"k must be >= 1 and the matrix non-empty, got k={k}, shape {(m, n)}")
+    if precision not in ("float32", "mixed"):
+        raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
     if exact or min(m, n) <= max(2 * (block or kk + 4), 16):
         res = _exact(batch, kk)
     else:
-        res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=block or kk + 4,
-                             v0=v0 if v0 is None or not squeeze else v0.unsqueeze(0),
-                             generator=generator)
+        blk = block or kk + 4
+        warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
+        if precision == "mixed":
+            rough = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm,
+                                   generator=generator, a_mm=batch.to(torch.bfloat16), keep=blk)
+            res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=rough.v,
+                                 generator=generator)
+            res.iterations += rough.iterations
+        else:
+            res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm,
+                                 generator=generator)
     if squeeze:
         res = SVDResult(res.values[0], res.v[0], res.residual[0], res.iterations, res.exact)
     return res
@@ -152,23 +167,30 @@ def _exact(a: torch.Tensor, k: int) -> SVDResult:
 def _block_lanczos(
     a: torch.Tensor, k: int, *, tol: float, max_iter: int, block: int,
     v0: torch.Tensor | None, generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None, keep: int | None = None,
 ) -> SVDResult:
     bsz = a.shape[0]
     if bsz == 1:  # plain matrix products (mm) are faster than batched ones (bmm) for one matrix
         res = _block_lanczos_core(a[0], (), k, tol=tol, max_iter=max_iter, block=block,
-                                  v0=None if v0 is None else v0[0], generator=generator)
+                                  v0=None if v0 is None else v0[0], generator=generator,
+                                  a_mm=None if a_mm is None else a_mm[0], keep=keep)
         return SVDResult(res.values[None], res.v[None], res.residual[None], res.iterations)
     return _block_lanczos_core(a, (bsz,), k, tol=tol, max_iter=max_iter, block=block, v0=v0,
-                               generator=generator)
+                               generator=generator, a_mm=a_mm, keep=keep)
 
 
 def _block_lanczos_core(
     a: torch.Tensor, lead: tuple[int, ...], k: int, *, tol: float, max_iter: int, block: int,
     v0: torch.Tensor | None, generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None, keep: int | None = None,
 ) -> SVDResult:
+    """Block Lanczos on ``a``; products use ``a_mm`` (e.g. a bfloat16 copy) when given.
+    Returns the top ``keep`` (default ``k``) Ritz pairs; convergence is judged on the top k."""
+    mm = a if a_mm is None else a_mm
     m, n = a.shape[-2:]
     b = min(block, min(m, n))
     steps = max(1, min(max_iter, min(m, n) // b))
+    kept = min(keep or k, b)
     tiny = torch.finfo(a.dtype).tiny
     start = torch.randn(*lead, n, b, generator=generator, dtype=a.dtype).to(a.device)
     if v0 is not None:
@@ -188,9 +210,9 @@ def _block_lanczos_core(
     for it in range(1, steps + 1):
         c0, cols = cols, cols + b
         q_buf[..., c0:cols] = v_block
-        y = a @ v_block  # (…, m, b)
+        y = (mm @ v_block.to(mm.dtype)).to(a.dtype)  # (…, m, b)
         # Aᵀy as (yᵀA)ᵀ: a row-major product, much faster than one with a transposed view of A
-        z_new = (y.transpose(-1, -2).contiguous() @ a).transpose(-1, -2)
+        z_new = (y.transpose(-1, -2).contiguous().to(mm.dtype) @ mm).transpose(-1, -2).to(a.dtype)
         z_buf[..., c0:cols] = z_new
         q_all, z_all = q_buf[..., :cols], z_buf[..., :cols]
         # Rayleigh–Ritz on QᵀAᵀAQ, grown by one block column (and its mirror row)
@@ -200,14 +222,15 @@ def _block_lanczos_core(
         sub = gram[..., :cols, :cols]
         sub[..., c0:cols, c0:cols] = 0.5 * (col[..., c0:, :] + col[..., c0:, :].transpose(-1, -2))
         evals, evecs = torch.linalg.eigh(sub)
-        theta = evals.flip(-1)[..., :k].clamp_min(0).to(a.dtype)
-        w_top = evecs.flip(-1)[..., :k].to(a.dtype)
-        sig = theta.sqrt()
+        theta = evals.flip(-1)[..., :kept].clamp_min(0).to(a.dtype)
+        w_top = evecs.flip(-1)[..., :kept].to(a.dtype)
+        sig = theta.sqrt()[..., :k]
         scale = sig[..., :1].clamp_min(tiny)
         if it == steps:
             break
         # singular residual of the Ritz triplets: ‖AᵀA v − θ v‖ / σ (a rigorous bound)
-        resid = (z_all @ w_top - (q_all @ w_top) * theta[..., None, :]).norm(dim=-2) / sig.clamp_min(tiny)
+        resid = ((z_all @ w_top[..., :k] - (q_all @ w_top[..., :k]) * theta[..., None, :k]).norm(dim=-2)
+                 / sig.clamp_min(tiny))
         if (resid / math.sqrt(2) <= tol * scale).all():
             break
         # Ritz values rise monotonically to the true values; with steps shrinking by a factor

@@ -41,7 +41,7 @@ import torch
 from hptransfer.models import TinyLlama
 from hptransfer.scaling import ProxyConfig
 from hptransfer.scaling.torch_adapter import meta_model
-from hptransfer.sweep import SweepResult, SweepSpec, log2_grid, plot_sweep, run_sweep
+from hptransfer.sweep import SweepResult, SweepSpec, log2_grid, plot_sweep, run_sweep, summarise
 from hptransfer.training import get_data, train, train_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,7 @@ QUICK = Setting(
     init_std=0.1, val_sequences=8, extra_seed=True,
 )
 
+FIT_WINDOW = 2
 LR_RULES = ("sp", "mup-package", "mup")
 WD_RULES = ("mup-wd-constant", "mup-wd-sqrt", "mup-wd-linear")
 
@@ -145,11 +146,14 @@ def sweep(s: Setting, rule: str, param: str, cache: Path | None, cfg: ProxyConfi
     out = cache / f"{rule}-{param}" if cache is not None else None
     if rule == "mup-package":
         spec = spec_for(s, "mup", param, cfg, data_kwargs)
-        return run_sweep(spec, out, study_name=f"{rule}-{param}",
-                         train_fn=mup_package_trainer(s, spec, cfg.weight_decay), progress=progress,
-                         plot=False)
-    spec = spec_for(s, rule, param, cfg, data_kwargs)
-    return run_sweep(spec, out, study_name=f"{rule}-{param}", progress=progress, plot=False)
+        res = run_sweep(spec, out, study_name=f"{rule}-{param}",
+                        train_fn=mup_package_trainer(s, spec, cfg.weight_decay), progress=progress,
+                        plot=False)
+    else:
+        spec = spec_for(s, rule, param, cfg, data_kwargs)
+        res = run_sweep(spec, out, study_name=f"{rule}-{param}", progress=progress, plot=False)
+    # 5-point parabola (2 grid points either side of the minimum): steadier on noisy curves
+    return summarise(res.spec, res.records, window=FIT_WINDOW)
 
 
 def transfer_loss(s: Setting, rule: str, param: str, value: float, cfg: ProxyConfig,

@@ -19,11 +19,12 @@ torch.set_num_threads(1)
 
 
 # -- fit ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("window", [1, 2])
 @pytest.mark.parametrize("true_opt", [-7.3, -6.0, -5.55])
-def test_fit_recovers_parabola_vertex(true_opt):
+def test_fit_recovers_parabola_vertex(true_opt, window):
     xs = [-10, -9, -8, -7, -6, -5, -4, -3]
     ys = [2.0 + 0.1 * (x - true_opt) ** 2 for x in xs]
-    opt = fit_optimum(xs, ys)
+    opt = fit_optimum(xs, ys, window=window)
     assert opt.fitted and not opt.at_edge
     assert opt.log2 == pytest.approx(true_opt, abs=1e-9)
     assert opt.loss == pytest.approx(2.0, abs=1e-9)

@@ -264,9 +264,10 @@ class SweepResult:
         }
 
 
-def summarise(spec: Mapping[str, Any], records: Sequence[RunRecord]) -> SweepResult:
+def summarise(spec: Mapping[str, Any], records: Sequence[RunRecord], *, window: int = 1) -> SweepResult:
     """Mean loss over seeds per (width, value) (a diverged seed makes the point diverged) and
-    the fitted optimum of each width's curve."""
+    the fitted optimum of each width's curve (``window`` grid points either side of the minimum
+    enter the parabola fit; 2 is steadier on noisy curves)."""
     curves: dict[int, tuple[list[float], list[float]]] = {}
     optima: dict[int, Optimum] = {}
     for w in sorted({r.width for r in records}):
@@ -278,7 +279,7 @@ def summarise(spec: Mapping[str, Any], records: Sequence[RunRecord]) -> SweepRes
             ys.append(math.inf if any(not math.isfinite(x) for x in runs) else float(np.mean(runs)))
         curves[w] = (xs, ys)
         if any(math.isfinite(y) for y in ys):
-            optima[w] = fit_optimum(xs, ys)
+            optima[w] = fit_optimum(xs, ys, window=window)
     return SweepResult(spec=dict(spec), records=list(records), optima=optima, curves=curves)
 
 

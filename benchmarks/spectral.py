@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -35,11 +34,11 @@ from pathlib import Path
 import torch
 
 from hptransfer.diagnostics import diagnose
-from hptransfer.diagnostics.fit import law_alpha
+from hptransfer.diagnostics.fit import calibrate_two_rules, law_alpha
 from hptransfer.diagnostics.spectral import model_spectrum, top_singular_values
 from hptransfer.models import builtin_config
 
-RULES = ("sp", "mup", "mup-wd-sqrt", "mup-wd-linear")
+RULES = ("sp", "mup", "mup-wd-sqrt", "mup-wd-linear", "auto")
 
 
 def _timed(fn, repeat: int = 1):  # type: ignore[no-untyped-def]
@@ -120,16 +119,26 @@ def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, o
     results: dict[str, dict[str, object]] = {}
     reports = {}
     for rule in rules:
+        run_cfg, run_rule = cfg, rule
+        if rule == "auto":  # validate the two-rule calibration of this run
+            if "two_rule_calibration" not in results:
+                print("C auto: skipped (needs mup-wd-sqrt and mup-wd-linear first)")
+                continue
+            rule = f"custom:{results['two_rule_calibration']['wd_exponent']:.2f}"
+        if rule.startswith("custom:"):
+            e = float(rule.split(":", 1)[1])
+            run_cfg, run_rule = cfg.with_rule("custom", wd_exponent=e), None
         t = time.perf_counter()
-        rep = diagnose("llama", widths, cfg, rule, steps, batch_size=batch,
+        rep = diagnose("llama", widths, run_cfg, run_rule, steps, batch_size=batch,
                        model_kwargs={"seq_len": seq_len}, coord=True, record_every=max(1, steps // 20))
         secs = time.perf_counter() - t
+        rule = rep.rule or rule
         reports[rule] = rep
         hidden = rep.gated()
         ratios = [r.ratio for r in hidden if r.ratio is not None]
         assert rep.pooled is not None and rep.calibration is not None
-        lr_e = -1.0 if rule != "sp" else 0.0
-        wd_e = {"sp": 0.0, "mup": 0.0, "mup-wd-sqrt": 0.5, "mup-wd-linear": 1.0}[rule]
+        lr_e = rep.calibration.trained_lr_exponent
+        wd_e = rep.calibration.trained_wd_exponent
         res = {
             "pooled_ratio": rep.pooled.ratio,
             "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -152,6 +161,16 @@ def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, o
               f" ({len(rep.drifting)}/{len(hidden)} layers); calibrated wd exponent "
               f"{rep.calibration.exponent:.2f}" + (f" [{cal_ci[0]:.2f},{cal_ci[1]:.2f}]" if cal_ci else "")
               + f"; val loss {' '.join(f'{v:.3f}' for v in rep.val_loss.values())}; {secs:.0f} s", flush=True)
+        if "mup-wd-sqrt" in reports and "mup-wd-linear" in reports and "two_rule_calibration" not in results:
+            fa, fb = reports["mup-wd-sqrt"].pooled, reports["mup-wd-linear"].pooled
+            assert fa is not None and fb is not None
+            two = calibrate_two_rules(fa, 0.5, fb, 1.0)
+            sens = (fb.alpha - fa.alpha) / 0.5
+            results["two_rule_calibration"] = {"wd_exponent": two.exponent, "ci": two.ci,
+                                               "sensitivity": sens}
+            print(f"C two-rule calibration (sqrt & linear runs): alpha = 0 at wd exponent "
+                  f"{two.exponent:.2f}" + (f" [{two.ci[0]:.2f},{two.ci[1]:.2f}]" if two.ci else "")
+                  + f"; measured d(alpha)/d(e) = {sens:+.2f} (the law says -0.50)", flush=True)
         if out is not None:
             from hptransfer.diagnostics.plots import plot_sigma_history, plot_sigma_vs_width
 
@@ -190,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         shape, gpt = (256, 1024), (2, 128, 2000, 256)
         widths, steps, seq, batch = [16, 32], 6, 16, 4
-        rules = ("mup-wd-sqrt", "sp")
+        rules = ("sp", "mup-wd-sqrt", "mup-wd-linear", "auto")
     else:
         shape, gpt = (2048, 8192), (12, 768, 50257, 1024)
         widths, steps, seq, batch = [32, 64, 128, 256], 800, 32, 16
@@ -220,13 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     if b:
         parts.append(f"{b['params_m']:.0f}M-param state_dict in {b['seconds']:.1f} s ({b['threads']} thread)")
     if c:
-        ratios = ", ".join(f"{r} {v['pooled_ratio']:.2f}{'*' if v['flagged'] else ''}" for r, v in c.items())
-        cal = next(iter(c.values()))
-        best = min(c.items(), key=lambda kv: abs(math.log(kv[1]["pooled_ratio"])))
-        parts.append(f"sigma_max ratio {widths[0]}->{widths[-1]} ({ratios}; * = flagged), "
-                     f"most invariant: {best[0]}; calibrated wd exponent "
-                     f"{statistics.median(v['calibrated_wd_exponent'] for v in c.values() if v):.2f}"
-                     f" (median over rules; first rule {cal['calibrated_wd_exponent']:.2f})")
+        runs = {r: v for r, v in c.items() if r != "two_rule_calibration"}
+        ratios = ", ".join(f"{r} {v['pooled_ratio']:.2f}{'*' if v['flagged'] else ''}"
+                           for r, v in runs.items())
+        text = f"hidden sigma_max ratio {widths[0]}->{widths[-1]} ({ratios}; * = flagged)"
+        two = c.get("two_rule_calibration")
+        if two:
+            text += f"; calibrated wd exponent {two['wd_exponent']:.2f}"
+            if two["ci"]:
+                text += f" [{two['ci'][0]:.2f},{two['ci'][1]:.2f}]"
+        parts.append(text)
     print("spectral: " + "; ".join(parts))
     return 0
 

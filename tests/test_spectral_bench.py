@@ -16,5 +16,5 @@ def test_spectral_benchmark_quick() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert re.match(r"^spectral: top-sigma 256x1024: \d+x \(gaussian, err [\d.e+-]+\)", lines[-1])
-    assert "M-param state_dict in" in lines[-1] and "sigma_max ratio 16->32" in lines[-1]
+    assert "M-param state_dict in" in lines[-1] and "hidden sigma_max ratio 16->32" in lines[-1]
     assert any(line.startswith("C mup-wd-sqrt") for line in lines)

@@ -10,6 +10,7 @@ import pytest
 from hptransfer.diagnostics.fit import (
     Thresholds,
     Verdict,
+    calibrate_two_rules,
     calibrate_wd_exponent,
     fit_power_law,
     law_alpha,
@@ -144,3 +145,21 @@ def test_pooled_fit_uses_common_widths_and_averages_logs() -> None:
     assert fit.alpha == pytest.approx(0.5)
     with pytest.raises(ValueError, match="fewer than 2"):
         pooled_fit({"a": {64: 1.0, 128: 1.0}, "b": {256: 1.0, 512: 1.0}})
+
+
+def test_two_rule_calibration_interpolates_without_the_law() -> None:
+    # the slope reacts to wd twice as strongly as the law says: alpha(e) = 0.8 - 1.0 * e
+    widths = [32, 64, 128, 256]
+    rng = np.random.default_rng(1)
+
+    def run(e: float) -> list[float]:
+        return [w ** (0.8 - e) * math.exp(rng.normal(0, 0.02)) for w in widths]
+
+    fa, fb = fit_power_law(widths, run(0.5)), fit_power_law(widths, run(1.0))
+    cal = calibrate_two_rules(fa, 0.5, fb, 1.0)
+    assert cal.exponent == pytest.approx(0.8, abs=0.05)
+    assert cal.ci is not None and cal.ci[0] < 0.8 < cal.ci[1]
+    # the one-run law-based mapping would miss it (it assumes -1/2 per unit of e)
+    assert abs(calibrate_wd_exponent(fa, wd_exponent=0.5).exponent - 0.8) > 0.1
+    with pytest.raises(ValueError, match="different"):
+        calibrate_two_rules(fa, 0.5, fb, 0.5)

@@ -52,6 +52,7 @@ __all__ = [
     "PowerLawFit",
     "Thresholds",
     "Verdict",
+    "calibrate_two_rules",
     "calibrate_wd_exponent",
     "fit_power_law",
     "law_alpha",
@@ -355,3 +356,46 @@ def law_alpha(lr_exponent: float, wd_exponent: float) -> float:
         0.0
     """
     return (lr_exponent - wd_exponent) / 2.0 + LAW_EXPONENT
+
+
+def calibrate_two_rules(
+    fit_a: PowerLawFit, wd_exponent_a: float, fit_b: PowerLawFit, wd_exponent_b: float
+) -> Calibration:
+    """The wd exponent with zero slope, interpolated between proxies trained under two wd
+    exponents (same lr rule): no assumption on how strongly sigma_max reacts to wd.
+
+    With slopes ``alpha_a``, ``alpha_b`` at exponents ``e_a != e_b``, the slope is taken as
+    linear in ``e`` and ``e* = e_a - alpha_a (e_b - e_a) / (alpha_b - alpha_a)``. The interval
+    propagates both slopes' standard errors (delta method, ``min(n) - 2`` degrees of freedom);
+    undefined when either fit has only two widths. Under the steady-state law the slope moves
+    by ``-Δe/2``; the measured sensitivity ``(alpha_b - alpha_a)/(e_b - e_a)`` shows whether
+    it does.
+
+    Raises:
+        ValueError: equal exponents or equal slopes (no crossing).
+
+    Example:
+        >>> w = [64, 128, 256]
+        >>> fa = fit_power_law(w, [x**0.25 for x in w]); fb = fit_power_law(w, [x**-0.25 for x in w])
+        >>> round(calibrate_two_rules(fa, 0.0, fb, 1.0).exponent, 6)
+        0.5
+    """
+    de = wd_exponent_b - wd_exponent_a
+    da = fit_b.alpha - fit_a.alpha
+    if de == 0:
+        raise ValueError("the two runs need different wd exponents")
+    if da == 0:
+        raise ValueError("the two runs have the same slope; the slope does not react to wd here")
+    exponent = wd_exponent_a - fit_a.alpha * de / da
+    ci = None
+    if fit_a.stderr is not None and fit_b.stderr is not None:
+        d_a = -de * fit_b.alpha / da**2
+        d_b = de * fit_a.alpha / da**2
+        se = math.sqrt((d_a * fit_a.stderr) ** 2 + (d_b * fit_b.stderr) ** 2)
+        dof = min(fit_a.n, fit_b.n) - 2
+        q = float(stats.t.ppf(0.5 + fit_a.confidence / 2, dof))
+        ci = (exponent - q * se, exponent + q * se)
+    return Calibration(
+        exponent=exponent, ci=ci, alpha=0.0, trained_wd_exponent=wd_exponent_a,
+        trained_lr_exponent=float("nan"), presets=dict(WD_EXPONENTS),
+    )

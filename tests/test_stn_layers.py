@@ -96,3 +96,25 @@ def test_dropout_rate_from_context() -> None:
 def test_no_layers_refused() -> None:
     with pytest.raises(ValueError, match=r"no nn\.Linear"):
         to_stn(nn.Sequential(nn.ReLU()), n_hyper=1)
+
+
+def test_fused_weight_decay_gradient_equals_explicit_l2() -> None:
+    torch.manual_seed(4)
+    grads = []
+    for fused in (True, False):
+        torch.manual_seed(5)
+        ctx = HyperContext(2)
+        layer = StnLinear(5, 3, ctx, gate_std=0.5)
+        u = torch.tensor([0.3, -0.2], requires_grad=True)
+        ctx.h = torch.tanh(u)
+        x = torch.randn(4, 5)
+        if fused:
+            layer.l2_coef = 0.7
+            loss = layer(x).pow(2).sum()
+        else:
+            w, _ = layer.effective()
+            loss = layer(x).pow(2).sum() + 0.35 * (w * w).sum()
+        loss.backward()
+        grads.append([p.grad.clone() for p in (layer.weight, layer.hweight, layer.gate, u)])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)

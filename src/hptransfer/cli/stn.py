@@ -66,11 +66,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of data and run.")] = 0,
         lr: Annotated[Optional[float], typer.Option("--lr", help="Adam lr of the weights.")] = None,  # noqa: UP045
         hyper_lr: Annotated[float, typer.Option("--hyper-lr", help="Adam lr of the hyperparameters.")]
-        = 0.03,
+        = 0.1,
         tau: Annotated[float, typer.Option("--tau", help="Entropy weight.")] = 1e-3,
         t_train: Annotated[int, typer.Option("--t-train", help="Training steps per cycle.")] = 5,
         t_val: Annotated[int, typer.Option("--t-val", help="Validation steps per cycle.")] = 1,
-        warmup: Annotated[int, typer.Option("--warmup", help="Training steps before tuning.")] = 0,
+        warmup: Annotated[
+            Optional[int],  # noqa: UP045
+            typer.Option("--warmup", help="Training steps before tuning. Default: a quarter of them."),
+        ] = None,
         checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between "
                                                       "checkpoints.")] = 200,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -109,8 +112,10 @@ def register(app: typer.Typer) -> None:
         try:
             the_task = make_task(task, seed=seed)
             specs = [HyperSpec(**kw) for kw in specs_kw] or list(the_task.default_hypers)
+            n_batches = -(-the_task.train[0].shape[0] // the_task.batch_size)
+            warmup_steps = warmup if warmup is not None else epochs * n_batches // 4
             cfg = StnConfig(lr=lr if lr is not None else the_task.lr, hyper_lr=hyper_lr, tau=tau,
-                            t_train=t_train, t_val=t_val, warmup_steps=warmup, delta=delta,
+                            t_train=t_train, t_val=t_val, warmup_steps=warmup_steps, delta=delta,
                             linearize=linearize, checkpoint_every=checkpoint_every, seed=seed)
             tuner = StnTuner(the_task.make_model(), specs, loss=the_task.loss, config=cfg)
         except ValueError as exc:

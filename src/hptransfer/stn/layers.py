@@ -38,8 +38,60 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["HyperContext", "StnConv2d", "StnDropout", "StnEmbedding", "StnLayer", "StnLinear",
-           "StnModel", "to_stn"]
+__all__ = [
+    "HyperContext",
+    "StnConv2d",
+    "StnDropout",
+    "StnEmbedding",
+    "StnLayer",
+    "StnLinear",
+    "StnModel",
+    "l2_term",
+    "to_stn",
+]
+
+
+def l2_term(w: torch.Tensor, coef: float | torch.Tensor) -> torch.Tensor:
+    """``coef/2 * ||w||^2`` with a one-op backward (gradient ``coef * w``).
+
+    Same value and gradient as ``0.5 * coef * (w * w).sum()``, about 4x cheaper on CPU: the
+    product with a detached copy makes autograd's backward a single scaled copy of ``w``.
+    """
+    flat = w.reshape(-1)
+    sq = torch.dot(flat, flat.detach())
+    return coef * sq - (0.5 * coef) * sq.detach()
+
+
+class _GatedWeight(torch.autograd.Function):
+    """``W = W_e + g * W_h`` whose backward also adds the weight-decay gradient ``coef * W``.
+
+    One autograd node instead of addcmul + an L2 graph: ``dW += coef * W`` then
+    ``dW_e = dW``, ``dW_h = g * dW``, ``dg = sum(dW * W_h)`` (reduced to ``g``'s shape).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, w_e: torch.Tensor, w_h: torch.Tensor, g: torch.Tensor,  # type: ignore[override]
+                coef: float) -> torch.Tensor:
+        w = torch.addcmul(w_e, g, w_h)
+        ctx.coef = coef
+        ctx.save_for_backward(w_h, g, w if coef else None)
+        return w
+
+    @staticmethod
+    def backward(ctx: Any, dw: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        w_h, g, w = ctx.saved_tensors
+        if ctx.coef:
+            dw = torch.add(dw, w, alpha=ctx.coef)
+        d_wh = dw * g if ctx.needs_input_grad[1] else None
+        d_g = (dw * w_h).sum_to_size(g.shape) if ctx.needs_input_grad[2] else None
+        return dw, d_wh, d_g, None
+
+
+def _gated(w_e: torch.Tensor, g: torch.Tensor, w_h: torch.Tensor, coef: float,
+           ctx: HyperContext) -> torch.Tensor:
+    if ctx.scale is None and torch.is_grad_enabled():
+        return _GatedWeight.apply(w_e, w_h, g, coef)  # type: ignore[no-any-return]
+    return torch.addcmul(w_e, g, w_h)  # forward-mode AD (Delta-STN linearisation) or no grad
 
 
 class HyperContext:
@@ -80,6 +132,9 @@ class StnLayer(nn.Module):
         object.__setattr__(self, "ctx", ctx)
 
     ctx: HyperContext
+    #: weight-decay coefficient whose gradient ``l2_coef * W`` the backward adds (set per step by
+    #: the tuner; 0 outside training steps). Equivalent to ``+ l2_coef/2 ||W(h)||^2`` in the loss.
+    l2_coef: float = 0.0
 
     def _make_response(self, n_gates: int, delta: bool, gate_std: float) -> None:
         self.hweight = nn.Parameter(torch.empty_like(self.weight))
@@ -100,14 +155,14 @@ class StnLayer(nn.Module):
             return self.weight, self.bias
         out = self.weight.shape[0]
         gw = g[:out].reshape((-1,) + (1,) * (self.weight.dim() - 1))
-        w = torch.addcmul(self.weight, gw, self.hweight)
+        w = _gated(self.weight, gw, self.hweight, self.l2_coef, self.ctx)
         b = self.bias
         if b is not None and self.hbias is not None:
             b = torch.addcmul(b, g[out:], self.hbias)
         return w, b
 
-    def l2(self) -> torch.Tensor:
-        """``||W(h)||^2`` of the effective weight (the weight-decay term; biases excluded).
+    def l2(self, coef: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """``coef/2 * ||W(h)||^2`` of the effective weight (the weight-decay term; biases excluded).
 
         Reuses the weight of the last forward when the context has not changed since.
         """
@@ -116,7 +171,7 @@ class StnLayer(nn.Module):
             w = cached[2]
         else:
             w, _ = self.effective()
-        return (w * w).sum()
+        return l2_term(w, coef)
 
     _last: tuple[Any, Any, torch.Tensor] | None = None
 
@@ -185,7 +240,7 @@ class StnEmbedding(StnLayer):
         g = self.ctx.gates(self.gate)
         if g is None:
             return self.weight, None
-        return torch.addcmul(self.weight, g, self.hweight), None
+        return _gated(self.weight, g, self.hweight, self.l2_coef, self.ctx), None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         w, _ = self.effective()

@@ -31,6 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from hptransfer.stn.hyper import HyperSpec, base_name
+from hptransfer.stn.layers import l2_term
+from hptransfer.stn.tuner import adam_kwargs
 
 __all__ = ["TASKS", "Task", "make_task", "train_fixed"]
 
@@ -149,7 +151,8 @@ def train_fixed(task: Task, values: Mapping[str, float], *, epochs: int, seed: i
     noise = float(values.get("input_noise", 0.0))
     mask = float(values.get("input_mask", 0.0))
     smoothing = float(values.get("label_smoothing", 0.0))
-    opt = torch.optim.Adam(model.parameters(), lr=lr or task.lr, foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr or task.lr,
+                           **adam_kwargs(next(model.parameters()).device))
     x, y = task.train
     n = x.shape[0]
     for _ in range(epochs):
@@ -167,7 +170,7 @@ def train_fixed(task: Task, values: Mapping[str, float], *, epochs: int, seed: i
                     xb = xb * keep
             loss = _loss(task.loss, model(xb), yb, smoothing)
             if wd:
-                loss = loss + sum(0.5 * c * (w * w).sum() for c, w in wd)
+                loss = loss + sum(l2_term(w, c) for c, w in wd)
             if not torch.isfinite(loss):
                 return {"train_loss": math.inf, "val_loss": math.inf, "test_loss": math.inf}
             opt.zero_grad(set_to_none=True)

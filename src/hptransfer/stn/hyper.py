@@ -215,7 +215,7 @@ class HyperParams(nn.Module):
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """``u + sigma * eps`` (reparameterised: differentiable in ``u`` and ``rho``), clipped to bounds."""
-        eps = torch.randn(self.u.shape, generator=generator)
+        eps = torch.randn(self.u.shape, generator=generator).to(self.u.device)
         return self.clip(self.u + self.sigma() * eps)
 
     def clip(self, u: torch.Tensor) -> torch.Tensor:

@@ -245,6 +245,8 @@ class _Stream:
             return
         current = torch.get_rng_state()
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         gen = getattr(self.data, "generator", None)
         if state["gen"] is not None and isinstance(gen, torch.Generator):
             gen.set_state(state["gen"])
@@ -545,6 +547,7 @@ class StnTuner:
             "hyper": self.hyper.state_dict(),
             "opt": self.opt.state_dict(), "hopt": self.hopt.state_dict(),
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "streams": {k: s.state() for k, s in streams.items()},
             "trajectory": self.trajectory,
         }
@@ -584,6 +587,8 @@ class StnTuner:
         for key, stream in streams.items():
             stream.restore(state["streams"][key])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, train: Iterable[Any], val: Iterable[Any], *, steps: int | None = None,

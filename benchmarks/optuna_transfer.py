@@ -9,8 +9,9 @@ base hyperparameters (base lr and output multiplier, log scales):
 * direct: trials at ``--target-width``.
 
 Figures: regret of the transferred run against the direct study's best at the target width
-(target <= 1 %), cost ratio of the two tuning runs (wall time, same machine, same run; the proxy
-side includes its one training run at the target width), and the per-trial overhead of
+(target <= 1 %), cost ratio of the two tuning runs (CPU time of this single-threaded process, same run: the
+machine is shared and wall time swings with its load; the proxy side includes its one training run
+at the target width), and the per-trial overhead of
 ``TransferObjective`` against a bare Optuna objective doing the same sampling (target < 1 % of a
 proxy trial's time).
 
@@ -52,9 +53,9 @@ def run_study(name: str, url: str, train, cfg, width: int, trials: int, steps: i
                        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, trials // 3)),
                        pruner=optuna.pruners.NopPruner())
     objective = TransferObjective(train, cfg, width=width, space=SPACE, steps=steps)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     study.optimize(objective, n_trials=trials)
-    return study, time.perf_counter() - start
+    return study, time.perf_counter() - start, time.process_time() - cpu
 
 
 def overhead(url: str, cfg, width: int, n: int = 30) -> tuple[float, float]:
@@ -134,20 +135,22 @@ def main() -> None:
           f"base width {cfg.base_width}; torch threads 1")
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        proxy, t_proxy = run_study("proxy", url, train, cfg, args.proxy_width, args.trials, args.steps,
-                                   args.seed)
-        print(f"proxy study at width {args.proxy_width}: best {proxy.best_value:.4f}, {t_proxy:.1f} s")
+        proxy, t_proxy, c_proxy = run_study("proxy", url, train, cfg, args.proxy_width, args.trials,
+                                            args.steps, args.seed)
+        print(f"proxy study at width {args.proxy_width}: best {proxy.best_value:.4f}, {t_proxy:.1f} s "
+              f"({c_proxy:.1f} s CPU)")
         plan = best_plan(proxy, args.target_width)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         transferred = train(plan, optuna.trial.FixedTrial({}), steps=args.steps, config=best_config(proxy))
-        t_final = time.perf_counter() - start
+        t_final, c_final = time.perf_counter() - start, time.process_time() - cpu
         print(f"transferred to width {args.target_width}: loss {transferred:.4f} ({t_final:.1f} s; hidden lr "
               f"{plan['hidden'].lr:.3g}, output mult {plan['output'].multiplier:.3g})")
         # another sampler seed: an independent search (with the same seed TPE would replay the
         # proxy's sequence whenever the trials rank alike, and the comparison would be circular)
-        direct, t_direct = run_study("direct", url, train, cfg, args.target_width, args.trials, args.steps,
-                                     args.seed + 1)
-        print(f"direct study at width {args.target_width}: best {direct.best_value:.4f}, {t_direct:.1f} s")
+        direct, t_direct, c_direct = run_study("direct", url, train, cfg, args.target_width, args.trials,
+                                               args.steps, args.seed + 1)
+        print(f"direct study at width {args.target_width}: best {direct.best_value:.4f}, {t_direct:.1f} s "
+              f"({c_direct:.1f} s CPU)")
         default = train(suggest(cfg, args.target_width), optuna.trial.FixedTrial({}), steps=args.steps,
                         config=cfg)
         print(f"untuned built-in defaults at width {args.target_width}: loss {default:.4f}")
@@ -161,7 +164,8 @@ def main() -> None:
             print(f"figures in {args.figures}")
 
     regret = (transferred - direct.best_value) / direct.best_value
-    cost_ratio = t_direct / (t_proxy + t_final)
+    # CPU time of this single-threaded process: the machine is shared, wall time swings with load
+    cost_ratio = c_direct / (c_proxy + c_final)
     proxy_trial = statistics.median(t.duration.total_seconds() for t in proxy.trials)
     over = (t_wrapped - t_bare) / proxy_trial
     base_lrs = (best_config(proxy).lr, best_config(direct).lr)
@@ -169,7 +173,9 @@ def main() -> None:
           f"(log2 gap {abs(math.log2(base_lrs[0] / base_lrs[1])):.2f})")
     print(f"wrapper overhead: {1e3 * (t_wrapped - t_bare):.2f} ms a trial (wrapped {1e3 * t_wrapped:.2f} ms, "
           f"bare {1e3 * t_bare:.2f} ms, sqlite) = {100 * over:.2f}% of a {proxy_trial:.2f} s proxy trial")
-    print(f"cost: direct {t_direct:.1f} s vs proxy {t_proxy:.1f} s + one target run {t_final:.1f} s")
+    print(f"cost (CPU time): direct {c_direct:.1f} s vs proxy {c_proxy:.1f} s + one target run "
+          f"{c_final:.1f} s "
+          f"(wall: {t_direct:.1f} s vs {t_proxy:.1f} s + {t_final:.1f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps({
             "proxy_width": args.proxy_width, "target_width": args.target_width, "trials": args.trials,
@@ -177,6 +183,7 @@ def main() -> None:
             "transferred_loss": transferred, "direct_best": direct.best_value,
             "direct_best_params": direct.best_params, "default_loss": default, "regret": regret,
             "seconds_proxy": t_proxy, "seconds_final": t_final, "seconds_direct": t_direct,
+            "cpu_proxy": c_proxy, "cpu_final": c_final, "cpu_direct": c_direct,
             "cost_ratio": cost_ratio, "wrapper_ms": 1e3 * t_wrapped, "bare_ms": 1e3 * t_bare,
             "proxy_trial_s": proxy_trial, "overhead": over,
         }, indent=2) + "\n")

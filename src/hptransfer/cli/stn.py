@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         = "classify",
         hyper: Annotated[
             Optional[list[str]],  # noqa: UP045
-            typer.Option("--hyper", "-H", help="NAME=INIT:LOW,HIGH[@log|@logit], repeatable. Names: "
+            typer.Option("--hyper", "-H", help="NAME=INIT:LOW,HIGH\\[@log|@logit], repeatable. Names: "
                          "dropout[.<layer>], weight_decay[.<layer>], input_noise, input_mask, "
                          "label_smoothing. Default: the task's set."),
         ] = None,

@@ -97,6 +97,8 @@ def register(app: typer.Typer) -> None:
                     ladder_widths=_widths(ladder), reduction_factor=eta, eval_every=eval_every,
                     pruner=pruner, seed=seed, sampler_seed=sampler_seed, callbacks=[on_trial],
                 )
+        except KeyboardInterrupt:
+            fail("interrupted; finished trials are kept in the study: run the same command to go on", 130)
         except ConfigError as exc:
             fail(str(exc))
         except ValueError as exc:  # e.g. an unknown task from the training loop

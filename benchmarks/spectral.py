@@ -177,6 +177,7 @@ def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, o
             tag = rule.replace("mup-wd-", "wd-")
             plot_sigma_vs_width(rep, out / f"spectral_width_{tag}")
             plot_sigma_history(rep, out / f"spectral_history_{tag}")
+    results["reports"] = {rule: rep.to_dict() for rule, rep in reports.items()}  # type: ignore[assignment]
     if out is not None and len(reports) > 1:
         from hptransfer.diagnostics.plots import plot_rules
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if b:
         parts.append(f"{b['params_m']:.0f}M-param state_dict in {b['seconds']:.1f} s ({b['threads']} thread)")
     if c:
-        runs = {r: v for r, v in c.items() if r != "two_rule_calibration"}
+        runs = {r: v for r, v in c.items() if r not in ("two_rule_calibration", "reports")}
         ratios = ", ".join(f"{r} {v['pooled_ratio']:.2f}{'*' if v['flagged'] else ''}"
                            for r, v in runs.items())
         text = f"hidden sigma_max ratio {widths[0]}->{widths[-1]} ({ratios}; * = flagged)"

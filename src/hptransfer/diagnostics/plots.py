@@ -135,9 +135,10 @@ def plot_coord(coord: Any, stem: str | Path, *, max_panels: int = 5) -> list[Pat
     return save(fig, stem)
 
 
-def plot_rules(reports: dict[str, SpectralReport], stem: str | Path) -> list[Path]:
+def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: float = 4.0) -> list[Path]:
     """One panel per rule: gated sigma_max relative to the smallest width (thin: each layer,
-    bold: pooled geometric mean), with the [ratio_low, ratio_high] band shaded."""
+    bold: pooled geometric mean), with the [ratio_low, ratio_high] band shaded. The y axis is
+    clipped to ``[1/clip, clip]`` (titles give the true pooled ratio)."""
     names = list(reports)
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.6), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -156,11 +157,12 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path) -> list[Pat
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_ylim(1 / clip, clip)
         ax.set_xticks(rep.widths, [str(w) for w in rep.widths])
-        ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.2f}"
+        ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.3g}"
         ax.set_title(f"{name}\nratio {ratio} · {'safe' if rep.safe else 'DRIFT: ' + str(rep.overall)}",
                      fontsize=9, color="black" if rep.safe else "tab:red")
         ax.set_xlabel("width")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel(f"σ_max / σ_max at width {min(reports[names[0]].widths)}")
+    axes[0][0].set_ylabel(f"σ_max / σ_max at width {min(reports[names[0]].widths)} (clipped)")
     return save(fig, stem)

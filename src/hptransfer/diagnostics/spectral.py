@@ -356,12 +356,13 @@ def model_spectrum(
     cache: SpectralCache | None = None,
     max_batch_bytes: int = 256 * 2**20,
     seed: int = 0,
+    precision: str = "float32",
 ) -> dict[str, LayerSpectrum]:
     """Top-k singular values of every weight matrix of ``source`` (model or state_dict).
 
     Same-shape matrices are stacked and solved together (up to ``max_batch_bytes`` a batch).
     With a ``cache``, each layer starts from its vectors of the previous call and stores the
-    new ones.
+    new ones. ``precision="mixed"``: see :func:`top_singular_values`.
 
     Raises:
         NonFiniteWeightError: a matrix with NaN/inf entries (named in the message).
@@ -397,7 +398,8 @@ def model_spectrum(
                 if all(w is not None for w in warm):
                     j = min(w.shape[-1] for w in warm if w is not None)
                     v0 = torch.stack([w[..., :j] for w in warm if w is not None])
-            res = top_singular_values(stack, k, tol=tol, exact=exact, v0=v0, generator=gen)
+            res = top_singular_values(stack, k, tol=tol, exact=exact, v0=v0, generator=gen,
+                                      precision=precision)
             fro = stack.flatten(1).norm(dim=1)
             for j, (name, kind, _, shape) in enumerate(part):
                 out[name] = LayerSpectrum(

@@ -84,7 +84,7 @@ def _search(task: Task, epochs: int, seed: int, trials: int, sampler: str) -> di
 
 
 def _overhead(task: Task, reps: int, batch: int) -> dict[str, float]:
-    """Per-step time (min over reps) of the STN train/val step and the plain step, same batch."""
+    """Per-step CPU time (min over reps) of the STN train/val step and the plain step, same batch."""
     specs = task.default_hypers
     x, y = task.train
     batches = list(TensorBatches(x, y, batch))
@@ -116,10 +116,11 @@ def _overhead(task: Task, reps: int, batch: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for key, fn in fns.items():
-            t0 = time.perf_counter()
+            # CPU time of this (single-threaded) process: robust to other jobs on a shared machine
+            t0 = time.process_time()
             for xb, yb in batches:
                 fn(xb, yb)
-            times[key].append((time.perf_counter() - t0) / len(batches))
+            times[key].append((time.process_time() - t0) / len(batches))
     return {k: min(v) for k, v in times.items()}
 
 

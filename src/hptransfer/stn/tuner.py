@@ -417,8 +417,10 @@ class StnTuner:
             tangent = torch.zeros_like(primal)
         return primal, tangent
 
-    def _check(self, loss: torch.Tensor, phase: str) -> None:
-        if not torch.isfinite(loss):
+    def _check(self, loss: torch.Tensor, phase: str) -> float:
+        """``float(loss)``, or :class:`StnDivergedError` naming the step and the last checkpoint."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
             where = (f"the last good checkpoint is {self.last_checkpoint[0]} (step "
                      f"{self.last_checkpoint[1]}); lower the learning rates or narrow the bounds "
                      "and resume from it") if self.last_checkpoint else \
@@ -427,17 +429,19 @@ class StnTuner:
                 f"non-finite {phase} loss at step {self.step} with hyperparameters "
                 + ", ".join(f"{k}={v:.4g}" for k, v in self.hyper.values_dict().items())
                 + f"; stopped: {where}")
+        return value
 
     def _l2(self, vals: list[float]) -> torch.Tensor | None:
         terms = [self._layers[p].l2(vals[i]) for p, i in self._wd.items()]
         return torch.stack(terms).sum() if terms else None
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         ctx = self.model.ctx
         with torch.no_grad():
             u = self.hyper.sample()
-            vals = [float(v) for v in self.hyper.values(u)]
+            vals: list[float] = self.hyper.values(u).tolist()
             ctx.h = self._net_input(u)
         ctx.rates = {p: vals[i] for p, i in self._drop.items()}
         x = self._augment(x, vals)
@@ -447,15 +451,16 @@ class StnTuner:
             # the weight-decay gradient is added inside the gated-weight backward (cheaper than
             # an L2 graph): same gradient as + wd/2 ||W(h)||^2 in the loss
             for p, i in self._wd.items():
-                self._layers[p].l2_coef = vals[i]
+                # plain attribute (object.__setattr__: nn.Module.__setattr__ costs ~15 us a call)
+                object.__setattr__(self._layers[p], "l2_coef", vals[i])
         try:
             primal, tangent = self._forward(x)
         finally:
-            for layer in self._layers.values():
-                layer.l2_coef = 0.0
+            for p in self._wd:
+                object.__setattr__(self._layers[p], "l2_coef", 0.0)
         if tangent_free:
             loss = self._loss(primal, y, ls)
-            self._check(loss, "training")
+            value = self._check(loss, "training")
             loss.backward()
         else:
             # Delta-STN: base weights on the unperturbed loss, response on the perturbed one
@@ -466,8 +471,8 @@ class StnTuner:
             base_reg = self._l2(vals)
             ctx.h = h
             resp_reg = self._l2(vals)
-            loss = resp_loss
-            self._check(base_loss + resp_loss, "training")
+            self._check(base_loss, "training")
+            value = self._check(resp_loss, "training")
             base_total = base_loss if base_reg is None else base_loss + base_reg
             resp_total = resp_loss if resp_reg is None else resp_loss + resp_reg
             base_p, resp_p = self.model.base_parameters(), self.model.response_parameters()
@@ -480,18 +485,19 @@ class StnTuner:
         self.opt.step()
         ctx.h, ctx.rates = None, {}
         for layer in self._layers.values():
-            layer._last = None
-        return float(loss.detach())
+            object.__setattr__(layer, "_last", None)
+        return value
 
     def _val_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        self.model.eval()
+        if self.model.training:
+            self.model.eval()
         ctx = self.model.ctx
         u = self.hyper.sample()
         ctx.h = self._net_input(u)
         primal, tangent = self._forward(x)
         out = primal if tangent is None else primal + tangent
         loss = self._loss(out, y)
-        self._check(loss, "validation")
+        value = self._check(loss, "validation")
         obj = loss - self.config.tau * self.hyper.entropy()
         params = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
         grads = torch.autograd.grad(obj, params, allow_unused=True)
@@ -501,7 +507,7 @@ class StnTuner:
         self.hopt.step()
         self.hyper.project_()
         ctx.h = None
-        return float(loss.detach())
+        return value
 
     def _phase(self) -> str:
         c = self.config

@@ -28,6 +28,7 @@ import math
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -115,6 +116,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr-sweep", action="store_true",
+                    help="instead of the studies: loss against base lr (2^-11..2^-6, output mult 6) at "
+                         "both widths, to tell optimum drift from search luck")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     ap.add_argument("--figures", type=Path, default=None,
                     help="write optuna_transfer/optuna_history/optuna_slice figures here")
@@ -133,6 +137,18 @@ def main() -> None:
     print(f"task charlm (TinyLlama, depth 2, head_dim 16, seq {seq_len}, batch 32), {args.steps} steps "
           f"a run, {args.trials} TPE trials a study over base lr and output multiplier; rule {cfg.rule}, "
           f"base width {cfg.base_width}; torch threads 1")
+    if args.lr_sweep:
+        exps = [-11, -10, -9, -8, -7, -6]
+        for width in (args.proxy_width, args.target_width):
+            losses = []
+            for e in exps:
+                c = replace(cfg, lr=2.0**e, output_mult=6.0)
+                plan = suggest(c, width)
+                losses.append(train(plan, optuna.trial.FixedTrial({}), steps=args.steps, config=c))
+            best = exps[min(range(len(exps)), key=losses.__getitem__)]
+            print(f"width {width}: " + ", ".join(f"2^{e}: {v:.4f}" for e, v in zip(exps, losses))
+                  + f" -> best base lr 2^{best}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         proxy, t_proxy, c_proxy = run_study("proxy", url, train, cfg, args.proxy_width, args.trials,

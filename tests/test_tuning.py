@@ -101,6 +101,11 @@ def test_reopen_under_other_rule_or_base_width_is_refused(tmp_path):
         open_study("s", replace(CFG, base_width=256), storage=url)
     forced = open_study("s", replace(CFG, base_width=256), storage=url, force=True)
     assert study_info(forced)["base_width"] == 128  # the study keeps the units it was made in
+    # trials in other units say so, and are not carried over as if they were in the study's units
+    forced.optimize(TransferObjective(quad, replace(CFG, base_width=256), space=LR_SPACE), n_trials=2)
+    assert all(t.user_attrs["hptransfer.run"]["base_width"] == 256 for t in forced.trials)
+    with pytest.raises(EmptyStudyError):
+        best_config(forced)
 
 
 # -- the objective wrapper ------------------------------------------------------------------------
@@ -108,6 +113,7 @@ def test_objective_tunes_and_best_trial_transfers(tmp_path):
     study = open_study("q", CFG, storage=_sqlite(tmp_path), space=LR_SPACE,
                        sampler=optuna.samplers.TPESampler(seed=0))
     study.optimize(TransferObjective(quad, CFG, width=128, space=LR_SPACE), n_trials=30)
+    assert "hptransfer.run" not in study.trials[0].user_attrs  # the study's attributes say it all
     best = best_config(study)
     assert abs(math.log2(best.lr) - OPT_LOG2_LR) < 1.0
     plan = best_plan(study, 2048)

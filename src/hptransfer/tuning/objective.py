@@ -197,6 +197,7 @@ class TransferObjective:
         self.space = space if space is not None else default_space()
         self.ladder = ladder
         self.catch_errors = catch_errors
+        self._study_units: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._pass_steps = _accepts(train, "steps")
         self._pass_config = _accepts(train, "config")
         if ladder is not None:
@@ -221,19 +222,35 @@ class TransferObjective:
         """``trial``'s base hyperparameters carried to ``width`` (default: the trial width)."""
         return suggest(self.trial_config(trial), width or self.width)
 
+    def _differs_from_study(self, trial: Any, rule: str, wd_exponent: float | None, base_width: int) -> bool:
+        study = getattr(trial, "study", None)
+        if study is None:  # FixedTrial and friends: nothing to record into
+            return False
+        key = (id(study._storage), study._study_id)
+        units = self._study_units.get(key)
+        if units is None:
+            attrs = study.user_attrs
+            units = tuple(attrs.get(f"hptransfer.{k}") for k in
+                          ("rule", "wd_exponent", "base_width", "proxy_width"))
+            self._study_units[key] = units
+        return units != (rule, wd_exponent, base_width, self.width)
+
     # -- the objective --------------------------------------------------------------------------
     def __call__(self, trial: optuna.trial.Trial) -> float:
         import optuna
 
         cfg = self.trial_config(trial)
         rule = cfg.scaling_rule()
-        trial.set_user_attr("hptransfer.run", {
-            "widths": [w for w, _ in self._rungs],
-            "steps": [s for _, s in self._rungs],
-            "rule": rule.name,
-            "wd_exponent": rule.wd_exponent,
-            "base_width": cfg.base_width,
-        })
+        if self._differs_from_study(trial, rule.name, rule.wd_exponent, cfg.base_width):
+            # only when the study's own attributes do not describe this trial (a foreign study, or
+            # one opened with force): a storage write per trial is most of the wrapper's cost
+            trial.set_user_attr("hptransfer.run", {
+                "widths": [w for w, _ in self._rungs],
+                "steps": [s for _, s in self._rungs],
+                "rule": rule.name,
+                "wd_exponent": rule.wd_exponent,
+                "base_width": cfg.base_width,
+            })
         token = _IN_LADDER.set(self.ladder is not None)
         try:
             value = math.nan

@@ -266,6 +266,24 @@ def main(argv: list[str] | None = None) -> int:
                                          f"~{epochs:.0f} epochs): validation loss vs log2 base wd",
            svg=not args.quick)
 
+    # The three wd rules differ only by where base wd sits on each width's axis (effective wd of
+    # matrices = base * m**e), so each gives an estimate of how the effective optimum scales:
+    # log2 wd_eff*(m) = log2 wd*(m) + e*log2 m; its slope in log2 m is the exponent the data asks for.
+    import numpy as np
+
+    fits = {}
+    for r in WD_RULES:
+        e = {"mup-wd-constant": 0.0, "mup-wd-sqrt": 0.5, "mup-wd-linear": 1.0}[r]
+        ws = [w for w in s.widths if w in wd_res[r].optima]
+        if len(ws) >= 2:
+            xs = [math.log2(w / w0) for w in ws]
+            ys = [wd_res[r].optima[w].log2 + e * x for w, x in zip(ws, xs)]
+            fits[r] = float(np.polyfit(xs, ys, 1)[0])
+    if fits:
+        print("fitted wd width exponent e* (effective matrix wd* ∝ m^e*), from each rule's optima: "
+              + ", ".join(f"{r.removeprefix('mup-wd-')} {v:.2f}" for r, v in fits.items())
+              + f"; mean {sum(fits.values()) / len(fits):.2f} (sqrt = 0.5, linear = 1)")
+
     # 3. transfer regret at the largest width
     print(f"### Transfer regret at width {w1} (hyperparameters from width {w0})")
     print("| rule | param | transferred loss | best direct loss | regret | vs best of all rules |")
@@ -291,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "wd": {r: res.to_dict() for r, res in wd_res.items()},
         "lr_star_wd_sweeps": lr_star,
         "regret": regrets,
+        "wd_exponent_fit": fits,
         "seconds": time.perf_counter() - t0,
     }
     (cache / "transfer_summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -412,6 +412,8 @@ def run_sweep(
 
     done = done_records()
     pending = [p for p in spec.points() if p not in done]
+    stale = {t._trial_id for t in study.get_trials(deepcopy=False,
+                                                   states=(optuna.trial.TrialState.RUNNING,))}
     run_fn = train_fn or _default_train_fn(spec, factory)
 
     def objective(trial: optuna.Trial) -> float:
@@ -450,6 +452,8 @@ def run_sweep(
         task_id = bar.add_task(f"{spec_dict['rule']} {key} sweep", total=total,
                                completed=total - len(pending))
         for w, v, s in pending:
+            if (w, v, s) not in done:
+                done.update(done_records())  # another worker may have finished it meanwhile
             if (w, v, s) in done:
                 bar.advance(task_id)
                 continue
@@ -460,7 +464,7 @@ def run_sweep(
             bar.advance(task_id)
             if on_run is not None and (w, v, s) in done:
                 on_run(done[(w, v, s)])  # after the trial is stored: a kill here loses nothing
-    _tidy_stale(study, done, key)
+    _tidy_stale(study, done, key, stale)
     wanted = set(spec.points())
     records = [r for p, r in sorted(done.items()) if p in wanted]
     result = summarise(spec_dict, records)
@@ -471,11 +475,16 @@ def run_sweep(
     return result
 
 
-def _tidy_stale(study: Any, done: Mapping[tuple[int, float, int], RunRecord], key: str) -> None:
-    """Mark RUNNING trials whose point has since finished (left by a killed session) as FAIL."""
+def _tidy_stale(study: Any, done: Mapping[tuple[int, float, int], RunRecord], key: str,
+                candidates: set[int]) -> None:
+    """Mark trials that were already RUNNING when this session began (left by a killed session)
+    and whose point has since finished as FAIL; trials other live workers started later are
+    left alone."""
     import optuna
 
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t._trial_id not in candidates:
+            continue
         p = t.params
         if key in p and (int(p["width"]), float(p[key]), int(p["seed"])) in done:
             study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)

@@ -198,3 +198,42 @@ def test_transfer_benchmark_quick(tmp_path, capsys):
     assert "mup package" in lines[-1] and "wd drift" in lines[-1]
     assert (tmp_path / "transfer_lr.png").stat().st_size > 0
     assert (tmp_path / "transfer_wd.png").stat().st_size > 0
+
+
+def test_resume_after_sigkill(tmp_path):
+    """A sweep process killed with SIGKILL mid-run (a RUNNING trial left behind) resumes
+    without retraining any finished run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    log = tmp_path / "calls.txt"
+    script = textwrap.dedent(f"""
+        import math, os, signal
+        from types import SimpleNamespace
+        from hptransfer.sweep import SweepSpec, log2_grid, run_sweep
+        def run(width, value, seed):
+            with open({str(log)!r}, "a") as fh:
+                fh.write(f"{{width}} {{value}} {{seed}}\\n")
+            if sum(1 for _ in open({str(log)!r})) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return SimpleNamespace(val_loss=1 + (math.log2(value) + 5) ** 2, diverged=False, steps=1)
+        spec = SweepSpec(task="regression", widths=(32, 64), grid=log2_grid(-7, -3), steps=1)
+        run_sweep(spec, {str(tmp_path)!r}, train_fn=run, progress=False, plot=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    killed = log.read_text().splitlines()
+    assert len(killed) == 5  # 4 finished, the 5th killed mid-run
+    calls: list = []
+
+    def run(width, value, seed):
+        calls.append(f"{width} {value} {seed}")
+        return SimpleNamespace(val_loss=1 + (math.log2(value) + 5) ** 2, diverged=False, steps=1)
+
+    spec = SweepSpec(task="regression", widths=(32, 64), grid=log2_grid(-7, -3), steps=1)
+    result = run_sweep(spec, tmp_path, train_fn=run, progress=False, plot=False)
+    assert len(calls) == 10 - 4  # the killed run is redone, the 4 finished ones are not
+    assert calls[0] == killed[4] and not set(calls) & set(killed[:4])
+    assert len(result.records) == 10
+    assert result.optima[32].log2 == pytest.approx(-5.0)

@@ -33,7 +33,7 @@ def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) ->
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
+        path = stem.parent / f"{stem.name}.{fmt}"  # not with_suffix: stems may hold dots (wd-0.81)
         fig.savefig(path, dpi=130, bbox_inches="tight")
         paths.append(path)
     plt.close(fig)

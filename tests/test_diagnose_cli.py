@@ -192,3 +192,37 @@ def test_api_needs_two_widths() -> None:
 
     with pytest.raises(DiagnosticError, match="broken factory"):
         diagnose(broken, [16, 32], task="regression", steps=1, coord=False)
+
+
+def test_calibrate_from_reports_picks_the_bracketing_pair() -> None:
+    from hptransfer.diagnostics.api import calibrate_from_reports
+    from hptransfer.diagnostics.report import cross_width_report
+    from hptransfer.diagnostics.spectral import LayerSpectrum
+
+    def reports_for(e: float) -> object:
+        # the slope reacts to wd twice as strongly as the law: alpha = 0.8 - e
+        spectra = {w: {"fc.weight": LayerSpectrum("fc.weight", "Linear", (w, w), ((w / 32) ** (0.8 - e),),
+                                                  1.0, 0.0)} for w in [*WIDTHS, 256]}
+        return cross_width_report(spectra, lr_exponent=-1.0, wd_exponent=e, rule=f"e{e}")
+
+    reps = {"sqrt": reports_for(0.5), "linear": reports_for(1.0), "constant": reports_for(0.0)}
+    cal, pair = calibrate_from_reports(reps)  # type: ignore[misc,arg-type]
+    assert set(pair) == {"sqrt", "linear"}  # their slopes bracket zero
+    assert cal.exponent == pytest.approx(0.8)
+    assert calibrate_from_reports({"sqrt": reps["sqrt"]}) is None  # type: ignore[dict-item]
+
+
+def test_cli_compares_rules_and_custom_exponent(tmp_path: Path) -> None:
+    code, out, err = run("--model", "mlp", "--widths", "16,32", "--steps", "4", "--no-coord",
+                         "--rule", "sqrt,linear", "--json", "--out", str(tmp_path))
+    data = json.loads(out)
+    assert code == (0 if data["rules"]["mup-wd-sqrt"]["safe"] else 1), err
+    assert data["exit_rule"] == "mup-wd-sqrt" and set(data["rules"]) == {"mup-wd-sqrt", "mup-wd-linear"}
+    assert data["two_run_calibration"]["from_rules"] == ["mup-wd-sqrt", "mup-wd-linear"]
+    assert (tmp_path / "spectral_rules.png").exists()
+    assert (tmp_path / "mup-wd-linear" / "report.json").exists()
+    code, out, err = run("--model", "mlp", "--widths", "16,32", "--steps", "2", "--no-coord",
+                         "--wd-exponent", "0.8", "--json")
+    assert json.loads(out)["rule"] == "mup-wd-0.8", err
+    code, _, err = run("--checkpoints", "a.pt,b.pt", "--rule", "sqrt,linear")
+    assert code == 2 and "one --rule" in err

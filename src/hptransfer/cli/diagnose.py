@@ -20,6 +20,8 @@ Examples:
 
   hptransfer diagnose --model mymodels:make_model --task charlm --widths 128,256,512
 
+  hptransfer diagnose --model llama --widths 32,64,128,256 --rule sqrt,linear --steps 800
+
   hptransfer diagnose --checkpoints w128.pt,w256.pt,w512.pt --rule mup-wd-linear
 """
 
@@ -51,7 +53,11 @@ def register(app: typer.Typer) -> None:
             "--widths", "-w", help="Comma-separated proxy widths, e.g. 128,256,512.")] = None,
         rule: Annotated[Optional[str], typer.Option(  # noqa: UP045
             "--rule", "-r", help="Rule the proxies train (or were trained) with: sp, mup, "
-                                 "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant.")] = None,
+                                 "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant. "
+                                 "Several (sqrt,linear): compare them and interpolate the wd "
+                                 "exponent; the first decides the exit code.")] = None,
+        wd_exponent: Annotated[Optional[float], typer.Option(  # noqa: UP045
+            "--wd-exponent", help="Train with muP and wd ∝ width^E (a custom rule), e.g. 0.81.")] = None,
         steps: Annotated[int, typer.Option("--steps", "-n", help="Training steps per width.")] = 300,
         out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
             "--out", "-o", help="Folder for report.json and the figures (PNG+SVG).")] = None,
@@ -96,29 +102,67 @@ def register(app: typer.Typer) -> None:
         from hptransfer.scaling import ConfigError, load_config
 
         thresholds = Thresholds(alpha_tol=alpha_tol)
+        rules = [r.strip() for r in rule.split(",") if r.strip()] if rule else [None]
+        if ckpt_list is not None and len(rules) > 1:
+            fail("--checkpoints takes one --rule: the rule the checkpoints were trained with")
+        reports: dict[str, Any] = {}
         try:
             if ckpt_list is not None:
-                report = diagnose_checkpoints(ckpt_list, widths=width_list, rule=rule,
+                report = diagnose_checkpoints(ckpt_list, widths=width_list, rule=rules[0],
                                               thresholds=thresholds, gate=gates)
+                reports[report.rule or "checkpoints"] = report
             else:
                 assert width_list is not None
                 cfg = load_config(config) if config is not None else None
-                report = _train_with_progress(
-                    diagnose, err_console, model=model, widths=width_list, config=cfg, rule=rule,
-                    steps=steps, task=task, batch_size=batch_size, seed=seed,
-                    thresholds=thresholds, gate=gates, coord=coord,
-                )
+                if wd_exponent is not None:
+                    if rules not in ([None], ["custom"]):
+                        fail("--wd-exponent sets its own rule (muP, wd ∝ width^E); drop --rule")
+                    from hptransfer.diagnostics.api import resolve_model
+
+                    base = resolve_model(model, task=task, config=cfg).config
+                    cfg, rules = base.with_rule("custom", wd_exponent=wd_exponent), [None]
+                for one in rules:
+                    rep = _train_with_progress(
+                        diagnose, err_console, model=model, widths=width_list, config=cfg, rule=one,
+                        steps=steps, task=task, batch_size=batch_size, seed=seed,
+                        thresholds=thresholds, gate=gates, coord=coord,
+                    )
+                    reports[rep.rule or str(one)] = rep
         except (ConfigError, DiagnosticError) as exc:
             fail(str(exc))
         except ValueError as exc:  # e.g. a factory whose parameters do not change with width
             fail(str(exc))
+        report = next(iter(reports.values()))  # the first rule decides the exit code
+        two = None
+        if len(reports) > 1:
+            from hptransfer.diagnostics.api import calibrate_from_reports
 
+            two = calibrate_from_reports(reports)
+
+        written: list[Path] = []
         if out is not None:
-            written = _write_outputs(report, out)
+            if len(reports) == 1:
+                written = _write_outputs(report, out)
+            else:
+                from hptransfer.diagnostics.plots import plot_rules
+
+                for name, rep in reports.items():
+                    written += _write_outputs(rep, out / name)
+                written += plot_rules(reports, out / "spectral_rules")
         if as_json:
+            import json
             import sys
 
-            sys.stdout.write(report.to_json() + "\n")
+            if len(reports) == 1:
+                sys.stdout.write(report.to_json() + "\n")
+            else:
+                data = {"rules": {n: r.to_dict() for n, r in reports.items()},
+                        "exit_rule": next(iter(reports)),
+                        "two_run_calibration": None if two is None else {
+                            "wd_exponent": two[0].exponent,
+                            "ci": None if two[0].ci is None else list(two[0].ci),
+                            "from_rules": list(two[1])}}
+                sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
         else:
             if not console.is_terminal and console.width < 150:
                 from rich.console import Console
@@ -135,11 +179,41 @@ def register(app: typer.Typer) -> None:
                        if bad_coord else "[green]activation scales flat in width[/]")
                     + f" (|slope| tolerance {report.coord.tolerance:g})"
                 )
-            if out is not None:
+            if len(reports) > 1:
+                console.print(_rules_table(reports, two))
+            if written:
                 console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
             colour = "green" if report.safe else "red"
-            console.print(f"[bold {colour}]{report.summary()}[/]", highlight=False)
+            prefix = f"{report.rule}: " if len(reports) > 1 else ""
+            console.print(f"[bold {colour}]{prefix}{report.summary()}[/]", highlight=False)
         raise typer.Exit(report.exit_code)
+
+
+def _rules_table(reports: dict[str, Any], two: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="rules compared (the first one decides the exit code)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("rule", "hidden σmax ratio", "pooled alpha [CI]", "drifting", "one-run e*", "val loss"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for name, rep in reports.items():
+        p, cal = rep.pooled, rep.calibration
+        ci = "" if p is None or p.ci is None else f" [{p.ci[0]:+.2f},{p.ci[1]:+.2f}]"
+        widest = max(rep.val_loss) if rep.val_loss else None
+        table.add_row(
+            name, "-" if p is None else f"{p.ratio:.3g}", "-" if p is None else f"{p.alpha:+.2f}{ci}",
+            f"{len(rep.drifting)}/{len(rep.gated())}", "-" if cal is None else f"{cal.exponent:.2f}",
+            "-" if widest is None else f"{rep.val_loss[widest]:.4g} @ {widest}",
+        )
+    if two is not None:
+        cal, (a, b) = two
+        band = "" if cal.ci is None else f" [{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
+        table.caption = (f"two-run calibration ({a} & {b}): sigma_max is width-invariant at "
+                         f"wd ∝ width^{cal.exponent:.2f}{band} (muP lr ∝ 1/width); try "
+                         f"--rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`.")
+        table.caption_justify = "left"
+    return table
 
 
 def _train_with_progress(diagnose: Any, err_console: Any, **kwargs: Any) -> Any:

@@ -37,6 +37,8 @@ from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule
 
 __all__ = [
     "ModelSpec",
+    "calibrate_from_reports",
+    "compare_rules",
     "diagnose",
     "diagnose_checkpoints",
     "load_checkpoints",
@@ -391,3 +393,55 @@ def diagnose_checkpoints(
         name = rule_obj.name
     return cross_width_report(spectra, thresholds=thresholds, gate=gate, lr_exponent=lr_e,
                               wd_exponent=wd_e, rule=name, problems=problems)
+
+
+def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, tuple[str, str]] | None:
+    """Two-run calibration from reports of one proxy under muP rules with different wd exponents.
+
+    Picks the pair whose pooled slopes bracket zero (else the two slopes nearest zero) and
+    interpolates (:func:`~hptransfer.diagnostics.fit.calibrate_two_rules`). Returns
+    ``(Calibration, (rule_a, rule_b))`` or None when fewer than two usable reports.
+    """
+    from hptransfer.diagnostics.fit import calibrate_two_rules
+
+    runs = []
+    for name, rep in reports.items():
+        cal = rep.calibration
+        if rep.pooled is None or cal is None or cal.trained_lr_exponent != -1.0:
+            continue
+        runs.append((cal.trained_wd_exponent, rep.pooled, name))
+    best = None
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            (ea, fa, na), (eb, fb, nb) = runs[i], runs[j]
+            if ea == eb or fa.alpha == fb.alpha:
+                continue
+            brackets = fa.alpha * fb.alpha <= 0
+            score = (not brackets, abs(fa.alpha) + abs(fb.alpha))
+            if best is None or score < best[0]:
+                best = (score, (ea, fa, na), (eb, fb, nb))
+    if best is None:
+        return None
+    (ea, fa, na), (eb, fb, nb) = best[1], best[2]
+    return calibrate_two_rules(fa, ea, fb, eb), (na, nb)
+
+
+def compare_rules(
+    model: str | Callable[[int], nn.Module],
+    widths: Sequence[int],
+    rules: Sequence[str],
+    config: ProxyConfig | None = None,
+    steps: int = 200,
+    **kwargs: Any,
+) -> tuple[dict[str, SpectralReport], tuple[Any, tuple[str, str]] | None]:
+    """:func:`diagnose` under each rule, plus the two-run wd-exponent calibration.
+
+    Example:
+        >>> reports, cal = compare_rules("llama", [32, 64, 128], ["sqrt", "linear"])  # doctest: +SKIP
+        >>> cal[0].exponent                                                          # doctest: +SKIP
+    """
+    reports: dict[str, SpectralReport] = {}
+    for rule in rules:
+        rep = diagnose(model, widths, config, rule, steps, **kwargs)
+        reports[rep.rule or rule] = rep
+    return reports, calibrate_from_reports(reports)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 import re
 import sys
 import warnings
@@ -290,9 +291,13 @@ def _timescale_notes(cfg: ProxyConfig, rule: str | None, widths: Sequence[int], 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
     ws: list[int] = []
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
-            raise ConfigError(f"widths must be positive integers, got {w!r}")
+    for raw in widths:
+        try:
+            w = operator.index(raw)  # ints, numpy ints; not floats or bools
+        except TypeError:
+            w = -1
+        if isinstance(raw, bool) or w < 1:
+            raise ConfigError(f"widths must be positive integers, got {raw!r}")
         if w in ws:
             raise ConfigError(f"width {w} is given twice")
         ws.append(w)

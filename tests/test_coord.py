@@ -9,16 +9,6 @@ from torch import nn
 from hptransfer.diagnostics.coord import OUTPUT, coord_check
 from hptransfer.scaling import ProxyConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on a shared, oversubscribed CPU two threads can be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 WIDTHS = [32, 64, 128, 256]
 
 

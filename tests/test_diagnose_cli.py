@@ -16,16 +16,6 @@ from hptransfer.cli.main import app
 from hptransfer.diagnostics import diagnose, diagnose_checkpoints
 from hptransfer.diagnostics.report import DiagnosticError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on a shared, oversubscribed CPU two threads can be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 runner = CliRunner()
 WIDTHS = [32, 64, 128]
 

@@ -13,16 +13,6 @@ from hptransfer.diagnostics.plots import plot_coord, plot_sigma_history, plot_si
 from hptransfer.diagnostics.report import cross_width_report
 from hptransfer.diagnostics.spectral import LayerSpectrum
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on a shared, oversubscribed CPU two threads can be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 WIDTHS = [64, 128, 256]
 
 

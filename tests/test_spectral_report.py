@@ -5,21 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from hptransfer.diagnostics.fit import Verdict
 from hptransfer.diagnostics.report import DiagnosticError, cross_width_report, layer_class, render
 from hptransfer.diagnostics.spectral import LayerSpectrum
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on a shared, oversubscribed CPU two threads can be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 WIDTHS = [64, 128, 256, 512]
 

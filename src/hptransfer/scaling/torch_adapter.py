@@ -101,6 +101,9 @@ if hasattr(nn, "RMSNorm"):
     _VECTOR_MODULES = (*_VECTOR_MODULES, nn.RMSNorm)
 
 
+_BIASED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+
+
 def _owners(model: nn.Module) -> dict[str, nn.Module]:
     """Parameter name -> the module that holds it (first owner for tied parameters)."""
     owners: dict[str, nn.Module] = {}
@@ -285,11 +288,18 @@ def apply_init(
 ) -> None:
     """Initialise every matrix (rank >= 2) as N(0, plan[class].init_std²); zero std means zeros.
 
-    Rank-1 parameters (biases, norm gains) keep their module's init. Repeatable: calling it
-    twice gives the same distribution, not a rescaled one.
+    Biases of Linear/Conv layers start at zero: torch's default bias init shrinks as
+    1/sqrt(fan_in), which muP's Θ(1) vector-like class does not want. Other rank-1 parameters
+    (norm gains) keep their module's init. Repeatable: calling it twice gives the same
+    distribution, not a rescaled one.
     """
-    for _, param, info in _named_trainable(model, table):
-        if param.ndim < 2 or param.is_meta:
+    owners = _owners(model)
+    for name, param, info in _named_trainable(model, table):
+        if param.is_meta:
+            continue
+        if param.ndim < 2:
+            if name.endswith("bias") and isinstance(owners.get(name), _BIASED_LAYERS):
+                param.zero_()
             continue
         std = plan[info.param_class].init_std
         if std == 0:

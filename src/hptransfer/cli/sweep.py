@@ -6,12 +6,11 @@ inside the command.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -42,16 +41,6 @@ def parse_grid(text: str) -> tuple[float, ...]:
             f"--grid must be log2 exponents: START:STOP[:STEP] or a comma list, got {text!r} "
             "(e.g. --grid=-10:-4)"
         ) from None
-
-
-def _load_factory(spec: str) -> Any:
-    mod_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"--model must be 'module:function', got {spec!r}")
-    try:
-        return getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--model {spec!r}: cannot load it ({exc})") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -87,13 +76,14 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from hptransfer.cli.main import console, fail
+        from hptransfer.factories import load_factory
         from hptransfer.scaling import ConfigError, load_config
 
         if param not in ("lr", "wd"):
             fail(f"--param must be lr or wd, got {param!r}")
         try:
             g = parse_grid(grid or ("-10:-4" if param == "lr" else "-6:1"))
-            factory = _load_factory(model) if model else None
+            factory = load_factory(model) if model else None
         except ValueError as exc:
             fail(str(exc))
         w = _ints(widths, "--widths")

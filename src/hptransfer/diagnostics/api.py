@@ -11,11 +11,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import math
 import operator
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +32,7 @@ from hptransfer.diagnostics.spectral import (
     SpectralCache,
     model_spectrum,
 )
+from hptransfer.factories import load_factory
 from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule, get_rule, suggest
 
 __all__ = [
@@ -97,26 +96,6 @@ def resolve_model(model: str | Callable[[int], nn.Module], *, task: str | None =
         base = builtin_config(TASKS[task][1])
         config = replace(base, name=label, head_dim=None, n_heads=None)
     return ModelSpec(factory, None, task, config, label)
-
-
-def load_factory(spec: str) -> Callable[[int], nn.Module]:
-    """``"package.module:callable"`` (the current directory is importable)."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"--model {spec!r}: expected MODULE:FACTORY, e.g. mymodels:make_model")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"--model {spec!r}: cannot import module {mod_name!r} ({exc})") from None
-    try:
-        factory = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"--model {spec!r}: module {mod_name!r} has no attribute {attr!r}") from None
-    if not callable(factory):
-        raise ConfigError(f"--model {spec!r}: {attr!r} is not callable")
-    return factory  # type: ignore[no-any-return]
 
 
 def rule_exponents(rule: ScalingRule) -> tuple[float, float]:

@@ -44,7 +44,8 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("diagnose", help=HELP)
+    @app.command("diagnose", help=HELP, short_help="Is it safe to scale up? Compare top singular "
+                 "values across proxy widths; exit 1 on drift.")
     def diagnose_cmd(
         model: Annotated[str, typer.Option(
             "--model", "-m", help="Built-in proxy (llama, mlp) or MODULE:FACTORY, "

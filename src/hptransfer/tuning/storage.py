@@ -159,13 +159,14 @@ def make_storage(
             raise StorageError(f"cannot open journal storage {shown}: {exc.strerror or exc}") from None
 
     kwargs: dict[str, Any] = {}
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                            module=r"optuna\.|hptransfer\.")
     if heartbeat_interval is not None:
+        with warnings.catch_warnings():  # the heartbeat API is "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         kwargs = {
             "heartbeat_interval": int(heartbeat_interval),
             "grace_period": int(grace_period if grace_period is not None else 2 * heartbeat_interval),
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            "heartbeat_stale_trial_callback": retry,
         }
     if text.startswith("sqlite:///"):
         db_path = text[len("sqlite:///"):]
@@ -174,7 +175,9 @@ def make_storage(
             if not parent.exists():
                 raise StorageError(f"cannot open storage {shown}: folder {parent} does not exist")
     try:
-        return RDBStorage(text, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(text, **kwargs)
     except Exception as exc:  # sqlalchemy / driver errors: turn into one clear line
         raise StorageError(_describe(exc, text)) from None
 

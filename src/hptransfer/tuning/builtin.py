@@ -4,11 +4,11 @@ trained by :func:`hptransfer.training.train_proxy` (imported lazily: torch loads
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hptransfer.factories import load_factory
 from hptransfer.scaling import ConfigError, Plan, ProxyConfig
 
 __all__ = ["BUILTIN_TASKS", "ModelChoice", "builtin_trainer", "resolve_model"]
@@ -50,14 +50,7 @@ def resolve_model(model: str, task: str | None = None, config: ProxyConfig | Non
             f"unknown model {model!r}; use a built-in one ({', '.join(BUILTIN_TASKS)}) or "
             "MODULE:FACTORY where FACTORY(width) returns a torch module"
         )
-    module_name, _, attr = model.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} for --model {model}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} (--model {model})")
+    factory = load_factory(model)
     t = task or "charlm"
     if t not in BUILTIN_TASKS.values():
         raise ConfigError(f"unknown task {t!r}; choose one of: {', '.join(BUILTIN_TASKS.values())}")

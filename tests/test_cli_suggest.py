@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,46 @@ def test_suggest_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "hidden" in proc.stdout
+
+
+def test_study_url_carries_the_best_trial(tmp_path: Path) -> None:
+    import optuna
+
+    from hptransfer.tuning import SearchSpace, TransferObjective, best_plan, open_study
+    from hptransfer.tuning.space import Range
+
+    url = f"sqlite:///{tmp_path / 'proxy.db'}"
+    space = SearchSpace({"lr": Range(2**-12, 2**-2)})
+    cfg = default_config()
+    study = open_study("proxy", cfg, storage=url, space=space,
+                       sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def train(plan, trial):  # type: ignore[no-untyped-def]  # a loss with its optimum at base lr 2^-7
+        return (math.log2(plan["hidden"].lr / plan["hidden"].lr_scale) + 7) ** 2
+
+    study.optimize(TransferObjective(train, cfg, space=space), n_trials=8)
+    code, out, err = run("suggest", "--width", "2048", "--study", url, "--study-name", "proxy", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    expected = best_plan(study, 2048)
+    assert data["groups"]["hidden"]["lr"] == pytest.approx(expected["hidden"].lr)
+    assert data["base_lr"] == pytest.approx(study.best_params["lr"])
+    # with one study in the storage the name may be left out; the table names the study
+    code, out, _ = run("suggest", "--width", "2048", "--study", url)
+    assert code == 0 and "best of study" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--study", "sqlite:///{tmp}/missing.db"], "no such file"),
+        (["--study", "sqlite:///{tmp}/x.db", "--config", "c.toml"], "not both"),
+        (["--study-name", "x"], "--study-name needs --study"),
+        (["--study", "nosuchscheme://x"], "nosuchscheme"),
+    ],
+)
+def test_study_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run("suggest", "--width", "512", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a storage

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hptransfer import __version__
@@ -181,6 +182,19 @@ def open_study(
     return study
 
 
+def _require_existing_file(url: str) -> None:
+    """Reading must not create: a mistyped SQLite or journal path would otherwise become a new,
+    empty file and the real study would look lost."""
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix):
+            path = Path(url[len(prefix):])
+            if url.startswith("sqlite:") and str(path) in ("", ":memory:"):
+                return
+            if not path.exists():
+                raise StorageError(f"no such file: {path} (from {mask_url(url)}); check the path, "
+                                   "or run `hptransfer tune` there first")
+
+
 def load_study(storage: str | BaseStorage | None, study_name: str | None = None) -> optuna.Study:
     """Open an existing study read-mostly (no heartbeat); with ``study_name=None`` the storage
     must hold exactly one study.
@@ -191,6 +205,8 @@ def load_study(storage: str | BaseStorage | None, study_name: str | None = None)
     """
     import optuna
 
+    if isinstance(storage, str | None):
+        _require_existing_file(normalize_url(storage))
     store = make_storage(storage, heartbeat_interval=None)
     where = storage if not isinstance(storage, str | None) else mask_url(normalize_url(storage))
     try:

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config) if config is not None else None
             progress = Progress(TextColumn("[bold]tuning[/]"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("{task.description}"),
-                                console=console, transient=as_json, disable=as_json)
+                                console=console, transient=True, disable=as_json)  # summary follows
             with progress:
                 bar = progress.add_task("", total=trials)
 

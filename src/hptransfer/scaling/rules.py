@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 from typing import Literal
@@ -97,7 +97,6 @@ class ScalingRule:
     readout: ReadoutStyle = "lr"
     wd_exponent: float | None = None  # for matrix-like params; None for sp
     attention_exponent: float = 0.5  # attention logits scaled by d_head ** -attention_exponent
-    tags: tuple[str, ...] = field(default=())
 
     @property
     def is_mup(self) -> bool:

@@ -138,3 +138,14 @@ def test_study_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     code, _, err = run("suggest", "--width", "512", *args)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "missing.db").exists()  # reading never creates a storage
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(["tune", "--ladder", "32,x"], "--ladder"), (["sweep", "--widths", "64,y"], "--widths"),
+     (["sweep", "--seeds", "0,z"], "--seeds"), (["diagnose", "--widths", "64,abc"], "--widths")],
+)
+def test_integer_lists_are_parsed_alike_by_every_command(args: list[str], option: str) -> None:
+    code, out, err = run(*args)
+    assert code == 2 and f"{option}: " in err and "is not an integer" in err
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1

@@ -27,20 +27,9 @@ Examples:
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
-    from hptransfer.cli.main import fail
+    from hptransfer.cli.main import parse_ints
 
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            fail(f"{what}: {part!r} is not an integer; give a comma-separated list like 128,256,512")
-    return out
+    return None if text is None else parse_ints(text, what)
 
 
 def register(app: typer.Typer) -> None:

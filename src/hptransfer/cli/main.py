@@ -54,6 +54,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def parse_ints(text: str, option: str) -> list[int]:
+    """``"128, 256,512"`` -> ``[128, 256, 512]``; anything else is one red line naming the option."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            fail(f"{option}: {part!r} is not an integer; give a comma-separated list like 128,256,512")
+    return out
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"hptransfer {__version__}")

@@ -15,15 +15,6 @@ from typing import Annotated, Optional
 import typer
 
 
-def _ints(text: str, what: str) -> list[int]:
-    from hptransfer.cli.main import fail
-
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        fail(f"{what} must be comma-separated integers, got {text!r} (e.g. 64,128,256)")
-
-
 def parse_grid(text: str) -> tuple[float, ...]:
     """``-10:-4`` or ``-10:-4:0.5`` (log2 range, inclusive) or ``-10,-8,-6`` (log2 list)."""
     from hptransfer.sweep import log2_grid
@@ -75,7 +66,7 @@ def register(app: typer.Typer) -> None:
         """
         from dataclasses import replace
 
-        from hptransfer.cli.main import console, fail
+        from hptransfer.cli.main import console, fail, parse_ints
         from hptransfer.factories import load_factory
         from hptransfer.scaling import ConfigError, load_config
 
@@ -86,8 +77,8 @@ def register(app: typer.Typer) -> None:
             factory = load_factory(model) if model else None
         except ValueError as exc:
             fail(str(exc))
-        w = _ints(widths, "--widths")
-        s = _ints(seeds, "--seeds")
+        w = parse_ints(widths, "--widths")
+        s = parse_ints(seeds, "--seeds")
 
         import torch
 

@@ -15,15 +15,6 @@ import typer
 from hptransfer.scaling import ConfigError
 
 
-def _widths(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise ConfigError(f"--ladder takes comma-separated widths like 32,64, got {text!r}") from None
-
-
 def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune_cmd(
@@ -68,9 +59,10 @@ def register(app: typer.Typer) -> None:
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from hptransfer.cli.main import console, emit_plans, fail, load_config
+        from hptransfer.cli.main import console, emit_plans, fail, load_config, parse_ints
         from hptransfer.tuning.run import tune
 
+        ladder_widths = tuple(parse_ints(ladder or "", "--ladder"))
         try:
             import optuna
             import torch
@@ -94,7 +86,7 @@ def register(app: typer.Typer) -> None:
                 result = tune(
                     model, width, trials, storage=storage, study_name=study, jobs=jobs, steps=steps,
                     force=force, out=out, target_width=target_width, task=task, config=cfg,
-                    ladder_widths=_widths(ladder), reduction_factor=eta, eval_every=eval_every,
+                    ladder_widths=ladder_widths, reduction_factor=eta, eval_every=eval_every,
                     pruner=pruner, seed=seed, sampler_seed=sampler_seed, callbacks=[on_trial],
                 )
         except KeyboardInterrupt:

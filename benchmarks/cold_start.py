@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         suggest.append(wall(SUGGEST))
     b, s = statistics.median(bare), statistics.median(suggest)
     print(f"python -c pass: median {b * 1e3:.0f} ms over {runs} runs")
-    print(f"hptransfer suggest --width 4096: median {s * 1e3:.0f} ms, max {max(suggest) * 1e3:.0f} ms"
-          " (torch not imported)")
+    print(
+        f"hptransfer suggest --width 4096: median {s * 1e3:.0f} ms, max {max(suggest) * 1e3:.0f} ms"
+        " (torch not imported)"
+    )
     print(f"suggest cold start: {s:.3f} s (target < 0.5 s), {s / b:.1f}x a bare `python -c pass`")
 
 

@@ -57,11 +57,13 @@ def bench(width: int, depth: int, rounds: int, steps: int) -> dict[str, float]:
         for p, q in zip(model.parameters(), base.parameters()):
             gen = torch.Generator().manual_seed(q.numel())
             p.grad = torch.randn(p.shape, generator=gen) * 1e-3
-    table = classify(models["hptransfer"], meta_model(factory, cfg.base_width if width != cfg.base_width
-                                                           else 2 * width))
+    table = classify(
+        models["hptransfer"], meta_model(factory, cfg.base_width if width != cfg.base_width else 2 * width)
+    )
     opts: dict[str, torch.optim.Optimizer] = {
-        "one group": torch.optim.AdamW(models["one group"].parameters(), lr=plan.base_lr,
-                                       weight_decay=cfg.weight_decay),
+        "one group": torch.optim.AdamW(
+            models["one group"].parameters(), lr=plan.base_lr, weight_decay=cfg.weight_decay
+        ),
         "hand-made": torch.optim.AdamW(hand_groups(models["hand-made"], plan, plan.base_lr)),
         "hptransfer": adamw(models["hptransfer"], plan, table),
     }
@@ -70,8 +72,9 @@ def bench(width: int, depth: int, rounds: int, steps: int) -> dict[str, float]:
 
         def with_mu_readout(model: nn.Module) -> nn.Module:
             head = model.lm_head
-            readout = mup.MuReadout(head.in_features, head.out_features, bias=False,
-                                    device=head.weight.device)
+            readout = mup.MuReadout(
+                head.in_features, head.out_features, bias=False, device=head.weight.device
+            )
             if not head.weight.is_meta:
                 readout.weight.data.copy_(head.weight.data)
                 readout.weight.grad = head.weight.grad
@@ -82,11 +85,13 @@ def bench(width: int, depth: int, rounds: int, steps: int) -> dict[str, float]:
         mu_model = with_mu_readout(models["MuAdamW"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mup.set_base_shapes(mu_model, with_mu_readout(meta_model(factory, cfg.base_width)),
-                                delta=with_mu_readout(meta_model(factory, 2 * cfg.base_width)),
-                                rescale_params=False)
-        opts["MuAdamW"] = mup.MuAdamW(mu_model.parameters(), lr=plan.base_lr,
-                                      weight_decay=cfg.weight_decay)
+            mup.set_base_shapes(
+                mu_model,
+                with_mu_readout(meta_model(factory, cfg.base_width)),
+                delta=with_mu_readout(meta_model(factory, 2 * cfg.base_width)),
+                rescale_params=False,
+            )
+        opts["MuAdamW"] = mup.MuAdamW(mu_model.parameters(), lr=plan.base_lr, weight_decay=cfg.weight_decay)
     except ImportError:
         print("mup not installed: `pip install --no-deps mup==1.0.0 pyyaml` to compare MuAdamW")
     for opt in opts.values():  # allocate state; every parameter must really be stepped
@@ -110,15 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     for width, depth in sizes:
         r = results[(width, depth)] = bench(width, depth, rounds, steps)
         n_params = sum(p.numel() for p in build_model("llama", width, depth=depth).parameters())
-        print(f"width {width}, depth {depth} ({n_params / 1e6:.1f}M params): " + ", ".join(
-            f"{k} {v * 1e3:.2f} ms" for k, v in r.items()))
-        print(f"  ratios: hptransfer / hand-made {r['hptransfer'] / r['hand-made']:.3f}, "
-              f"hand-made / one group {r['hand-made'] / r['one group']:.3f}"
-              + (f", hptransfer / MuAdamW {r['hptransfer'] / r['MuAdamW']:.3f}" if "MuAdamW" in r else ""))
+        print(
+            f"width {width}, depth {depth} ({n_params / 1e6:.1f}M params): "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in r.items())
+        )
+        print(
+            f"  ratios: hptransfer / hand-made {r['hptransfer'] / r['hand-made']:.3f}, "
+            f"hand-made / one group {r['hand-made'] / r['one group']:.3f}"
+            + (f", hptransfer / MuAdamW {r['hptransfer'] / r['MuAdamW']:.3f}" if "MuAdamW" in r else "")
+        )
     last = results[sizes[-1]]
     tail = f", {last['hptransfer'] / last['MuAdamW']:.3f}x MuAdamW" if "MuAdamW" in last else ""
-    print(f"optimizer step at width {sizes[-1][0]}: hptransfer groups "
-          f"{last['hptransfer'] / last['hand-made']:.3f}x hand-made groups (target <= 1.02){tail}")
+    print(
+        f"optimizer step at width {sizes[-1][0]}: hptransfer groups "
+        f"{last['hptransfer'] / last['hand-made']:.3f}x hand-made groups (target <= 1.02){tail}"
+    )
 
 
 if __name__ == "__main__":

@@ -64,15 +64,26 @@ def part_a(m: int, n: int) -> dict[str, dict[str, float]]:
         for precision in ("float32", "mixed"):
             t_ours, res = _timed(
                 lambda a=a, p=precision: top_singular_values(
-                    a, 1, precision=p, generator=torch.Generator().manual_seed(1)), repeat=3)
+                    a, 1, precision=p, generator=torch.Generator().manual_seed(1)
+                ),
+                repeat=3,
+            )
             err = abs(float(res.values[0]) - float(s[0])) / float(s[0])
             key = name if precision == "float32" else f"{name}/mixed"
-            out[key] = {"svdvals_s": t_full, "ours_s": t_ours, "speedup": t_full / t_ours, "rel_err": err,
-                        "iterations": res.iterations,
-                        "error_bound_rel": float(res.error_bound[0]) / float(s[0])}
-            print(f"A {m}x{n} {name:12s} {precision:7s}: svdvals {t_full:.2f} s, block Lanczos "
-                  f"{t_ours * 1e3:.0f} ms ({res.iterations} steps) -> {t_full / t_ours:.0f}x faster, "
-                  f"rel. error {err:.1e} (bound {out[key]['error_bound_rel']:.1e})", flush=True)
+            out[key] = {
+                "svdvals_s": t_full,
+                "ours_s": t_ours,
+                "speedup": t_full / t_ours,
+                "rel_err": err,
+                "iterations": res.iterations,
+                "error_bound_rel": float(res.error_bound[0]) / float(s[0]),
+            }
+            print(
+                f"A {m}x{n} {name:12s} {precision:7s}: svdvals {t_full:.2f} s, block Lanczos "
+                f"{t_ours * 1e3:.0f} ms ({res.iterations} steps) -> {t_full / t_ours:.0f}x faster, "
+                f"rel. error {err:.1e} (bound {out[key]['error_bound_rel']:.1e})",
+                flush=True,
+            )
     return out
 
 
@@ -106,17 +117,32 @@ def part_b(blocks: int, d: int, vocab: int, ctx: int, threads: int) -> dict[str,
         exact = float(torch.linalg.svdvals(sd[name])[0])
         errs.append(abs(spec[name].sigma_max - exact) / exact)
         errs.append(abs(spec_mixed[name].sigma_max - exact) / exact)
-    print(f"B GPT-shaped state_dict ({blocks} blocks, d={d}, vocab {vocab}): {n_params / 1e6:.0f}M params, "
-          f"{len(spec)} matrices, top singular values in {t:.2f} s on {threads} thread(s) "
-          f"({t_mixed:.2f} s with precision='mixed'; spot-check rel. error {max(errs):.1e})", flush=True)
+    print(
+        f"B GPT-shaped state_dict ({blocks} blocks, d={d}, vocab {vocab}): {n_params / 1e6:.0f}M params, "
+        f"{len(spec)} matrices, top singular values in {t:.2f} s on {threads} thread(s) "
+        f"({t_mixed:.2f} s with precision='mixed'; spot-check rel. error {max(errs):.1e})",
+        flush=True,
+    )
     torch.set_num_threads(1)
-    return {"params_m": n_params / 1e6, "seconds": t, "seconds_mixed": t_mixed, "matrices": len(spec),
-            "spot_rel_err": max(errs),
-            "threads": threads}
+    return {
+        "params_m": n_params / 1e6,
+        "seconds": t,
+        "seconds_mixed": t_mixed,
+        "matrices": len(spec),
+        "spot_rel_err": max(errs),
+        "threads": threads,
+    }
 
 
-def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, out: Path | None,
-           rules: tuple[str, ...]) -> dict[str, dict[str, object]]:
+def part_c(
+    widths: list[int],
+    steps: int,
+    wd: float,
+    seq_len: int,
+    batch: int,
+    out: Path | None,
+    rules: tuple[str, ...],
+) -> dict[str, dict[str, object]]:
     torch.set_num_threads(1)
     cfg = replace(builtin_config("llama"), weight_decay=wd)
     results: dict[str, dict[str, object]] = {}
@@ -132,8 +158,17 @@ def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, o
             e = float(rule.split(":", 1)[1])
             run_cfg, run_rule = cfg.with_rule("custom", wd_exponent=e), None
         t = time.perf_counter()
-        rep = diagnose("llama", widths, run_cfg, run_rule, steps, batch_size=batch,
-                       model_kwargs={"seq_len": seq_len}, coord=True, record_every=max(1, steps // 20))
+        rep = diagnose(
+            "llama",
+            widths,
+            run_cfg,
+            run_rule,
+            steps,
+            batch_size=batch,
+            model_kwargs={"seq_len": seq_len},
+            coord=True,
+            record_every=max(1, steps // 20),
+        )
         secs = time.perf_counter() - t
         rule = rep.rule or rule
         reports[rule] = rep
@@ -144,36 +179,49 @@ def part_c(widths: list[int], steps: int, wd: float, seq_len: int, batch: int, o
         wd_e = rep.calibration.trained_wd_exponent
         res = {
             "pooled_ratio": rep.pooled.ratio,
-            "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "alpha": rep.pooled.alpha, "alpha_ci": rep.pooled.ci,
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "alpha": rep.pooled.alpha,
+            "alpha_ci": rep.pooled.ci,
             "law_alpha": law_alpha(lr_e, wd_e),
-            "flagged": not rep.safe, "overall": str(rep.overall),
-            "drifting": len(rep.drifting), "hidden": len(hidden),
-            "calibrated_wd_exponent": rep.calibration.exponent, "calibrated_ci": rep.calibration.ci,
-            "val_loss": rep.val_loss, "coord_unstable": rep.coord.unstable() if rep.coord else None,
+            "flagged": not rep.safe,
+            "overall": str(rep.overall),
+            "drifting": len(rep.drifting),
+            "hidden": len(hidden),
+            "calibrated_wd_exponent": rep.calibration.exponent,
+            "calibrated_ci": rep.calibration.ci,
+            "val_loss": rep.val_loss,
+            "coord_unstable": rep.coord.unstable() if rep.coord else None,
             "seconds": secs,
             "tau_note": rep.notes[-1] if rep.notes else "",
         }
         results[rule] = res
         ci = rep.pooled.ci
         cal_ci = rep.calibration.ci
-        print(f"C {rule:14s}: hidden sigma_max ratio {widths[0]}->{widths[-1]} = {rep.pooled.ratio:.2f} "
-              f"(per layer {min(ratios):.2f}..{max(ratios):.2f}); alpha {rep.pooled.alpha:+.2f}"
-              + (f" [{ci[0]:+.2f},{ci[1]:+.2f}]" if ci else "")
-              + f" (law {res['law_alpha']:+.2f}); {'FLAGGED ' + str(rep.overall) if not rep.safe else 'safe'}"
-              f" ({len(rep.drifting)}/{len(hidden)} layers); calibrated wd exponent "
-              f"{rep.calibration.exponent:.2f}" + (f" [{cal_ci[0]:.2f},{cal_ci[1]:.2f}]" if cal_ci else "")
-              + f"; val loss {' '.join(f'{v:.3f}' for v in rep.val_loss.values())}; {secs:.0f} s", flush=True)
+        print(
+            f"C {rule:14s}: hidden sigma_max ratio {widths[0]}->{widths[-1]} = {rep.pooled.ratio:.2f} "
+            f"(per layer {min(ratios):.2f}..{max(ratios):.2f}); alpha {rep.pooled.alpha:+.2f}"
+            + (f" [{ci[0]:+.2f},{ci[1]:+.2f}]" if ci else "")
+            + f" (law {res['law_alpha']:+.2f}); {'FLAGGED ' + str(rep.overall) if not rep.safe else 'safe'}"
+            f" ({len(rep.drifting)}/{len(hidden)} layers); calibrated wd exponent "
+            f"{rep.calibration.exponent:.2f}"
+            + (f" [{cal_ci[0]:.2f},{cal_ci[1]:.2f}]" if cal_ci else "")
+            + f"; val loss {' '.join(f'{v:.3f}' for v in rep.val_loss.values())}; {secs:.0f} s",
+            flush=True,
+        )
         if "mup-wd-sqrt" in reports and "mup-wd-linear" in reports and "two_rule_calibration" not in results:
             fa, fb = reports["mup-wd-sqrt"].pooled, reports["mup-wd-linear"].pooled
             assert fa is not None and fb is not None
             two = calibrate_two_rules(fa, 0.5, fb, 1.0)
             sens = (fb.alpha - fa.alpha) / 0.5
-            results["two_rule_calibration"] = {"wd_exponent": two.exponent, "ci": two.ci,
-                                               "sensitivity": sens}
-            print(f"C two-rule calibration (sqrt & linear runs): alpha = 0 at wd exponent "
-                  f"{two.exponent:.2f}" + (f" [{two.ci[0]:.2f},{two.ci[1]:.2f}]" if two.ci else "")
-                  + f"; measured d(alpha)/d(e) = {sens:+.2f} (the law says -0.50)", flush=True)
+            results["two_rule_calibration"] = {"wd_exponent": two.exponent, "ci": two.ci, "sensitivity": sens}
+            print(
+                f"C two-rule calibration (sqrt & linear runs): alpha = 0 at wd exponent "
+                f"{two.exponent:.2f}"
+                + (f" [{two.ci[0]:.2f},{two.ci[1]:.2f}]" if two.ci else "")
+                + f"; measured d(alpha)/d(e) = {sens:+.2f} (the law says -0.50)",
+                flush=True,
+            )
         if out is not None:
             from hptransfer.diagnostics.plots import plot_sigma_history, plot_sigma_vs_width
 
@@ -204,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for figures (PNG+SVG)")
     ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
     ap.add_argument("--skip", default="", help="parts to skip, e.g. 'a,b'")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for part B (default 1: on a shared machine 2 threads can be far "
-                         "slower than 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for part B (default 1: on a shared machine 2 threads can be far slower than 1)",
+    )
     args = ap.parse_args(argv)
     skip = set(args.skip.split(",")) if args.skip else set()
     torch.manual_seed(0)
@@ -226,27 +277,46 @@ def main(argv: list[str] | None = None) -> int:
     a = part_a(*shape) if "a" not in skip else None
     b = part_b(*gpt, args.threads) if "b" not in skip else None
     c = part_c(widths, steps, args.wd, seq, batch, args.out, rules) if "c" not in skip else None
-    record.update({"a": a, "b": b, "c": c, "widths": widths, "steps": steps, "wd": args.wd,
-                   "seq_len": seq, "batch": batch})
+    record.update(
+        {
+            "a": a,
+            "b": b,
+            "c": c,
+            "widths": widths,
+            "steps": steps,
+            "wd": args.wd,
+            "seq_len": seq,
+            "batch": batch,
+        }
+    )
     if args.json:
         args.json.write_text(json.dumps(record, indent=2, default=str))
     parts = []
     if a:
+
         def best(kind: str) -> dict[str, float]:
-            return max((v for k, v in a.items() if k.split("/")[0] == kind and v["rel_err"] <= 1e-3),
-                       key=lambda v: v["speedup"], default=a[kind])
+            return max(
+                (v for k, v in a.items() if k.split("/")[0] == kind and v["rel_err"] <= 1e-3),
+                key=lambda v: v["speedup"],
+                default=a[kind],
+            )
 
         g, t = best("gaussian"), best("trained-like")
-        parts.append(f"top-sigma {shape[0]}x{shape[1]}: {g['speedup']:.0f}x (gaussian, "
-                     f"err {g['rel_err']:.0e}) / {t['speedup']:.0f}x (trained-like, "
-                     f"err {t['rel_err']:.0e}) faster than svdvals")
+        parts.append(
+            f"top-sigma {shape[0]}x{shape[1]}: {g['speedup']:.0f}x (gaussian, "
+            f"err {g['rel_err']:.0e}) / {t['speedup']:.0f}x (trained-like, "
+            f"err {t['rel_err']:.0e}) faster than svdvals"
+        )
     if b:
-        parts.append(f"{b['params_m']:.0f}M-param state_dict in {b['seconds']:.1f} s "
-                     f"({b['seconds_mixed']:.1f} s mixed; {b['threads']} thread)")
+        parts.append(
+            f"{b['params_m']:.0f}M-param state_dict in {b['seconds']:.1f} s "
+            f"({b['seconds_mixed']:.1f} s mixed; {b['threads']} thread)"
+        )
     if c:
         runs = {r: v for r, v in c.items() if r not in ("two_rule_calibration", "reports")}
-        ratios = ", ".join(f"{r} {v['pooled_ratio']:.2f}{'*' if v['flagged'] else ''}"
-                           for r, v in runs.items())
+        ratios = ", ".join(
+            f"{r} {v['pooled_ratio']:.2f}{'*' if v['flagged'] else ''}" for r, v in runs.items()
+        )
         text = f"hidden sigma_max ratio {widths[0]}->{widths[-1]} ({ratios}; * = flagged)"
         two = c.get("two_rule_calibration")
         if two:

@@ -41,18 +41,38 @@ def _stn(task: Task, epochs: int, seed: int, delta: bool, args: argparse.Namespa
     torch.manual_seed(seed)
     model = task.make_model()
     warmup = int(args.warmup_frac * epochs * -(-task.train[0].shape[0] // task.batch_size))
-    cfg = StnConfig(lr=task.lr, hyper_lr=args.hyper_lr, tau=1e-3, t_train=args.t_train, t_val=1,
-                    warmup_steps=warmup, delta=delta, seed=seed, checkpoint_every=0)
+    cfg = StnConfig(
+        lr=task.lr,
+        hyper_lr=args.hyper_lr,
+        tau=1e-3,
+        t_train=args.t_train,
+        t_val=1,
+        warmup_steps=warmup,
+        delta=delta,
+        seed=seed,
+        checkpoint_every=0,
+    )
     tuner = StnTuner(model, task.default_hypers, loss=task.loss, config=cfg)
     start, cpu0 = time.perf_counter(), time.process_time()
-    res = tuner.fit(TensorBatches(*task.train, task.batch_size), TensorBatches(*task.val, 128),
-                    epochs=epochs, eval_data=[task.val])
+    res = tuner.fit(
+        TensorBatches(*task.train, task.batch_size),
+        TensorBatches(*task.val, 128),
+        epochs=epochs,
+        eval_data=[task.val],
+    )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     test = tuner.evaluate([task.test])
     retrain = train_fixed(task, res.values, epochs=epochs, seed=seed)
-    return {"val": res.final_val_loss, "test": test, "wall": wall, "cpu": cpu, "values": res.values,
-            "retrain_val": retrain["val_loss"], "retrain_test": retrain["test_loss"],
-            "trajectory": res.trajectory}
+    return {
+        "val": res.final_val_loss,
+        "test": test,
+        "wall": wall,
+        "cpu": cpu,
+        "values": res.values,
+        "retrain_val": retrain["val_loss"],
+        "retrain_test": retrain["test_loss"],
+        "trajectory": res.trajectory,
+    }
 
 
 def _search(task: Task, epochs: int, seed: int, trials: int, sampler: str) -> dict[str, Any]:
@@ -60,15 +80,17 @@ def _search(task: Task, epochs: int, seed: int, trials: int, sampler: str) -> di
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     specs = task.default_hypers
-    samp = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
-            else optuna.samplers.RandomSampler(seed=seed))
+    samp = (
+        optuna.samplers.TPESampler(seed=seed)
+        if sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
     study = optuna.create_study(direction="minimize", sampler=samp)
     trial_walls: list[float] = []
     trial_cpus: list[float] = []
 
     def objective(trial: optuna.Trial) -> float:
-        values = {s.name: trial.suggest_float(s.name, s.low, s.high, log=s.transform == "log")
-                  for s in specs}
+        values = {s.name: trial.suggest_float(s.name, s.low, s.high, log=s.transform == "log") for s in specs}
         t0, c0 = time.perf_counter(), time.process_time()
         out = train_fixed(task, values, epochs=epochs, seed=seed * 1000 + trial.number)
         trial_walls.append(time.perf_counter() - t0)
@@ -82,9 +104,15 @@ def _search(task: Task, epochs: int, seed: int, trials: int, sampler: str) -> di
         study.optimize(objective, n_trials=trials)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     best = study.best_trial
-    return {"val": best.value, "test": best.user_attrs["test"], "wall": wall, "cpu": cpu,
-            "unit": statistics.mean(trial_walls), "unit_cpu": statistics.mean(trial_cpus),
-            "values": best.params}
+    return {
+        "val": best.value,
+        "test": best.user_attrs["test"],
+        "wall": wall,
+        "cpu": cpu,
+        "unit": statistics.mean(trial_walls),
+        "unit_cpu": statistics.mean(trial_cpus),
+        "values": best.params,
+    }
 
 
 def _overhead(task: Task, reps: int, batch: int) -> dict[str, float]:
@@ -94,8 +122,9 @@ def _overhead(task: Task, reps: int, batch: int) -> dict[str, float]:
     batches = list(TensorBatches(x, y, batch))
     torch.manual_seed(0)
     tuner = StnTuner(task.make_model(), specs, loss=task.loss, config=StnConfig(checkpoint_every=0))
-    dtuner = StnTuner(task.make_model(), specs, loss=task.loss,
-                      config=StnConfig(checkpoint_every=0, delta=True))
+    dtuner = StnTuner(
+        task.make_model(), specs, loss=task.loss, config=StnConfig(checkpoint_every=0, delta=True)
+    )
     plain = task.make_model()
     init = {s.name: s.init for s in specs}
     for mod in plain.modules():
@@ -108,15 +137,22 @@ def _overhead(task: Task, reps: int, batch: int) -> dict[str, float]:
         plain.train()
         xb = xb + init.get("input_noise", 0.0) * torch.randn_like(xb)
         out = plain(xb)
-        loss = (torch.nn.functional.cross_entropy(out, yb, label_smoothing=init.get("label_smoothing", 0.0))
-                if task.loss == "cross_entropy" else torch.nn.functional.mse_loss(out, yb))
+        loss = (
+            torch.nn.functional.cross_entropy(out, yb, label_smoothing=init.get("label_smoothing", 0.0))
+            if task.loss == "cross_entropy"
+            else torch.nn.functional.mse_loss(out, yb)
+        )
         loss = loss + sum(l2_term(w, init.get("weight_decay", 0.0)) for w in weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    fns = {"plain": plain_step, "stn_train": tuner._train_step, "stn_val": tuner._val_step,
-           "delta_train": dtuner._train_step}
+    fns = {
+        "plain": plain_step,
+        "stn_train": tuner._train_step,
+        "stn_val": tuner._val_step,
+        "delta_train": dtuner._train_step,
+    }
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for key, fn in fns.items():
@@ -135,8 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--first-seed", type=int, default=100,
-                    help="seeds first-seed.. (the STN settings were chosen on seeds 0-2)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=100,
+        help="seeds first-seed.. (the STN settings were chosen on seeds 0-2)",
+    )
     ap.add_argument("--hyper-lr", type=float, default=0.1)
     ap.add_argument("--warmup-frac", type=float, default=0.25, help="STN warm-up, share of training")
     ap.add_argument("--t-train", type=int, default=5)
@@ -161,15 +201,24 @@ def main(argv: list[str] | None = None) -> None:
             r = _stn(task, args.epochs, seed, delta, args)
             r["cost"], r["cost_cpu"] = r["wall"] / unit, r["cpu"] / unit_cpu
             rows[name].append(r)
-        print(f"seed {seed}: one plain run {unit:.2f} s; " + "; ".join(
-            f"{k} val {v[-1]['val']:.4f} test {v[-1]['test']:.4f} cost {v[-1]['cost']:.2f}x"
-            for k, v in rows.items()), flush=True)
+        print(
+            f"seed {seed}: one plain run {unit:.2f} s; "
+            + "; ".join(
+                f"{k} val {v[-1]['val']:.4f} test {v[-1]['test']:.4f} cost {v[-1]['cost']:.2f}x"
+                for k, v in rows.items()
+            ),
+            flush=True,
+        )
         if seed == args.first_seed and args.figures is not None:
             for name in ("STN", "Delta-STN"):
                 stem = args.figures / f"stn_trajectory{'_delta' if name == 'Delta-STN' else ''}"
                 log_names = [s.name for s in task.default_hypers if s.transform == "log"]
-                plot_trajectory(rows[name][0]["trajectory"], stem, log_names,
-                                title=f"{name} on {args.task}, seed {seed} ({args.epochs} epochs)")
+                plot_trajectory(
+                    rows[name][0]["trajectory"],
+                    stem,
+                    log_names,
+                    title=f"{name} on {args.task}, seed {seed} ({args.epochs} epochs)",
+                )
 
     def ms(key: str, xs: list[dict[str, Any]]) -> str:
         vals = [x[key] for x in xs]
@@ -177,41 +226,61 @@ def main(argv: list[str] | None = None) -> None:
         return f"{statistics.mean(vals):.4f} ± {sd:.4f}"
 
     print(f"\n{args.task}: {args.seeds} seeds, {args.epochs} epochs, {args.trials} trials per search")
-    print(f"{'method':<12} {'val loss':>18} {'test loss':>18} {'cost: wall':>11} {'cost: CPU':>10}"
-          "   (in plain training runs)")
+    print(
+        f"{'method':<12} {'val loss':>18} {'test loss':>18} {'cost: wall':>11} {'cost: CPU':>10}"
+        "   (in plain training runs)"
+    )
     for name, rs in rows.items():
         cost = statistics.mean(r["cost"] for r in rs)
         cost_cpu = statistics.mean(r["cost_cpu"] for r in rs)
         print(f"{name:<12} {ms('val', rs):>18} {ms('test', rs):>18} {cost:>10.2f}x {cost_cpu:>9.2f}x")
     for name in ("STN", "Delta-STN"):
-        print(f"{name + ' retrained at its final values':<40} val {ms('retrain_val', rows[name])} "
-              f"test {ms('retrain_test', rows[name])} (+1 plain run)")
+        print(
+            f"{name + ' retrained at its final values':<40} val {ms('retrain_val', rows[name])} "
+            f"test {ms('retrain_test', rows[name])} (+1 plain run)"
+        )
     task = make_task(args.task, seed=0)
     over = _overhead(task, reps=2 if args.quick else 7, batch=task.batch_size)
     over_big = _overhead(task, reps=2 if args.quick else 5, batch=128)
-    print(f"per-step time, batch {task.batch_size}: plain {over['plain'] * 1e3:.2f} ms, STN train step "
-          f"{over['stn_train'] / over['plain']:.2f}x, Delta-STN train step "
-          f"{over['delta_train'] / over['plain']:.2f}x, "
-          f"STN val step {over['stn_val'] / over['plain']:.2f}x")
-    print(f"per-step time, batch 128: plain {over_big['plain'] * 1e3:.2f} ms, STN train step "
-          f"{over_big['stn_train'] / over_big['plain']:.2f}x, STN val step "
-          f"{over_big['stn_val'] / over_big['plain']:.2f}x")
+    print(
+        f"per-step time, batch {task.batch_size}: plain {over['plain'] * 1e3:.2f} ms, STN train step "
+        f"{over['stn_train'] / over['plain']:.2f}x, Delta-STN train step "
+        f"{over['delta_train'] / over['plain']:.2f}x, "
+        f"STN val step {over['stn_val'] / over['plain']:.2f}x"
+    )
+    print(
+        f"per-step time, batch 128: plain {over_big['plain'] * 1e3:.2f} ms, STN train step "
+        f"{over_big['stn_train'] / over_big['plain']:.2f}x, STN val step "
+        f"{over_big['stn_val'] / over_big['plain']:.2f}x"
+    )
     print(f"total benchmark wall time {time.perf_counter() - t_start:.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        dump = {k: [{kk: vv for kk, vv in r.items() if kk != "trajectory"} for r in v]
-                for k, v in rows.items()}
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": dump,
-                                         "overhead": over, "overhead_b128": over_big}, indent=1))
+        dump = {
+            k: [{kk: vv for kk, vv in r.items() if kk != "trajectory"} for r in v] for k, v in rows.items()
+        }
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "rows": dump,
+                    "overhead": over,
+                    "overhead_b128": over_big,
+                },
+                indent=1,
+            )
+        )
     mean = {k: statistics.mean(r["val"] for r in v) for k, v in rows.items()}
     test = {k: statistics.mean(r["test"] for r in v) for k, v in rows.items()}
     cost = {k: statistics.mean(r["cost"] for r in v) for k, v in rows.items()}
     cost_cpu = {k: statistics.mean(r["cost_cpu"] for r in v) for k, v in rows.items()}
     best = min(("STN", "Delta-STN"), key=lambda k: mean[k])
-    print(f"HEADLINE: {best} val loss {mean[best]:.4f} (test {test[best]:.4f}) at {cost[best]:.2f}x one "
-          f"plain run (CPU time {cost_cpu[best]:.2f}x) vs Optuna TPE-{args.trials} val {mean['TPE']:.4f} "
-          f"(test {test['TPE']:.4f}) at {cost['TPE']:.1f}x; STN train-step overhead "
-          f"{over['stn_train'] / over['plain']:.2f}x")
+    print(
+        f"HEADLINE: {best} val loss {mean[best]:.4f} (test {test[best]:.4f}) at {cost[best]:.2f}x one "
+        f"plain run (CPU time {cost_cpu[best]:.2f}x) vs Optuna TPE-{args.trials} val {mean['TPE']:.4f} "
+        f"(test {test['TPE']:.4f}) at {cost['TPE']:.1f}x; STN train-step overhead "
+        f"{over['stn_train'] / over['plain']:.2f}x"
+    )
     sys.stdout.flush()
 
 

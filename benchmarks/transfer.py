@@ -66,16 +66,32 @@ class Setting:
 
 
 FULL = Setting(
-    widths=(16, 32, 64, 128), head_dim=8, depth=2, seq_len=32, batch_size=16,
-    lr_grid=log2_grid(-11, -4), lr_steps=250,
-    wd_grid=log2_grid(-2, 5), wd_steps=400, wd_train_tokens=32768,
+    widths=(16, 32, 64, 128),
+    head_dim=8,
+    depth=2,
+    seq_len=32,
+    batch_size=16,
+    lr_grid=log2_grid(-11, -4),
+    lr_steps=250,
+    wd_grid=log2_grid(-2, 5),
+    wd_steps=400,
+    wd_train_tokens=32768,
     init_std=0.1,
 )
 QUICK = Setting(
-    widths=(16, 32), head_dim=8, depth=1, seq_len=16, batch_size=4,
-    lr_grid=log2_grid(-8, -4, 2), lr_steps=3,
-    wd_grid=log2_grid(-2, 2, 2), wd_steps=3, wd_train_tokens=2048,
-    init_std=0.1, val_sequences=8, extra_seed=True,
+    widths=(16, 32),
+    head_dim=8,
+    depth=1,
+    seq_len=16,
+    batch_size=4,
+    lr_grid=log2_grid(-8, -4, 2),
+    lr_steps=3,
+    wd_grid=log2_grid(-2, 2, 2),
+    wd_steps=3,
+    wd_train_tokens=2048,
+    init_std=0.1,
+    val_sequences=8,
+    extra_seed=True,
 )
 
 FIT_WINDOW = 2
@@ -84,8 +100,16 @@ WD_RULES = ("mup-wd-constant", "mup-wd-sqrt", "mup-wd-linear")
 
 
 def base_config(s: Setting, rule: str, lr: float = 2.0**-6, wd: float = 0.0) -> ProxyConfig:
-    return ProxyConfig(name="bench-llama", base_width=s.widths[0], head_dim=s.head_dim, lr=lr,
-                       weight_decay=wd, init_std=s.init_std, output_init_std=0.0, rule=rule)
+    return ProxyConfig(
+        name="bench-llama",
+        base_width=s.widths[0],
+        head_dim=s.head_dim,
+        lr=lr,
+        weight_decay=wd,
+        init_std=s.init_std,
+        output_init_std=0.0,
+        rule=rule,
+    )
 
 
 def model_kwargs(s: Setting) -> dict[str, Any]:
@@ -96,10 +120,20 @@ def spec_for(s: Setting, rule: str, param: str, cfg: ProxyConfig, data_kwargs: d
     extra = {s.widths[0]: (1,), s.widths[-1]: (1,)} if s.extra_seed else {}
     steps = s.lr_steps if param == "lr" else s.wd_steps
     return SweepSpec(
-        task="charlm", rule=rule, widths=s.widths, param=param,  # type: ignore[arg-type]
-        grid=s.lr_grid if param == "lr" else s.wd_grid, seeds=(0,), extra_seeds=extra,
-        steps=steps, batch_size=s.batch_size, config=cfg, data_kwargs=data_kwargs,
-        model_kwargs=model_kwargs(s), schedule="cosine", warmup=max(1, steps // 10),
+        task="charlm",
+        rule=rule,
+        widths=s.widths,
+        param=param,  # type: ignore[arg-type]
+        grid=s.lr_grid if param == "lr" else s.wd_grid,
+        seeds=(0,),
+        extra_seeds=extra,
+        steps=steps,
+        batch_size=s.batch_size,
+        config=cfg,
+        data_kwargs=data_kwargs,
+        model_kwargs=model_kwargs(s),
+        schedule="cosine",
+        warmup=max(1, steps // 10),
     )
 
 
@@ -132,23 +166,45 @@ def mup_package_trainer(s: Setting, spec: SweepSpec, wd: float = 0.0):
             else:
                 mup.init.normal_(p, std=s.init_std)  # hidden: std / sqrt(fan-in multiplier)
         opt = mup.MuAdamW(model.parameters(), lr=lr, weight_decay=wd)
-        return train(model, None, None, data, steps=spec.steps, batch_size=spec.batch_size,
-                     seed=seed, schedule=spec.schedule, warmup=spec.warmup, optimizer=opt,
-                     width=width)
+        return train(
+            model,
+            None,
+            None,
+            data,
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seed=seed,
+            schedule=spec.schedule,
+            warmup=spec.warmup,
+            optimizer=opt,
+            width=width,
+        )
 
     return run
 
 
 # -- running -----------------------------------------------------------------------------------
-def sweep(s: Setting, rule: str, param: str, cache: Path | None, cfg: ProxyConfig,
-          data_kwargs: dict[str, Any], progress: bool) -> SweepResult:
+def sweep(
+    s: Setting,
+    rule: str,
+    param: str,
+    cache: Path | None,
+    cfg: ProxyConfig,
+    data_kwargs: dict[str, Any],
+    progress: bool,
+) -> SweepResult:
     """One sweep; ``cache=None`` keeps the study in memory (quick mode)."""
     out = cache / f"{rule}-{param}" if cache is not None else None
     if rule == "mup-package":
         spec = spec_for(s, "mup", param, cfg, data_kwargs)
-        res = run_sweep(spec, out, study_name=f"{rule}-{param}",
-                        train_fn=mup_package_trainer(s, spec, cfg.weight_decay), progress=progress,
-                        plot=False)
+        res = run_sweep(
+            spec,
+            out,
+            study_name=f"{rule}-{param}",
+            train_fn=mup_package_trainer(s, spec, cfg.weight_decay),
+            progress=progress,
+            plot=False,
+        )
     else:
         spec = spec_for(s, rule, param, cfg, data_kwargs)
         res = run_sweep(spec, out, study_name=f"{rule}-{param}", progress=progress, plot=False)
@@ -156,8 +212,15 @@ def sweep(s: Setting, rule: str, param: str, cache: Path | None, cfg: ProxyConfi
     return summarise(res.spec, res.records, window=FIT_WINDOW)
 
 
-def transfer_loss(s: Setting, rule: str, param: str, value: float, cfg: ProxyConfig,
-                  data_kwargs: dict[str, Any], cache: Path) -> float:
+def transfer_loss(
+    s: Setting,
+    rule: str,
+    param: str,
+    value: float,
+    cfg: ProxyConfig,
+    data_kwargs: dict[str, Any],
+    cache: Path,
+) -> float:
     """Mean validation loss at the largest width with base ``param`` = ``value`` (seeds 0, 1)."""
     store = cache / "transfer_runs.json"
     runs = json.loads(store.read_text()) if store.exists() else {}
@@ -170,10 +233,19 @@ def transfer_loss(s: Setting, rule: str, param: str, value: float, cfg: ProxyCon
                 res = mup_package_trainer(s, spec, cfg.weight_decay)(s.widths[-1], value, seed)
             else:
                 field = "lr" if param == "lr" else "weight_decay"
-                res = train_proxy("charlm", s.widths[-1], replace(cfg, **{field: value}), rule=rule,
-                                  steps=spec.steps, batch_size=spec.batch_size, seed=seed,
-                                  data_kwargs=data_kwargs, model_kwargs=model_kwargs(s),
-                                  schedule=spec.schedule, warmup=spec.warmup)
+                res = train_proxy(
+                    "charlm",
+                    s.widths[-1],
+                    replace(cfg, **{field: value}),
+                    rule=rule,
+                    steps=spec.steps,
+                    batch_size=spec.batch_size,
+                    seed=seed,
+                    data_kwargs=data_kwargs,
+                    model_kwargs=model_kwargs(s),
+                    schedule=spec.schedule,
+                    warmup=spec.warmup,
+                )
             losses.append(res.val_loss)
         runs[key] = sum(losses) / len(losses)
         store.write_text(json.dumps(runs, indent=1))
@@ -222,9 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", type=Path, default=None, help="where transfer_*.png/svg go")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--part", choices=("all", "lr", "wd"), default="all",
-                    help="run only the lr or the wd sweeps (two processes side by side); 'all' "
-                         "reuses what the studies in --cache already hold")
+    ap.add_argument(
+        "--part",
+        choices=("all", "lr", "wd"),
+        default="all",
+        help="run only the lr or the wd sweeps (two processes side by side); 'all' "
+        "reuses what the studies in --cache already hold",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
@@ -237,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     studies = None if args.quick else cache  # quick: in-memory studies, PNG only
     t0 = time.perf_counter()
     w0, w1 = s.widths[0], s.widths[-1]
-    print(f"transfer benchmark ({'quick' if args.quick else 'full'}): charlm, widths {list(s.widths)} "
-          f"({w1 // w0}x), depth {s.depth}, head_dim {s.head_dim}, seq {s.seq_len}, batch {s.batch_size}")
+    print(
+        f"transfer benchmark ({'quick' if args.quick else 'full'}): charlm, widths {list(s.widths)} "
+        f"({w1 // w0}x), depth {s.depth}, head_dim {s.head_dim}, seq {s.seq_len}, batch {s.batch_size}"
+    )
 
     # 1. lr sweeps (wd = 0): full training split
     lr_data: dict[str, Any] = {"val_sequences": s.val_sequences}
@@ -248,23 +326,41 @@ def main(argv: list[str] | None = None) -> int:
         for r in WD_RULES:
             sweep(s, r, "wd", studies, base_config(s, r, lr=lr_star), wd_data, progress)
         return 0
-    lr_res = {r: sweep(s, r, "lr", studies, base_config(s, "mup" if r == "mup-package" else r), lr_data,
-                       progress) for r in LR_RULES}
+    lr_res = {
+        r: sweep(s, r, "lr", studies, base_config(s, "mup" if r == "mup-package" else r), lr_data, progress)
+        for r in LR_RULES
+    }
     if args.part == "lr":
         return 0
     print(table(f"Optimum base lr (log2), {s.lr_steps} steps, wd 0", lr_res, s.widths, "lr"))
-    figure(lr_res, figs / "transfer_lr", f"byte-level LM, validation loss vs log2 base lr "
-                                          f"({s.lr_steps} steps, wd 0)", svg=not args.quick)
+    figure(
+        lr_res,
+        figs / "transfer_lr",
+        f"byte-level LM, validation loss vs log2 base lr ({s.lr_steps} steps, wd 0)",
+        svg=not args.quick,
+    )
 
     # 2. wd sweeps at a fixed base lr near the muP optimum, small training set, many epochs
-    wd_res = {r: sweep(s, r, "wd", studies, base_config(s, r, lr=lr_star), wd_data, progress)
-              for r in WD_RULES}
+    wd_res = {
+        r: sweep(s, r, "wd", studies, base_config(s, r, lr=lr_star), wd_data, progress) for r in WD_RULES
+    }
     epochs = s.wd_steps * s.batch_size * s.seq_len / s.wd_train_tokens
-    print(table(f"Optimum base wd (log2), lr 2^{math.log2(lr_star):g}, {s.wd_steps} steps, "
-                f"{s.wd_train_tokens} training tokens (~{epochs:.0f} epochs)", wd_res, s.widths, "wd"))
-    figure(wd_res, figs / "transfer_wd", f"overfitting regime ({s.wd_train_tokens} train tokens, "
-                                         f"~{epochs:.0f} epochs): validation loss vs log2 base wd",
-           svg=not args.quick)
+    print(
+        table(
+            f"Optimum base wd (log2), lr 2^{math.log2(lr_star):g}, {s.wd_steps} steps, "
+            f"{s.wd_train_tokens} training tokens (~{epochs:.0f} epochs)",
+            wd_res,
+            s.widths,
+            "wd",
+        )
+    )
+    figure(
+        wd_res,
+        figs / "transfer_wd",
+        f"overfitting regime ({s.wd_train_tokens} train tokens, "
+        f"~{epochs:.0f} epochs): validation loss vs log2 base wd",
+        svg=not args.quick,
+    )
 
     # The three wd rules differ only by where base wd sits on each width's axis (effective wd of
     # matrices = base * m**e), so each gives an estimate of how the effective optimum scales:
@@ -280,9 +376,11 @@ def main(argv: list[str] | None = None) -> int:
             ys = [wd_res[r].optima[w].log2 + e * x for w, x in zip(ws, xs)]
             fits[r] = float(np.polyfit(xs, ys, 1)[0])
     if fits:
-        print("fitted wd width exponent e* (effective matrix wd* ∝ m^e*), from each rule's optima: "
-              + ", ".join(f"{r.removeprefix('mup-wd-')} {v:.2f}" for r, v in fits.items())
-              + f"; mean {sum(fits.values()) / len(fits):.2f} (sqrt = 0.5, linear = 1)")
+        print(
+            "fitted wd width exponent e* (effective matrix wd* ∝ m^e*), from each rule's optima: "
+            + ", ".join(f"{r.removeprefix('mup-wd-')} {v:.2f}" for r, v in fits.items())
+            + f"; mean {sum(fits.values()) / len(fits):.2f} (sqrt = 0.5, linear = 1)"
+        )
 
     # 3. transfer regret at the largest width
     print(f"### Transfer regret at width {w1} (hyperparameters from width {w0})")
@@ -300,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             lt = transfer_loss(s, rule, param, res.optima[w0].value, cfg_of(rule), data_kwargs, cache)
             bd = best_direct(res, w1)
             regrets[f"{rule}/{param}"] = lt / bd - 1
-            print(f"| {rule} | {param} | {lt:.4f} | {bd:.4f} | {100 * (lt / bd - 1):+.2f}% | "
-                  f"{100 * (lt / best_all - 1):+.2f}% |")
+            print(
+                f"| {rule} | {param} | {lt:.4f} | {bd:.4f} | {100 * (lt / bd - 1):+.2f}% | "
+                f"{100 * (lt / best_all - 1):+.2f}% |"
+            )
 
     summary = {
         "setting": s.__dict__,
@@ -313,8 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - t0,
     }
     (cache / "transfer_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    cross = max(abs(lr_res["mup"].optima[w].log2 - lr_res["mup-package"].optima[w].log2)
-                for w in s.widths if w in lr_res["mup"].optima and w in lr_res["mup-package"].optima)
+    cross = max(
+        abs(lr_res["mup"].optima[w].log2 - lr_res["mup-package"].optima[w].log2)
+        for w in s.widths
+        if w in lr_res["mup"].optima and w in lr_res["mup-package"].optima
+    )
     print(f"our mup vs mup package: max |Δlog2 lr*| over widths = {cross:.2f}")
     best_wd = min(WD_RULES, key=lambda r: wd_res[r].drift if wd_res[r].drift is not None else math.inf)
     print(f"figures: {figs}/transfer_lr.png, transfer_wd.png; elapsed {time.perf_counter() - t0:.0f} s")
@@ -322,10 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
-    print(f"lr drift |Δlog2 lr*| {w0}->{w1} ({w1 // w0}x): our mup {fmt(lr_res['mup'].drift)}, "
-          f"mup package {fmt(lr_res['mup-package'].drift)}, sp {fmt(lr_res['sp'].drift)} (baseline); "
-          f"wd drift: " + ", ".join(f"{r.removeprefix('mup-wd-')} {fmt(wd_res[r].drift)}" for r in WD_RULES)
-          + f" (best: {best_wd.removeprefix('mup-wd-')})")
+    print(
+        f"lr drift |Δlog2 lr*| {w0}->{w1} ({w1 // w0}x): our mup {fmt(lr_res['mup'].drift)}, "
+        f"mup package {fmt(lr_res['mup-package'].drift)}, sp {fmt(lr_res['sp'].drift)} (baseline); "
+        f"wd drift: "
+        + ", ".join(f"{r.removeprefix('mup-wd-')} {fmt(wd_res[r].drift)}" for r in WD_RULES)
+        + f" (best: {best_wd.removeprefix('mup-wd-')})"
+    )
     return 0
 
 

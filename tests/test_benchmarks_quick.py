@@ -20,7 +20,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
     ],
 )
 def test_benchmark_quick(script: str, last_line: str) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(last_line, proc.stdout.strip().splitlines()[-1])

@@ -106,8 +106,7 @@ def test_study_url_carries_the_best_trial(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'proxy.db'}"
     space = SearchSpace({"lr": Range(2**-12, 2**-2)})
     cfg = default_config()
-    study = open_study("proxy", cfg, storage=url, space=space,
-                       sampler=optuna.samplers.RandomSampler(seed=0))
+    study = open_study("proxy", cfg, storage=url, space=space, sampler=optuna.samplers.RandomSampler(seed=0))
 
     def train(plan, trial):  # type: ignore[no-untyped-def]  # a loss with its optimum at base lr 2^-7
         return (math.log2(plan["hidden"].lr / plan["hidden"].lr_scale) + 7) ** 2
@@ -142,8 +141,12 @@ def test_study_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("args", "option"),
-    [(["tune", "--ladder", "32,x"], "--ladder"), (["sweep", "--widths", "64,y"], "--widths"),
-     (["sweep", "--seeds", "0,z"], "--seeds"), (["diagnose", "--widths", "64,abc"], "--widths")],
+    [
+        (["tune", "--ladder", "32,x"], "--ladder"),
+        (["sweep", "--widths", "64,y"], "--widths"),
+        (["sweep", "--seeds", "0,z"], "--seeds"),
+        (["diagnose", "--widths", "64,abc"], "--widths"),
+    ],
 )
 def test_integer_lists_are_parsed_alike_by_every_command(args: list[str], option: str) -> None:
     code, out, err = run(*args)

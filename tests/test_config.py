@@ -99,8 +99,7 @@ def test_custom_exponent_config() -> None:
     cfg = replace(default_config(), rule="custom", wd_exponent=0.75)
     assert cfg.scaling_rule().wd_exponent == 0.75
     # keys a file leaves out take the dataclass defaults (no attention unless head_dim/n_heads)
-    assert load_config_from_text("[rule]\nname='custom'\nwd_exponent=0.75\n") == replace(
-        cfg, head_dim=None)
+    assert load_config_from_text("[rule]\nname='custom'\nwd_exponent=0.75\n") == replace(cfg, head_dim=None)
 
 
 def load_config_from_text(text: str) -> ProxyConfig:

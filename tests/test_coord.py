@@ -13,8 +13,9 @@ WIDTHS = [32, 64, 128, 256]
 
 
 def _factory(w: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(16, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w),
-                         nn.GELU(), nn.Linear(w, 4))
+    return nn.Sequential(
+        nn.Linear(16, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, 4)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,15 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(64, 16, generator=g), torch.randn(64, 4, generator=g)
 
 
-CFG = ProxyConfig(name="tiny", base_width=32, head_dim=None, lr=2**-6, weight_decay=0.0,
-                  init_std=32**-0.5, output_init_std=1 / 32)
+CFG = ProxyConfig(
+    name="tiny",
+    base_width=32,
+    head_dim=None,
+    lr=2**-6,
+    weight_decay=0.0,
+    init_std=32**-0.5,
+    output_init_std=1 / 32,
+)
 
 
 def test_mup_flat_sp_grows(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -44,8 +52,7 @@ def test_mup_flat_sp_grows(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
 
 
 def test_plain_adamw_mode_and_include(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-    rep = coord_check(_factory, [32, 128], batch, nn.functional.mse_loss, lr=1e-2, steps=2,
-                      include=r"^[24]$")
+    rep = coord_check(_factory, [32, 128], batch, nn.functional.mse_loss, lr=1e-2, steps=2, include=r"^[24]$")
     assert set(rep.slopes) == {"2", "4", OUTPUT}
     assert rep.rule is None
     assert rep.to_dict()["widths"] == [32, 128]

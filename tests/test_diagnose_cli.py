@@ -79,8 +79,14 @@ def test_checkpoints_widths_flag_and_out_folder(tmp_path: Path) -> None:
         new = tmp_path / f"proxy_{'abc'[i]}.pt"
         Path(p).rename(new)
         renamed.append(str(new))
-    code, _, err = run("--checkpoints", ",".join(renamed), "--widths", ",".join(map(str, WIDTHS)),
-                       "--out", str(tmp_path / "out"))
+    code, _, err = run(
+        "--checkpoints",
+        ",".join(renamed),
+        "--widths",
+        ",".join(map(str, WIDTHS)),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert code == 1, err
     assert (tmp_path / "out" / "report.json").exists()
     assert (tmp_path / "out" / "spectral_width.png").exists()
@@ -130,8 +136,20 @@ def test_non_finite_checkpoint_named_and_partial_results_kept(tmp_path: Path) ->
 
 
 def test_end_to_end_cli_on_tiny_mlp(tmp_path: Path) -> None:
-    code, out, err = run("--model", "mlp", "--widths", "16,32,64", "--steps", "8", "--rule", "sqrt",
-                         "--out", str(tmp_path), "--batch-size", "8")
+    code, out, err = run(
+        "--model",
+        "mlp",
+        "--widths",
+        "16,32,64",
+        "--steps",
+        "8",
+        "--rule",
+        "sqrt",
+        "--out",
+        str(tmp_path),
+        "--batch-size",
+        "8",
+    )
     data = json.loads((tmp_path / "report.json").read_text())
     assert code == (0 if data["safe"] else 1), err
     assert data["rule"] == "mup-wd-sqrt" and data["widths"] == [16, 32, 64]
@@ -148,8 +166,15 @@ def test_end_to_end_cli_on_tiny_mlp(tmp_path: Path) -> None:
 
 def test_python_api_llama_and_user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    rep = diagnose("llama", [16, 32], rule="mup", steps=3, batch_size=4, coord=False,
-                   model_kwargs={"seq_len": 16, "depth": 1})
+    rep = diagnose(
+        "llama",
+        [16, 32],
+        rule="mup",
+        steps=3,
+        batch_size=4,
+        coord=False,
+        model_kwargs={"seq_len": 16, "depth": 1},
+    )
     assert rep.rule == "mup" and set(rep.val_loss) == {16, 32}
     assert rep.layers["blocks.0.attn.q.weight"].param_class == "hidden"
     assert rep.layers["embed.weight"].param_class == "input"
@@ -157,7 +182,8 @@ def test_python_api_llama_and_user_factory(tmp_path: Path, monkeypatch: pytest.M
     assert rep.calibration.ci is None
 
     module = tmp_path / "tiny_factories.py"
-    module.write_text(textwrap.dedent("""
+    module.write_text(
+        textwrap.dedent("""
         from torch import nn
 
         def make(width):
@@ -165,7 +191,8 @@ def test_python_api_llama_and_user_factory(tmp_path: Path, monkeypatch: pytest.M
                 raise RuntimeError("no model at this width")
             return nn.Sequential(nn.Linear(16, width), nn.ReLU(), nn.Linear(width, width),
                                  nn.ReLU(), nn.Linear(width, 1))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     rep = diagnose("tiny_factories:make", [16, 32, 48], task="regression", steps=3, coord=False)
     assert rep.widths == [16, 32]
@@ -191,8 +218,10 @@ def test_calibrate_from_reports_picks_the_bracketing_pair() -> None:
 
     def reports_for(e: float) -> object:
         # the slope reacts to wd twice as strongly as the law: alpha = 0.8 - e
-        spectra = {w: {"fc.weight": LayerSpectrum("fc.weight", "Linear", (w, w), ((w / 32) ** (0.8 - e),),
-                                                  1.0, 0.0)} for w in [*WIDTHS, 256]}
+        spectra = {
+            w: {"fc.weight": LayerSpectrum("fc.weight", "Linear", (w, w), ((w / 32) ** (0.8 - e),), 1.0, 0.0)}
+            for w in [*WIDTHS, 256]
+        }
         return cross_width_report(spectra, lr_exponent=-1.0, wd_exponent=e, rule=f"e{e}")
 
     reps = {"sqrt": reports_for(0.5), "linear": reports_for(1.0), "constant": reports_for(0.0)}
@@ -203,16 +232,29 @@ def test_calibrate_from_reports_picks_the_bracketing_pair() -> None:
 
 
 def test_cli_compares_rules_and_custom_exponent(tmp_path: Path) -> None:
-    code, out, err = run("--model", "mlp", "--widths", "16,32", "--steps", "4", "--no-coord",
-                         "--rule", "sqrt,linear", "--json", "--out", str(tmp_path))
+    code, out, err = run(
+        "--model",
+        "mlp",
+        "--widths",
+        "16,32",
+        "--steps",
+        "4",
+        "--no-coord",
+        "--rule",
+        "sqrt,linear",
+        "--json",
+        "--out",
+        str(tmp_path),
+    )
     data = json.loads(out)
     assert code == (0 if data["rules"]["mup-wd-sqrt"]["safe"] else 1), err
     assert data["exit_rule"] == "mup-wd-sqrt" and set(data["rules"]) == {"mup-wd-sqrt", "mup-wd-linear"}
     assert data["two_run_calibration"]["from_rules"] == ["mup-wd-sqrt", "mup-wd-linear"]
     assert (tmp_path / "spectral_rules.png").exists()
     assert (tmp_path / "mup-wd-linear" / "report.json").exists()
-    code, out, err = run("--model", "mlp", "--widths", "16,32", "--steps", "2", "--no-coord",
-                         "--wd-exponent", "0.8", "--json")
+    code, out, err = run(
+        "--model", "mlp", "--widths", "16,32", "--steps", "2", "--no-coord", "--wd-exponent", "0.8", "--json"
+    )
     assert json.loads(out)["rule"] == "mup-wd-0.8", err
     code, _, err = run("--checkpoints", "a.pt,b.pt", "--rule", "sqrt,linear")
     assert code == 2 and "one --rule" in err

@@ -90,8 +90,9 @@ def test_param_groups_lr_under_mup():
     w = 256
     plan = suggest(cfg, w, "mup-wd-linear")
     model = build_model("llama", w, plan)
-    table = parametrize(model, plan, meta_model(lambda v: build_model("llama", v), 64),
-                        attention_handled=True)
+    table = parametrize(
+        model, plan, meta_model(lambda v: build_model("llama", v), 64), attention_handled=True
+    )
     groups = param_groups(model, plan, table)
     lrs = sorted(g["lr"] for g in groups)
     assert lrs[0] == pytest.approx(cfg.lr / 4) and lrs[-1] == pytest.approx(cfg.lr)

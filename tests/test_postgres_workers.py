@@ -29,8 +29,10 @@ HERE = Path(__file__).resolve()
 
 def _pg_url() -> str:
     if not PG_URL:
-        pytest.skip("OPTUNA_PG_URL is not set: start PostgreSQL with `source .ci/pg.sh; pg_up` "
-                    "(CI does) to run the multi-worker tests")
+        pytest.skip(
+            "OPTUNA_PG_URL is not set: start PostgreSQL with `source .ci/pg.sh; pg_up` "
+            "(CI does) to run the multi-worker tests"
+        )
     try:
         make_storage(PG_URL, heartbeat_interval=None)
     except StorageError as exc:
@@ -39,8 +41,7 @@ def _pg_url() -> str:
 
 
 def _open(url: str, name: str):
-    return open_study(name, CFG, storage=url, space=SPACE, heartbeat_interval=1, grace_period=2,
-                      max_retry=1)
+    return open_study(name, CFG, storage=url, space=SPACE, heartbeat_interval=1, grace_period=2, max_retry=1)
 
 
 def _spawn(url: str, name: str, n_trials: int, mode: str, marker: Path | None = None) -> subprocess.Popen:
@@ -69,8 +70,7 @@ def test_four_workers_25_trials_each_exactly_100(backend, tmp_path):
     assert sorted(t.number for t in trials) == list(range(100))  # unique, none lost
     assert len({t._trial_id for t in trials}) == 100
     workers = {t.user_attrs["worker"] for t in trials}
-    assert len(workers) == 4 and all(
-        sum(t.user_attrs["worker"] == w for t in trials) == 25 for w in workers)
+    assert len(workers) == 4 and all(sum(t.user_attrs["worker"] == w for t in trials) == 25 for w in workers)
     print(f"{backend}: 4 workers x 25 trials in {elapsed:.1f} s")
 
 

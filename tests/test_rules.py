@@ -93,9 +93,9 @@ def test_readout_styles_are_the_same_function_under_adam(config: ProxyConfig, k:
     lr_style = suggest(replace(config, readout="lr"), _at(config, k))[OUTPUT]
     mult_style = suggest(replace(config, readout="multiplier"), _at(config, k))[OUTPUT]
     assert mult_style.init_std * mult_style.multiplier == pytest.approx(
-        lr_style.init_std * lr_style.multiplier)
-    assert mult_style.lr * mult_style.weight_decay == pytest.approx(
-        lr_style.lr * lr_style.weight_decay)
+        lr_style.init_std * lr_style.multiplier
+    )
+    assert mult_style.lr * mult_style.weight_decay == pytest.approx(lr_style.lr * lr_style.weight_decay)
     assert mult_style.lr * mult_style.multiplier == pytest.approx(lr_style.lr * lr_style.multiplier)
 
 

@@ -11,8 +11,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "spectral.py"
 
 
 def test_spectral_benchmark_quick() -> None:
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert re.match(r"^spectral: top-sigma 256x1024: \d+x \(gaussian, err [\d.e+-]+\)", lines[-1])

@@ -56,9 +56,13 @@ def test_two_widths_give_undefined_interval() -> None:
 
 @pytest.mark.parametrize(
     ("widths", "values", "match"),
-    [([128], [1.0], "at least 2"), ([128, 128], [1.0, 2.0], "distinct"),
-     ([128, 256], [1.0, 0.0], "positive"), ([128, 256], [1.0, float("nan")], "finite"),
-     ([128, -256], [1.0, 1.0], "widths")],
+    [
+        ([128], [1.0], "at least 2"),
+        ([128, 128], [1.0, 2.0], "distinct"),
+        ([128, 256], [1.0, 0.0], "positive"),
+        ([128, 256], [1.0, float("nan")], "finite"),
+        ([128, -256], [1.0, 1.0], "widths"),
+    ],
 )
 def test_bad_fit_input(widths: list[float], values: list[float], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -20,8 +20,13 @@ def _report():  # type: ignore[no-untyped-def]
     def spec(name: str, shape: tuple[int, int], s: float) -> LayerSpectrum:
         return LayerSpectrum(name, "Linear", shape, (s,), 2 * s, 0.0)
 
-    spectra = {w: {"fc.weight": spec("fc.weight", (w, w), (w / 64) ** 0.3),
-                   "head.weight": spec("head.weight", (10, w), 1.0)} for w in WIDTHS}
+    spectra = {
+        w: {
+            "fc.weight": spec("fc.weight", (w, w), (w / 64) ** 0.3),
+            "head.weight": spec("head.weight", (10, w), 1.0),
+        }
+        for w in WIDTHS
+    }
     return cross_width_report(spectra, rule="mup")
 
 
@@ -49,7 +54,8 @@ def test_coord_plot(tmp_path: Path) -> None:
         return nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 1))
 
     torch.manual_seed(0)
-    rep = coord_check(factory, [16, 32], (torch.randn(8, 4), torch.randn(8, 1)),
-                      nn.functional.mse_loss, lr=1e-2, steps=6)
+    rep = coord_check(
+        factory, [16, 32], (torch.randn(8, 4), torch.randn(8, 1)), nn.functional.mse_loss, lr=1e-2, steps=6
+    )
     _check(plot_coord(rep, tmp_path / "c"), tmp_path / "c")
     assert "step 6" in (tmp_path / "c.svg").read_text()

@@ -14,8 +14,9 @@ WIDTHS = [64, 128, 256, 512]
 
 
 def _spec(name: str, shape: tuple[int, ...], sigma: float, kind: str = "Linear") -> LayerSpectrum:
-    return LayerSpectrum(name=name, layer_type=kind, shape=shape, sigma=(sigma,), fro=2 * sigma,
-                         error_bound=0.0)
+    return LayerSpectrum(
+        name=name, layer_type=kind, shape=shape, sigma=(sigma,), fro=2 * sigma, error_bound=0.0
+    )
 
 
 def _model(w: int, hidden_alpha: float = 0.0, out_alpha: float = 0.5) -> dict[str, LayerSpectrum]:
@@ -60,8 +61,12 @@ def test_drift_is_flagged_with_direction(alpha: float, overall: Verdict) -> None
 
 def test_calibration_from_pooled_fit() -> None:
     # trained with muP lr (-1) and linear wd (1): sigma shrinks as d^-0.25 -> e* = 0.5 (sqrt)
-    rep = cross_width_report({w: _model(w, hidden_alpha=-0.25) for w in WIDTHS},
-                             lr_exponent=-1.0, wd_exponent=1.0, rule="mup-wd-linear")
+    rep = cross_width_report(
+        {w: _model(w, hidden_alpha=-0.25) for w in WIDTHS},
+        lr_exponent=-1.0,
+        wd_exponent=1.0,
+        rule="mup-wd-linear",
+    )
     assert rep.calibration is not None
     assert rep.calibration.exponent == pytest.approx(0.5)
     assert rep.calibration.nearest_preset() == "sqrt"
@@ -108,8 +113,9 @@ def test_zero_sigma_layer_is_noted_not_fitted() -> None:
 def test_render_has_every_width_and_the_thresholds() -> None:
     from rich.console import Console
 
-    rep = cross_width_report({w: _model(w, hidden_alpha=0.3) for w in WIDTHS}, lr_exponent=-1.0,
-                             wd_exponent=0.0, rule="mup")
+    rep = cross_width_report(
+        {w: _model(w, hidden_alpha=0.3) for w in WIDTHS}, lr_exponent=-1.0, wd_exponent=0.0, rule="mup"
+    )
     console = Console(width=200, record=True)
     console.print(render(rep))
     out = console.export_text()

@@ -19,8 +19,19 @@ runner = CliRunner()
 
 def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    common = ["stn", "--task", "classify", "--hyper", "dropout=0.2:0,0.9", "--hyper",
-              "weight_decay=1e-3:1e-6,1", "--out", str(out), "--checkpoint-every", "5"]
+    common = [
+        "stn",
+        "--task",
+        "classify",
+        "--hyper",
+        "dropout=0.2:0,0.9",
+        "--hyper",
+        "weight_decay=1e-3:1e-6,1",
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "5",
+    ]
     args = [*common, "--epochs", "2"]
     res = runner.invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
@@ -40,19 +51,23 @@ def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> Non
     assert again.exit_code == 2 and "--resume" in again.output
     more = runner.invoke(app, [*common, "--epochs", "3", "--resume", "--json"])
     assert more.exit_code == 0, more.output
-    assert len(json.loads((out / "hyper.json").read_text())["trajectory"]["step"]) > \
-        len(saved["trajectory"]["step"])
+    assert len(json.loads((out / "hyper.json").read_text())["trajectory"]["step"]) > len(
+        saved["trajectory"]["step"]
+    )
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--hyper", "dropout=0.1:0.9,0"], "reversed"),
-    (["--hyper", "dropout=0.1"], "NAME=INIT:LOW,HIGH"),
-    (["--hyper", "weight_decay=0.1:0,1"], "low > 0"),
-    (["--hyper", "dropout.9=0.1:0,0.9"], "not used by this model"),
-    (["--hyper", "lr=1e-3:1e-5,1@log"], "learning rate"),
-    (["--task", "nope"], "unknown task"),
-    (["--epochs", "0"], "--epochs"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--hyper", "dropout=0.1:0.9,0"], "reversed"),
+        (["--hyper", "dropout=0.1"], "NAME=INIT:LOW,HIGH"),
+        (["--hyper", "weight_decay=0.1:0,1"], "low > 0"),
+        (["--hyper", "dropout.9=0.1:0,0.9"], "not used by this model"),
+        (["--hyper", "lr=1e-3:1e-5,1@log"], "learning rate"),
+        (["--task", "nope"], "unknown task"),
+        (["--epochs", "0"], "--epochs"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, argv: list[str], needle: str) -> None:
     res = runner.invoke(app, ["stn", *argv, "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
@@ -74,8 +89,12 @@ def test_parse_hyper_transform_suffix() -> None:
 
 def test_cli_module_does_not_import_torch() -> None:
     code = "import sys, hptransfer.cli.stn; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 def test_builtin_task_overfits_without_regularisation() -> None:

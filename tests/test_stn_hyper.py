@@ -6,12 +6,15 @@ import torch
 from hptransfer.stn.hyper import HyperParams, HyperSpec
 
 
-@pytest.mark.parametrize("spec,values", [
-    (HyperSpec("dropout", 0.1, 0.0, 0.9), [0.001, 0.1, 0.45, 0.899]),
-    (HyperSpec("label_smoothing", 0.05, 0.01, 0.3), [0.011, 0.2, 0.29]),
-    (HyperSpec("weight_decay", 1e-3, 1e-6, 1.0), [1e-6, 3e-4, 0.5, 1.0]),
-    (HyperSpec("input_noise", 0.1, 1e-3, math.inf), [1e-3, 2.0, 100.0]),
-])
+@pytest.mark.parametrize(
+    "spec,values",
+    [
+        (HyperSpec("dropout", 0.1, 0.0, 0.9), [0.001, 0.1, 0.45, 0.899]),
+        (HyperSpec("label_smoothing", 0.05, 0.01, 0.3), [0.011, 0.2, 0.29]),
+        (HyperSpec("weight_decay", 1e-3, 1e-6, 1.0), [1e-6, 3e-4, 0.5, 1.0]),
+        (HyperSpec("input_noise", 0.1, 1e-3, math.inf), [1e-3, 2.0, 100.0]),
+    ],
+)
 def test_round_trip(spec: HyperSpec, values: list[float]) -> None:
     for v in values:
         u = spec.to_unconstrained(v)
@@ -27,16 +30,19 @@ def test_values_stay_in_bounds() -> None:
     assert log.value(u).min() >= 1e-4 * (1 - 1e-6) and log.value(u).max() <= 1e-1 * (1 + 1e-6)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(name="dropout", init=0.1, low=0.9, high=0.0), "reversed"),
-    (dict(name="dropout", init=0.1, low=0.0, high=1.0), r"inside \[0, 1\)"),
-    (dict(name="dropout", init=0.95, low=0.0, high=0.9), "strictly inside"),
-    (dict(name="weight_decay", init=0.1, low=0.0, high=1.0), "low > 0"),
-    (dict(name="weight_decay", init=2.0, low=1e-3, high=1.0), "inside"),
-    (dict(name="mystery", init=1.0, low=0.5, high=2.0), "no default transform"),
-    (dict(name="dropout", init=0.1, low=0.0, high=0.9, sigma=0.0), "sigma"),
-    (dict(name="x", init=0.1, low=0.0, high=math.inf, transform="logit"), "finite bounds"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(name="dropout", init=0.1, low=0.9, high=0.0), "reversed"),
+        (dict(name="dropout", init=0.1, low=0.0, high=1.0), r"inside \[0, 1\)"),
+        (dict(name="dropout", init=0.95, low=0.0, high=0.9), "strictly inside"),
+        (dict(name="weight_decay", init=0.1, low=0.0, high=1.0), "low > 0"),
+        (dict(name="weight_decay", init=2.0, low=1e-3, high=1.0), "inside"),
+        (dict(name="mystery", init=1.0, low=0.5, high=2.0), "no default transform"),
+        (dict(name="dropout", init=0.1, low=0.0, high=0.9, sigma=0.0), "sigma"),
+        (dict(name="x", init=0.1, low=0.0, high=math.inf, transform="logit"), "finite bounds"),
+    ],
+)
 def test_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         HyperSpec(**kwargs)
@@ -48,8 +54,9 @@ def test_duplicate_names_refused() -> None:
 
 
 def test_entropy_matches_gaussian_and_has_right_gradient() -> None:
-    hp = HyperParams([HyperSpec("dropout", 0.1, 0, 0.9, sigma=0.3),
-                      HyperSpec("weight_decay", 1e-3, 1e-6, 1.0, sigma=0.7)])
+    hp = HyperParams(
+        [HyperSpec("dropout", 0.1, 0, 0.9, sigma=0.3), HyperSpec("weight_decay", 1e-3, 1e-6, 1.0, sigma=0.7)]
+    )
     want = sum(torch.distributions.Normal(0.0, s).entropy() for s in (0.3, 0.7))
     assert float(hp.entropy().detach()) == pytest.approx(float(want), rel=1e-5)
     hp.entropy().backward()

@@ -16,8 +16,7 @@ def test_linear_equals_plain_with_effective_weights() -> None:
     x = torch.randn(6, 5)
     g = layer.gate.detach() @ ctx.h
     # the paper's form: (W_e x + b_e) + g[:out] * (W_h x) + g[out:] * b_h
-    want = (F.linear(x, layer.weight, layer.bias) + g[:4] * F.linear(x, layer.hweight)
-            + g[4:] * layer.hbias)
+    want = F.linear(x, layer.weight, layer.bias) + g[:4] * F.linear(x, layer.hweight) + g[4:] * layer.hbias
     assert torch.allclose(layer(x), want, atol=1e-6)
     plain = nn.Linear(5, 4)
     with torch.no_grad():

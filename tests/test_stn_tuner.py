@@ -45,12 +45,27 @@ def test_ridge_weight_decay_matches_grid_search(delta: bool) -> None:
     val = torch.stack([((xv.double() @ _wstar(x, y, float(w)) - yv.double()) ** 2).mean() for w in grid])
     best = float(grid[val.argmin()])
     assert 1e-3 < best < 10  # an interior optimum, far from the init 1e-2 in log space
-    cfg = StnConfig(lr=0.03, hyper_lr=0.03, tau=1e-3, t_train=5, t_val=1, warmup_steps=200, seed=1,
-                    delta=delta, linearize=True, checkpoint_every=0)
-    tuner = StnTuner(nn.Sequential(nn.Linear(D, 1, bias=False)),
-                     [HyperSpec("weight_decay", 1e-2, 1e-4, 1e2, sigma=0.5)], loss="mse", config=cfg)
-    res = tuner.fit(TensorBatches(x, y, N, shuffle=False), TensorBatches(xv, yv, NV, shuffle=False),
-                    steps=1500)
+    cfg = StnConfig(
+        lr=0.03,
+        hyper_lr=0.03,
+        tau=1e-3,
+        t_train=5,
+        t_val=1,
+        warmup_steps=200,
+        seed=1,
+        delta=delta,
+        linearize=True,
+        checkpoint_every=0,
+    )
+    tuner = StnTuner(
+        nn.Sequential(nn.Linear(D, 1, bias=False)),
+        [HyperSpec("weight_decay", 1e-2, 1e-4, 1e2, sigma=0.5)],
+        loss="mse",
+        config=cfg,
+    )
+    res = tuner.fit(
+        TensorBatches(x, y, N, shuffle=False), TensorBatches(xv, yv, NV, shuffle=False), steps=1500
+    )
     wd = res.values["weight_decay"]
     assert abs(math.log(wd / best)) < 0.3, (wd, best)
     if delta:
@@ -59,8 +74,9 @@ def test_ridge_weight_decay_matches_grid_search(delta: bool) -> None:
         ws = _wstar(x, y, wd)
         assert float((layer.weight.detach().double().T - ws).norm() / ws.norm()) < 0.02
         lam = N * wd / 2
-        dws = -lam * torch.linalg.solve(x.double().T @ x.double()
-                                        + lam * torch.eye(D, dtype=torch.float64), ws)
+        dws = -lam * torch.linalg.solve(
+            x.double().T @ x.double() + lam * torch.eye(D, dtype=torch.float64), ws
+        )
         dw = (layer.gate.detach()[0, 0] * layer.hweight.detach().double() / tuner.hyper.scale[0]).T
         cos = float((dw * dws).sum() / dw.norm() / dws.norm())
         assert cos > 0.98 and 0.7 < float(dw.norm() / dws.norm()) < 1.4
@@ -78,9 +94,13 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
 
 
-HYPERS = [HyperSpec("dropout", 0.2, 0.0, 0.9), HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
-          HyperSpec("input_noise", 0.1, 1e-3, 1.0), HyperSpec("label_smoothing", 0.05, 0.0, 0.3),
-          HyperSpec("input_mask", 1.0, 0.0, 3.0)]
+HYPERS = [
+    HyperSpec("dropout", 0.2, 0.0, 0.9),
+    HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+    HyperSpec("input_noise", 0.1, 1e-3, 1.0),
+    HyperSpec("label_smoothing", 0.05, 0.0, 0.3),
+    HyperSpec("input_mask", 1.0, 0.0, 3.0),
+]
 
 
 def _tuner(delta: bool, **kw: object) -> StnTuner:
@@ -173,8 +193,11 @@ def test_bad_hyperparameter_names() -> None:
 
 def test_tuned_dropout_moves_and_export_matches() -> None:
     train, val = _loaders()
-    tuner = StnTuner(_mlp(), [HyperSpec("dropout.2", 0.3, 0.0, 0.9)],
-                     config=StnConfig(lr=1e-2, hyper_lr=3e-2, checkpoint_every=0))
+    tuner = StnTuner(
+        _mlp(),
+        [HyperSpec("dropout.2", 0.3, 0.0, 0.9)],
+        config=StnConfig(lr=1e-2, hyper_lr=3e-2, checkpoint_every=0),
+    )
     res = tuner.fit(train, val, steps=40)
     traj = res.trajectory["value/dropout.2"]
     assert len(traj) == res.train_steps + res.val_steps == len(res.trajectory["step"])

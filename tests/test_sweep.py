@@ -75,8 +75,9 @@ def test_bad_spec(kwargs, match):
 def test_factory_ignoring_width_is_refused(tmp_path):
     spec = SweepSpec(task="regression", widths=(32, 64), grid=(1e-3, 1e-2, 1e-1), steps=1)
     with pytest.raises(ConfigError, match="ignores width"):
-        run_sweep(spec, tmp_path, factory=lambda w: nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 1)),
-                  progress=False)
+        run_sweep(
+            spec, tmp_path, factory=lambda w: nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 1)), progress=False
+        )
 
 
 # -- running, resume, divergence ---------------------------------------------------------------
@@ -90,15 +91,21 @@ def _fake_train(calls):
         if x >= -2:
             return SimpleNamespace(val_loss=math.inf, diverged=True, steps=3)
         opt = -6 + 0.25 * math.log2(width / 32)
-        return SimpleNamespace(val_loss=1.0 + 0.05 * (x - opt) ** 2 + 0.001 * seed, diverged=False,
-                               steps=10)
+        return SimpleNamespace(val_loss=1.0 + 0.05 * (x - opt) ** 2 + 0.001 * seed, diverged=False, steps=10)
 
     return run
 
 
 def test_resume_after_kill_repeats_no_finished_run(tmp_path):
-    spec = SweepSpec(task="regression", rule="mup", widths=(32, 64, 128), grid=log2_grid(-8, -2),
-                     seeds=(0,), extra_seeds={128: (1,)}, steps=10)
+    spec = SweepSpec(
+        task="regression",
+        rule="mup",
+        widths=(32, 64, 128),
+        grid=log2_grid(-8, -2),
+        seeds=(0,),
+        extra_seeds={128: (1,)},
+        steps=10,
+    )
     total = len(spec.points())
     assert total == 3 * 7 + 7
     calls: list = []
@@ -111,6 +118,7 @@ def test_resume_after_kill_repeats_no_finished_run(tmp_path):
         def hook(rec):
             if len(calls) >= n:
                 raise Killed
+
         return hook
 
     with pytest.raises(Killed):
@@ -148,8 +156,14 @@ def test_changed_settings_refused(tmp_path):
 
 def test_real_sweep_small(tmp_path):
     """A tiny real sweep of the MLP: runs, finite losses, a divergent point kept."""
-    spec = SweepSpec(task="regression", rule="mup", widths=(32, 64), grid=(2.0**-8, 2.0**-5, 2.0**12),
-                     steps=15, batch_size=16)
+    spec = SweepSpec(
+        task="regression",
+        rule="mup",
+        widths=(32, 64),
+        grid=(2.0**-8, 2.0**-5, 2.0**12),
+        steps=15,
+        batch_size=16,
+    )
     result = run_sweep(spec, tmp_path, progress=False)
     assert len(result.records) == 6
     assert all(math.isfinite(r.val_loss) for r in result.records if r.value < 1)
@@ -174,8 +188,22 @@ def test_cli_bad_input_exit_2(tmp_path):
 
 def test_cli_runs_json(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(app, ["sweep", "--task", "regression", "--widths", "32,64", "--grid=-8:-6",
-                              "--steps", "5", "--out", str(tmp_path), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--task",
+            "regression",
+            "--widths",
+            "32,64",
+            "--grid=-8:-6",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert len(data["runs"]) == 6 and set(data["optima"]) <= {"32", "64"}

@@ -76,8 +76,12 @@ def test_mlp_classes() -> None:
 def test_transformer_classes() -> None:
     table = classify(TinyTransformer(256), reference=meta_model(TinyTransformer, 128))
     hidden = set(table.by_class("hidden"))
-    assert {"blocks.0.attn.in_proj_weight", "blocks.0.attn.out_proj.weight",
-            "blocks.1.mlp.0.weight", "blocks.1.mlp.2.weight"} <= hidden
+    assert {
+        "blocks.0.attn.in_proj_weight",
+        "blocks.0.attn.out_proj.weight",
+        "blocks.1.mlp.0.weight",
+        "blocks.1.mlp.2.weight",
+    } <= hidden
     assert table.by_class("output") == ["head.weight"]
     assert table["embed.weight"].param_class is ParamClass.VECTOR
     assert all(table[n].param_class is ParamClass.VECTOR for n in table if "norm" in n)
@@ -142,7 +146,7 @@ def test_multiplicative_scheduler_keeps_the_rule() -> None:
     model = make_mlp(1024)
     table = classify(model, meta_model(make_mlp, 256))
     opt = adamw(model, plan, table)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
     for _ in range(3):
         opt.step()
         sched.step()
@@ -221,6 +225,7 @@ def test_attention_warning() -> None:
 def test_mup_training_step_is_width_stable() -> None:
     """One Adam step under the plan moves hidden pre-activations by a width-independent amount
     (the point of muP); under SP the move grows with width."""
+
     def delta(width: int, rule: str) -> float:
         torch.manual_seed(0)
         plan = suggest(replace(CFG, output_init_std=0.02), width, rule)  # gradients must flow

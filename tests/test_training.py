@@ -43,8 +43,14 @@ def test_diverged_run_recorded():
 
 def test_callback_and_exception_propagates():
     seen = []
-    res = train_proxy("regression", 64, builtin_config("mlp"), steps=20, eval_every=5,
-                      callback=lambda s, v: seen.append((s, v)))
+    res = train_proxy(
+        "regression",
+        64,
+        builtin_config("mlp"),
+        steps=20,
+        eval_every=5,
+        callback=lambda s, v: seen.append((s, v)),
+    )
     assert [s for s, _ in seen] == [5, 10, 15, 20]
     assert seen[-1][1] == res.val_loss
 
@@ -59,12 +65,16 @@ def test_callback_and_exception_propagates():
 
 
 def test_factory_and_width_ignoring_factory():
-    res = train_proxy("regression", 32, builtin_config("mlp"), steps=5,
-                      factory=lambda w: MLP(w, depth=2))
+    res = train_proxy("regression", 32, builtin_config("mlp"), steps=5, factory=lambda w: MLP(w, depth=2))
     assert res.model.width == 32
     with pytest.raises(ClassificationError, match="same shapes"):
-        train_proxy("regression", 32, builtin_config("mlp"), steps=5,
-                    factory=lambda w: nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 1)))
+        train_proxy(
+            "regression",
+            32,
+            builtin_config("mlp"),
+            steps=5,
+            factory=lambda w: nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 1)),
+        )
 
 
 def test_lr_schedules():

@@ -29,9 +29,28 @@ def run(*args: str) -> tuple[int, str, str]:
 def tuned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune")
     url = f"sqlite:///{tmp / 'h.db'}"
-    code, out, err = run("tune", "--model", "mlp", "--width", "32", "--trials", "4", "--steps", "15",
-                         "--storage", url, "--study", "mlp-proxy", "--out", str(tmp / "figs"),
-                         "--target-width", "512", "--sampler-seed", "0", "--json")
+    code, out, err = run(
+        "tune",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--trials",
+        "4",
+        "--steps",
+        "15",
+        "--storage",
+        url,
+        "--study",
+        "mlp-proxy",
+        "--out",
+        str(tmp / "figs"),
+        "--target-width",
+        "512",
+        "--sampler-seed",
+        "0",
+        "--json",
+    )
     assert code == 0, err
     return url, json.loads(out), tmp
 
@@ -59,8 +78,23 @@ def test_tune_refuses_other_rule_unless_forced(tuned, tmp_path):
     url, _, _ = tuned
     cfg = tmp_path / "sqrt.toml"
     cfg.write_text(replace(builtin_config("mlp"), rule="mup-wd-sqrt").to_toml())
-    args = ["tune", "--model", "mlp", "--width", "32", "--trials", "1", "--steps", "5",
-            "--storage", url, "--study", "mlp-proxy", "--config", str(cfg)]
+    args = [
+        "tune",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--trials",
+        "1",
+        "--steps",
+        "5",
+        "--storage",
+        url,
+        "--study",
+        "mlp-proxy",
+        "--config",
+        str(cfg),
+    ]
     code, _, err = run(*args)
     assert code == 2
     assert "created under rule mup-wd-linear" in err and "mup-wd-sqrt" in err and "--force" in err
@@ -71,8 +105,26 @@ def test_tune_refuses_other_rule_unless_forced(tuned, tmp_path):
 
 def test_tune_width_ladder(tmp_path):
     url = f"sqlite:///{tmp_path / 'l.db'}"
-    code, _out, err = run("tune", "--model", "mlp", "--width", "32", "--ladder", "16", "--eta", "2",
-                         "--trials", "5", "--steps", "10", "--storage", url, "--sampler-seed", "1", "--json")
+    code, _out, err = run(
+        "tune",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--ladder",
+        "16",
+        "--eta",
+        "2",
+        "--trials",
+        "5",
+        "--steps",
+        "10",
+        "--storage",
+        url,
+        "--sampler-seed",
+        "1",
+        "--json",
+    )
     assert code == 0, err
     study = load_study(url, None)
     assert study_info(study)["ladder"] == [16, 32]
@@ -87,8 +139,10 @@ def test_tune_width_ladder(tmp_path):
     ("args", "message"),
     [
         (["--storage", "foo://me:hunter2@db/x"], r"unknown storage scheme 'foo' in foo://me:\*\*\*@db/x"),
-        (["--storage", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x"],
-         r"cannot open storage postgresql\+psycopg://me:\*\*\*@127\.0\.0\.1:1/x"),
+        (
+            ["--storage", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x"],
+            r"cannot open storage postgresql\+psycopg://me:\*\*\*@127\.0\.0\.1:1/x",
+        ),
         (["--model", "resnet"], "unknown model 'resnet'"),
         (["--model", "no_such_module:make"], "cannot import module 'no_such_module'"),
         (["--model", "llama", "--width", "40"], "not divisible by head_dim=16"),
@@ -106,7 +160,9 @@ def test_tune_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
 
 
 def test_cli_import_does_not_load_torch():
-    code = ("import sys; import hptransfer.cli.main as m; "
-            "assert 'tune' in [c.name for c in m.app.registered_commands]; "
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys; import hptransfer.cli.main as m; "
+        "assert 'tune' in [c.name for c in m.app.registered_commands]; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -80,8 +80,9 @@ def test_default_space_is_log_scale_and_rejects_bad_ranges():
 
 # -- study attributes and refusal -------------------------------------------------------------------
 def test_study_stores_rule_base_width_and_config(tmp_path):
-    open_study("s", CFG, storage=_sqlite(tmp_path), space=LR_SPACE, proxy_width=256,
-                 extra_attrs={"model": "toy"})
+    open_study(
+        "s", CFG, storage=_sqlite(tmp_path), space=LR_SPACE, proxy_width=256, extra_attrs={"model": "toy"}
+    )
     again = optuna.load_study(study_name="s", storage=_sqlite(tmp_path))  # plain Optuna reads it
     info = study_info(again)
     assert info["rule"] == "mup-wd-linear" and info["base_width"] == 128
@@ -94,8 +95,11 @@ def test_reopen_under_other_rule_or_base_width_is_refused(tmp_path):
     url = _sqlite(tmp_path)
     open_study("s", CFG, storage=url, space=LR_SPACE)
     open_study("s", CFG, storage=url, space=LR_SPACE)  # same units: fine
-    with pytest.raises(StudyMismatchError, match=r"rule mup-wd-linear at base width 128.*"
-                                                 r"rule mup-wd-sqrt at base width 128.*--force"):
+    with pytest.raises(
+        StudyMismatchError,
+        match=r"rule mup-wd-linear at base width 128.*"
+        r"rule mup-wd-sqrt at base width 128.*--force",
+    ):
         open_study("s", CFG.with_rule("mup-wd-sqrt"), storage=url)
     with pytest.raises(StudyMismatchError, match="base width 256"):
         open_study("s", replace(CFG, base_width=256), storage=url)
@@ -110,8 +114,9 @@ def test_reopen_under_other_rule_or_base_width_is_refused(tmp_path):
 
 # -- the objective wrapper ------------------------------------------------------------------------
 def test_objective_tunes_and_best_trial_transfers(tmp_path):
-    study = open_study("q", CFG, storage=_sqlite(tmp_path), space=LR_SPACE,
-                       sampler=optuna.samplers.TPESampler(seed=0))
+    study = open_study(
+        "q", CFG, storage=_sqlite(tmp_path), space=LR_SPACE, sampler=optuna.samplers.TPESampler(seed=0)
+    )
     study.optimize(TransferObjective(quad, CFG, width=128, space=LR_SPACE), n_trials=30)
     assert "hptransfer.run" not in study.trials[0].user_attrs  # the study's attributes say it all
     best = best_config(study)
@@ -211,7 +216,8 @@ def test_pruning_with_intermediate_values():
     assert all(len(t.intermediate_values) == 10 for t in complete)
     # pruned trials were worse (at their last step) than the median completed curve there
     assert min(t.value for t in complete) <= min(
-        t.intermediate_values[max(t.intermediate_values)] for t in pruned)
+        t.intermediate_values[max(t.intermediate_values)] for t in pruned
+    )
 
 
 def test_hyperband_with_steps_as_resource():
@@ -222,8 +228,10 @@ def test_hyperband_with_steps_as_resource():
             cb(step, final + 5.0 / step)
         return final
 
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=27))
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=27),
+    )
     study.optimize(TransferObjective(train, CFG, space=LR_SPACE, steps=27), n_trials=30)
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert pruned and sum(max(t.intermediate_values) < 27 for t in pruned) >= len(pruned) / 2
@@ -294,6 +302,8 @@ def test_empty_study_gives_clear_error(tmp_path):
 
 
 def test_tuning_imports_without_torch():
-    code = ("import sys, hptransfer.tuning, hptransfer.tuning.transfer; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, hptransfer.tuning, hptransfer.tuning.transfer; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -128,16 +128,19 @@ def check_widths(widths: Sequence[int], config: ProxyConfig | None = None) -> tu
         raise ConfigError("no widths given; pass e.g. --widths 64,128,256")
     out = tuple(check_width(config, w) if config is not None else int(w) for w in widths)
     if any(b <= a for a, b in itertools.pairwise(out)):
-        raise ConfigError(f"widths must be strictly increasing, got {list(out)}; sort them and "
-                          "drop duplicates")
+        raise ConfigError(
+            f"widths must be strictly increasing, got {list(out)}; sort them and drop duplicates"
+        )
     return out
 
 
 def _check_grid(grid: Sequence[float], param: str) -> tuple[float, ...]:
     out = tuple(float(v) for v in grid)
     if len(out) < 3:
-        raise ConfigError(f"the {param} grid has {len(out)} point(s); an optimum fit needs at least "
-                          "3 (e.g. --grid=-10:-4 for 2^-10 … 2^-4)")
+        raise ConfigError(
+            f"the {param} grid has {len(out)} point(s); an optimum fit needs at least "
+            "3 (e.g. --grid=-10:-4 for 2^-10 … 2^-4)"
+        )
     if any(not math.isfinite(v) or v <= 0 for v in out):
         raise ConfigError(f"the {param} grid must hold positive finite values, got {list(out)}")
     if any(b <= a for a, b in itertools.pairwise(out)):
@@ -214,13 +217,20 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "rule": self.rule_name(), "param": self.param,
-            "widths": list(self.widths), "grid": list(self.grid), "seeds": list(self.seeds),
+            "task": self.task,
+            "rule": self.rule_name(),
+            "param": self.param,
+            "widths": list(self.widths),
+            "grid": list(self.grid),
+            "seeds": list(self.seeds),
             "extra_seeds": {str(k): list(v) for k, v in sorted(self.extra_seeds.items())},
-            "steps": self.steps, "batch_size": self.batch_size,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
             "config": self.resolved_config().to_dict(),
-            "data_kwargs": dict(self.data_kwargs), "model_kwargs": dict(self.model_kwargs),
-            "schedule": self.schedule, "warmup": self.warmup,
+            "data_kwargs": dict(self.data_kwargs),
+            "model_kwargs": dict(self.model_kwargs),
+            "schedule": self.schedule,
+            "warmup": self.warmup,
         }
 
 
@@ -259,8 +269,10 @@ class SweepResult:
             "spec": self.spec,
             "drift_log2": self.drift,
             "optima": {str(w): {**asdict(o), "value": o.value} for w, o in self.optima.items()},
-            "runs": [{**asdict(r), "val_loss": None if math.isinf(r.val_loss) else r.val_loss}
-                     for r in self.records],
+            "runs": [
+                {**asdict(r), "val_loss": None if math.isinf(r.val_loss) else r.val_loss}
+                for r in self.records
+            ],
         }
 
 
@@ -298,10 +310,18 @@ def _default_train_fn(spec: SweepSpec, factory: Callable[[int], Any] | None) -> 
 
     def run(width: int, value: float, seed: int) -> Any:
         return train_proxy(
-            spec.task, width, replace(cfg, **{key: value}), rule=spec.rule, steps=spec.steps,
-            batch_size=spec.batch_size, seed=seed, factory=factory,
-            data_kwargs=spec.data_kwargs, model_kwargs=spec.model_kwargs,
-            schedule=spec.schedule, warmup=spec.warmup,
+            spec.task,
+            width,
+            replace(cfg, **{key: value}),
+            rule=spec.rule,
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seed=seed,
+            factory=factory,
+            data_kwargs=spec.data_kwargs,
+            model_kwargs=spec.model_kwargs,
+            schedule=spec.schedule,
+            warmup=spec.warmup,
         )
 
     return run
@@ -375,10 +395,16 @@ def run_sweep(
     name = study_name or _study_name(spec_dict)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     key = spec.param
-    search_space = {"width": list(spec.widths), key: list(spec.grid),
-                    "seed": sorted({s for w in spec.widths for s in spec.seeds_at(w)})}
+    search_space = {
+        "width": list(spec.widths),
+        key: list(spec.grid),
+        "seed": sorted({s for w in spec.widths for s in spec.seeds_at(w)}),
+    }
     study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        direction="minimize",
         sampler=optuna.samplers.GridSampler(search_space, seed=0),
     )
     stored = study.user_attrs.get("spec")
@@ -402,18 +428,20 @@ def run_sweep(
                 continue
             v = _match(spec.grid, t.params[key]) or float(t.params[key])
             rec = RunRecord(
-                width=int(t.params["width"]), value=v, seed=int(t.params["seed"]),
+                width=int(t.params["width"]),
+                value=v,
+                seed=int(t.params["seed"]),
                 val_loss=float(t.value) if t.value is not None else math.inf,
                 diverged=bool(t.user_attrs.get("diverged", False)),
-                steps=int(t.user_attrs.get("steps", 0)), seconds=float(t.user_attrs.get("seconds", 0)),
+                steps=int(t.user_attrs.get("steps", 0)),
+                seconds=float(t.user_attrs.get("seconds", 0)),
             )
             recs.setdefault((rec.width, rec.value, rec.seed), rec)
         return recs
 
     done = done_records()
     pending = [p for p in spec.points() if p not in done]
-    stale = {t._trial_id for t in study.get_trials(deepcopy=False,
-                                                   states=(optuna.trial.TrialState.RUNNING,))}
+    stale = {t._trial_id for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     run_fn = train_fn or _default_train_fn(spec, factory)
 
     def objective(trial: optuna.Trial) -> float:
@@ -427,10 +455,15 @@ def run_sweep(
         else:
             start = time.perf_counter()
             res = run_fn(*point)
-            rec = RunRecord(width=point[0], value=point[1], seed=point[2],
-                            val_loss=float(res.val_loss) if not res.diverged else math.inf,
-                            diverged=bool(res.diverged), steps=int(res.steps),
-                            seconds=time.perf_counter() - start)
+            rec = RunRecord(
+                width=point[0],
+                value=point[1],
+                seed=point[2],
+                val_loss=float(res.val_loss) if not res.diverged else math.inf,
+                diverged=bool(res.diverged),
+                steps=int(res.steps),
+                seconds=time.perf_counter() - start,
+            )
         for attr in ("diverged", "steps", "seconds"):
             trial.set_user_attr(attr, getattr(rec, attr))
         done[point] = rec
@@ -446,19 +479,29 @@ def run_sweep(
     )
 
     total = len(spec.points())
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress,
-                  transient=False) as bar:
-        task_id = bar.add_task(f"{spec_dict['rule']} {key} sweep", total=total,
-                               completed=total - len(pending))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        task_id = bar.add_task(
+            f"{spec_dict['rule']} {key} sweep", total=total, completed=total - len(pending)
+        )
         for w, v, s in pending:
             if (w, v, s) not in done:
                 done.update(done_records())  # another worker may have finished it meanwhile
             if (w, v, s) in done:
                 bar.advance(task_id)
                 continue
-            bar.update(task_id, description=f"{spec_dict['rule']} · width {w} · {key} 2^{math.log2(v):g}"
-                       + (f" · seed {s}" if len(search_space["seed"]) > 1 else ""))
+            bar.update(
+                task_id,
+                description=f"{spec_dict['rule']} · width {w} · {key} 2^{math.log2(v):g}"
+                + (f" · seed {s}" if len(search_space["seed"]) > 1 else ""),
+            )
             study.enqueue_trial({"width": w, key: v, "seed": s}, skip_if_exists=False)
             study.optimize(objective, n_trials=1, catch=())
             bar.advance(task_id)
@@ -475,8 +518,9 @@ def run_sweep(
     return result
 
 
-def _tidy_stale(study: Any, done: Mapping[tuple[int, float, int], RunRecord], key: str,
-                candidates: set[int]) -> None:
+def _tidy_stale(
+    study: Any, done: Mapping[tuple[int, float, int], RunRecord], key: str, candidates: set[int]
+) -> None:
     """Mark trials that were already RUNNING when this session began (left by a killed session)
     and whose point has since finished as FAIL; trials other live workers started later are
     left alone."""
@@ -500,14 +544,24 @@ def save_results(result: SweepResult, out_dir: str | Path) -> tuple[Path, Path]:
         writer = csv.writer(fh)
         writer.writerow(["width", key, "log2_" + key, "seed", "val_loss", "diverged", "steps", "seconds"])
         for r in result.records:
-            writer.writerow([r.width, r.value, r.log2, r.seed,
-                             "" if math.isinf(r.val_loss) else f"{r.val_loss:.6f}",
-                             int(r.diverged), r.steps, f"{r.seconds:.2f}"])
+            writer.writerow(
+                [
+                    r.width,
+                    r.value,
+                    r.log2,
+                    r.seed,
+                    "" if math.isinf(r.val_loss) else f"{r.val_loss:.6f}",
+                    int(r.diverged),
+                    r.steps,
+                    f"{r.seconds:.2f}",
+                ]
+            )
     return js, cs
 
 
-def plot_sweep(result: SweepResult, path_stem: str | Path, *, title: str | None = None,
-               ax: Any = None) -> list[Path]:
+def plot_sweep(
+    result: SweepResult, path_stem: str | Path, *, title: str | None = None, ax: Any = None
+) -> list[Path]:
     """Validation loss vs log2 value, one curve per width (viridis, narrow → wide), fitted optima
     as stars, diverged points as red × on the top edge. Writes ``<stem>.png`` and ``.svg`` when
     ``ax`` is None; otherwise draws into ``ax`` and writes nothing."""
@@ -539,9 +593,16 @@ def plot_sweep(result: SweepResult, path_stem: str | Path, *, title: str | None 
         ax.plot(fx, fy, "o-", color=color, ms=3.5, lw=1.4, label=f"width {w}")
         dx = [x for x, y in zip(xs, ys) if not math.isfinite(y)]
         if dx:
-            ax.plot(dx, [top + 0.1 * (top - (min(finite) if finite else 0))] * len(dx), "x",
-                    color="tab:red", ms=7, mew=2, label=None if diverged_drawn else "diverged",
-                    clip_on=False)
+            ax.plot(
+                dx,
+                [top + 0.1 * (top - (min(finite) if finite else 0))] * len(dx),
+                "x",
+                color="tab:red",
+                ms=7,
+                mew=2,
+                label=None if diverged_drawn else "diverged",
+                clip_on=False,
+            )
             diverged_drawn = True
         opt = result.optima.get(w)
         if opt is not None:
@@ -549,8 +610,12 @@ def plot_sweep(result: SweepResult, path_stem: str | Path, *, title: str | None 
     ax.set_xlabel(f"log2 {_PARAM_LABEL[key]}")
     ax.set_ylabel("validation loss")
     d = result.drift
-    ax.set_title(title or f"{result.spec['task']} · {result.spec['rule']} · {key} sweep"
-                 + (f" · drift {d:.2f} (log2)" if d is not None else ""), fontsize=10)
+    ax.set_title(
+        title
+        or f"{result.spec['task']} · {result.spec['rule']} · {key} sweep"
+        + (f" · drift {d:.2f} (log2)" if d is not None else ""),
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if not own:

@@ -77,15 +77,16 @@ def lr_lambda(schedule: str, steps: int, warmup: int = 0) -> Callable[[int], flo
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 128,
-             device: str | torch.device = "cpu") -> float:
+def evaluate(
+    model: nn.Module, data: Dataset, *, batch_size: int = 128, device: str | torch.device = "cpu"
+) -> float:
     """Mean loss over the dataset's fixed validation set (``inf`` if not finite)."""
     was_training = model.training
     model.eval()
     x_all, y_all = data.val_set()
     total, count = 0.0, 0
     for i in range(0, x_all.shape[0], batch_size):
-        x, y = x_all[i: i + batch_size].to(device), y_all[i: i + batch_size].to(device)
+        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
         n = x.shape[0]
         total += float(data.loss(model(x), y)) * n
         count += n
@@ -131,8 +132,9 @@ def train(
     if optimizer is not None:
         opt = optimizer
     elif plan is not None and table is not None:
-        opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr,
-                                **dict(optimizer_kwargs or {}))
+        opt = torch.optim.AdamW(
+            param_groups(model, plan, table), lr=plan.base_lr, **dict(optimizer_kwargs or {})
+        )
     else:
         raise ValueError("train() needs plan and table, or an optimizer")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(schedule, steps, warmup))
@@ -169,9 +171,14 @@ def train(
         if callback is not None and len(losses) % eval_every == 0:
             callback(len(losses), val_loss)
     return TrainResult(
-        width=plan.width if plan is not None else int(width or 0), val_loss=val_loss,
-        train_losses=losses, diverged=diverged, model=model,
-        steps=len(losses), val_history=history, seconds=time.perf_counter() - start,
+        width=plan.width if plan is not None else int(width or 0),
+        val_loss=val_loss,
+        train_losses=losses,
+        diverged=diverged,
+        model=model,
+        steps=len(losses),
+        val_history=history,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -226,6 +233,7 @@ def train_proxy(
             dkw.setdefault("seq_len", mkw.get("seq_len", 64))
         data = get_data(task, **dkw)
     if factory is None:
+
         def factory(w: int) -> nn.Module:
             return build_model(model_name, w, suggest(config, w, rule), **mkw)
 
@@ -237,6 +245,17 @@ def train_proxy(
     torch.manual_seed(seed)
     model = factory(plan.width)
     table = parametrize(model, plan, reference, attention_handled=attention_handled)
-    return train(model, plan, table, data, steps=steps, batch_size=batch_size, seed=seed,
-                 callback=callback, eval_every=eval_every, schedule=schedule, warmup=warmup,
-                 device=device)
+    return train(
+        model,
+        plan,
+        table,
+        data,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        callback=callback,
+        eval_every=eval_every,
+        schedule=schedule,
+        warmup=warmup,
+        device=device,
+    )

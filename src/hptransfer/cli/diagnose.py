@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,39 +33,72 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("diagnose", help=HELP, short_help="Is it safe to scale up? Compare top singular "
-                 "values across proxy widths; exit 1 on drift.")
+    @app.command(
+        "diagnose",
+        help=HELP,
+        short_help="Is it safe to scale up? Compare top singular "
+        "values across proxy widths; exit 1 on drift.",
+    )
     def diagnose_cmd(
-        model: Annotated[str, typer.Option(
-            "--model", "-m", help="Built-in proxy (llama, mlp) or MODULE:FACTORY, "
-                                  "FACTORY(width) -> torch.nn.Module.")] = "llama",
-        widths: Annotated[Optional[str], typer.Option(  # noqa: UP045
-            "--widths", "-w", help="Comma-separated proxy widths, e.g. 128,256,512.")] = None,
-        rule: Annotated[Optional[str], typer.Option(  # noqa: UP045
-            "--rule", "-r", help="Rule the proxies train (or were trained) with: sp, mup, "
-                                 "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant. "
-                                 "Several (sqrt,linear): compare them and interpolate the wd "
-                                 "exponent; the first decides the exit code.")] = None,
-        wd_exponent: Annotated[Optional[float], typer.Option(  # noqa: UP045
-            "--wd-exponent", help="Train with muP and wd ∝ width^E (a custom rule), e.g. 0.81.")] = None,
+        model: Annotated[
+            str,
+            typer.Option(
+                "--model",
+                "-m",
+                help="Built-in proxy (llama, mlp) or MODULE:FACTORY, FACTORY(width) -> torch.nn.Module.",
+            ),
+        ] = "llama",
+        widths: Annotated[
+            str | None,
+            typer.Option("--widths", "-w", help="Comma-separated proxy widths, e.g. 128,256,512."),
+        ] = None,
+        rule: Annotated[
+            str | None,
+            typer.Option(
+                "--rule",
+                "-r",
+                help="Rule the proxies train (or were trained) with: sp, mup, "
+                "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant. "
+                "Several (sqrt,linear): compare them and interpolate the wd "
+                "exponent; the first decides the exit code.",
+            ),
+        ] = None,
+        wd_exponent: Annotated[
+            float | None,
+            typer.Option("--wd-exponent", help="Train with muP and wd ∝ width^E (a custom rule), e.g. 0.81."),
+        ] = None,
         steps: Annotated[int, typer.Option("--steps", "-n", help="Training steps per width.")] = 300,
-        out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--out", "-o", help="Folder for report.json and the figures (PNG+SVG).")] = None,
-        checkpoints: Annotated[Optional[str], typer.Option(  # noqa: UP045
-            "--checkpoints", help="Comma-separated state_dict files (w128.pt,w256.pt): "
-                                  "analyse them, no training.")] = None,
-        task: Annotated[Optional[str], typer.Option(  # noqa: UP045
-            "--task", help="Data for a MODULE:FACTORY model: charlm or regression.")] = None,
-        config: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--config", "-c", help="Proxy config (TOML/JSON); default: the built-in's.")] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", "-o", help="Folder for report.json and the figures (PNG+SVG)."),
+        ] = None,
+        checkpoints: Annotated[
+            str | None,
+            typer.Option(
+                "--checkpoints",
+                help="Comma-separated state_dict files (w128.pt,w256.pt): analyse them, no training.",
+            ),
+        ] = None,
+        task: Annotated[
+            str | None,
+            typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="Proxy config (TOML/JSON); default: the built-in's."),
+        ] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
         seed: Annotated[int, typer.Option("--seed", help="Init and batch-order seed.")] = 0,
-        gate: Annotated[str, typer.Option(
-            "--gate", help="Layer classes that decide the verdict: hidden, output, input.")] = "hidden",
-        alpha_tol: Annotated[float, typer.Option(
-            "--alpha-tol", help="Slope tolerance: drift when the CI of alpha is beyond ±this.")] = 0.1,
-        coord: Annotated[bool, typer.Option(
-            "--coord/--no-coord", help="Also run the muP coordinate check.")] = True,
+        gate: Annotated[
+            str, typer.Option("--gate", help="Layer classes that decide the verdict: hidden, output, input.")
+        ] = "hidden",
+        alpha_tol: Annotated[
+            float,
+            typer.Option("--alpha-tol", help="Slope tolerance: drift when the CI of alpha is beyond ±this."),
+        ] = 0.1,
+        coord: Annotated[
+            bool, typer.Option("--coord/--no-coord", help="Also run the muP coordinate check.")
+        ] = True,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         from hptransfer.cli.main import console, err_console, fail
@@ -98,8 +131,9 @@ def register(app: typer.Typer) -> None:
         reports: dict[str, Any] = {}
         try:
             if ckpt_list is not None:
-                report = diagnose_checkpoints(ckpt_list, widths=width_list, rule=rules[0],
-                                              thresholds=thresholds, gate=gates)
+                report = diagnose_checkpoints(
+                    ckpt_list, widths=width_list, rule=rules[0], thresholds=thresholds, gate=gates
+                )
                 reports[report.rule or "checkpoints"] = report
             else:
                 assert width_list is not None
@@ -113,9 +147,19 @@ def register(app: typer.Typer) -> None:
                     cfg, rules = base.with_rule("custom", wd_exponent=wd_exponent), [None]
                 for one in rules:
                     rep = _train_with_progress(
-                        diagnose, err_console, model=model, widths=width_list, config=cfg, rule=one,
-                        steps=steps, task=task, batch_size=batch_size, seed=seed,
-                        thresholds=thresholds, gate=gates, coord=coord,
+                        diagnose,
+                        err_console,
+                        model=model,
+                        widths=width_list,
+                        config=cfg,
+                        rule=one,
+                        steps=steps,
+                        task=task,
+                        batch_size=batch_size,
+                        seed=seed,
+                        thresholds=thresholds,
+                        gate=gates,
+                        coord=coord,
                     )
                     reports[rep.rule or str(one)] = rep
         except (ConfigError, DiagnosticError) as exc:
@@ -146,12 +190,17 @@ def register(app: typer.Typer) -> None:
             if len(reports) == 1:
                 sys.stdout.write(report.to_json() + "\n")
             else:
-                data = {"rules": {n: r.to_dict() for n, r in reports.items()},
-                        "exit_rule": next(iter(reports)),
-                        "two_run_calibration": None if two is None else {
-                            "wd_exponent": two[0].exponent,
-                            "ci": None if two[0].ci is None else list(two[0].ci),
-                            "from_rules": list(two[1])}}
+                data = {
+                    "rules": {n: r.to_dict() for n, r in reports.items()},
+                    "exit_rule": next(iter(reports)),
+                    "two_run_calibration": None
+                    if two is None
+                    else {
+                        "wd_exponent": two[0].exponent,
+                        "ci": None if two[0].ci is None else list(two[0].ci),
+                        "from_rules": list(two[1]),
+                    },
+                }
                 sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
         else:
             if not console.is_terminal and console.width < 150:
@@ -165,8 +214,11 @@ def register(app: typer.Typer) -> None:
                 bad_coord = report.coord.unstable()
                 console.print(
                     "coordinate check: "
-                    + (f"[yellow]activation scale moves with width in {', '.join(bad_coord[:6])}[/]"
-                       if bad_coord else "[green]activation scales flat in width[/]")
+                    + (
+                        f"[yellow]activation scale moves with width in {', '.join(bad_coord[:6])}[/]"
+                        if bad_coord
+                        else "[green]activation scales flat in width[/]"
+                    )
                     + f" (|slope| tolerance {report.coord.tolerance:g})"
                 )
             if len(reports) > 1:
@@ -183,8 +235,12 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="rules compared (the first one decides the exit code)", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title="rules compared (the first one decides the exit code)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for col in ("rule", "hidden σmax ratio", "pooled alpha [CI]", "drifting", "one-run e*", "val loss"):
         table.add_column(col, justify="left" if col == "rule" else "right")
     for name, rep in reports.items():
@@ -192,16 +248,21 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
         ci = "" if p is None or p.ci is None else f" [{p.ci[0]:+.2f},{p.ci[1]:+.2f}]"
         widest = max(rep.val_loss) if rep.val_loss else None
         table.add_row(
-            name, "-" if p is None else f"{p.ratio:.3g}", "-" if p is None else f"{p.alpha:+.2f}{ci}",
-            f"{len(rep.drifting)}/{len(rep.gated())}", "-" if cal is None else f"{cal.exponent:.2f}",
+            name,
+            "-" if p is None else f"{p.ratio:.3g}",
+            "-" if p is None else f"{p.alpha:+.2f}{ci}",
+            f"{len(rep.drifting)}/{len(rep.gated())}",
+            "-" if cal is None else f"{cal.exponent:.2f}",
             "-" if widest is None else f"{rep.val_loss[widest]:.4g} @ {widest}",
         )
     if two is not None:
         cal, (a, b) = two
         band = "" if cal.ci is None else f" [{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
-        table.caption = (f"two-run calibration ({a} & {b}): sigma_max is width-invariant at "
-                         f"wd ∝ width^{cal.exponent:.2f}{band} (muP lr ∝ 1/width); try "
-                         f"--rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`.")
+        table.caption = (
+            f"two-run calibration ({a} & {b}): sigma_max is width-invariant at "
+            f"wd ∝ width^{cal.exponent:.2f}{band} (muP lr ∝ 1/width); try "
+            f"--rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`."
+        )
         table.caption_justify = "left"
     return table
 
@@ -209,9 +270,15 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
 def _train_with_progress(diagnose: Any, err_console: Any, **kwargs: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]width {task.fields[width]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("steps"), TimeElapsedColumn(), console=err_console,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]width {task.fields[width]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         tasks: dict[int, Any] = {}
         for w in kwargs["widths"]:
             tasks[w] = bar.add_task("train", total=kwargs["steps"], width=w)

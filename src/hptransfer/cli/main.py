@@ -134,8 +134,7 @@ def render_plans(plans: list[Plan], config: ProxyConfig, source: str) -> Table:
         table.add_column(f"wd{suffix}", justify="right", style="cyan", no_wrap=True)
         table.add_column(f"tau{suffix}", justify="right", style="cyan", no_wrap=True)
     for cls, group in main.groups.items():
-        row = [str(cls), _fmt(group.lr),
-               _fmt(group.init_std), _fmt(group.multiplier)]
+        row = [str(cls), _fmt(group.lr), _fmt(group.init_std), _fmt(group.multiplier)]
         for plan in plans:
             g = plan.groups[cls]
             row += [_fmt(g.weight_decay), _fmt_steps(g.tau)]
@@ -181,7 +180,8 @@ def suggest_cmd(
     rule: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            "--rule", "-r",
+            "--rule",
+            "-r",
             help="sp | mup | mup-wd-linear (linear) | mup-wd-sqrt (sqrt) | mup-wd-constant | custom",
         ),
     ] = None,
@@ -226,13 +226,14 @@ def suggest_cmd(
             source = "embedded default" if config is None else str(config)
         chosen = rule is not None or wd_exponent is not None
         if chosen or readout is not None:
-            cfg = ProxyConfig(**{
-                **cfg.__dict__,
-                "rule": rule if rule is not None else ("custom" if wd_exponent is not None
-                                                       else cfg.rule),
-                "wd_exponent": wd_exponent if chosen else cfg.wd_exponent,
-                "readout": readout if readout is not None else cfg.readout,
-            })
+            cfg = ProxyConfig(
+                **{
+                    **cfg.__dict__,
+                    "rule": rule if rule is not None else ("custom" if wd_exponent is not None else cfg.rule),
+                    "wd_exponent": wd_exponent if chosen else cfg.wd_exponent,
+                    "readout": readout if readout is not None else cfg.readout,
+                }
+            )
         plans = [suggest(cfg, width)]  # type: ignore[arg-type]
         if not chosen:
             plans += [suggest(cfg, width, other) for other in _side_by_side(cfg)]

@@ -44,29 +44,39 @@ def parse_hyper(text: str) -> dict[str, Any]:
 def register(app: typer.Typer) -> None:
     @app.command("stn")
     def stn_cmd(
-        task: Annotated[str, typer.Option("--task", "-t", help="Built-in task: classify | regression.")]
-        = "classify",
+        task: Annotated[
+            str, typer.Option("--task", "-t", help="Built-in task: classify | regression.")
+        ] = "classify",
         hyper: Annotated[
             Optional[list[str]],  # noqa: UP045
-            typer.Option("--hyper", "-H", help="NAME=INIT:LOW,HIGH\\[@log|@logit], repeatable. Names: "
-                         "dropout[.<layer>], weight_decay[.<layer>], input_noise, input_mask, "
-                         "label_smoothing. Default: the task's set."),
+            typer.Option(
+                "--hyper",
+                "-H",
+                help="NAME=INIT:LOW,HIGH\\[@log|@logit], repeatable. Names: "
+                "dropout[.<layer>], weight_decay[.<layer>], input_noise, input_mask, "
+                "label_smoothing. Default: the task's set.",
+            ),
         ] = None,
         epochs: Annotated[int, typer.Option("--epochs", "-e", help="Passes over the training set.")] = 60,
         delta: Annotated[bool, typer.Option("--delta", help="Delta-STN (centred response).")] = False,
-        linearize: Annotated[bool, typer.Option("--linearize", help="Delta-STN: linearise the "
-                                                "output in the response (JVP; ~4-6x slower).")] = False,
+        linearize: Annotated[
+            bool,
+            typer.Option(
+                "--linearize", help="Delta-STN: linearise the output in the response (JVP; ~4-6x slower)."
+            ),
+        ] = False,
         out: Annotated[
             Optional[Path],  # noqa: UP045
-            typer.Option("--out", "-o", help="Output folder (checkpoint, plot, configs). "
-                         "Default: runs/stn-<task>."),
+            typer.Option(
+                "--out", "-o", help="Output folder (checkpoint, plot, configs). Default: runs/stn-<task>."
+            ),
         ] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")]
-        = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
+        ] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed of data and run.")] = 0,
         lr: Annotated[Optional[float], typer.Option("--lr", help="Adam lr of the weights.")] = None,  # noqa: UP045
-        hyper_lr: Annotated[float, typer.Option("--hyper-lr", help="Adam lr of the hyperparameters.")]
-        = 0.1,
+        hyper_lr: Annotated[float, typer.Option("--hyper-lr", help="Adam lr of the hyperparameters.")] = 0.1,
         tau: Annotated[float, typer.Option("--tau", help="Entropy weight.")] = 1e-3,
         t_train: Annotated[int, typer.Option("--t-train", help="Training steps per cycle.")] = 5,
         t_val: Annotated[int, typer.Option("--t-val", help="Validation steps per cycle.")] = 1,
@@ -74,8 +84,9 @@ def register(app: typer.Typer) -> None:
             Optional[int],  # noqa: UP045
             typer.Option("--warmup", help="Training steps before tuning. Default: a quarter of them."),
         ] = None,
-        checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between "
-                                                      "checkpoints.")] = 200,
+        checkpoint_every: Annotated[
+            int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+        ] = 200,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Tune dropout, weight decay, input noise and label smoothing in one training run.
@@ -114,9 +125,18 @@ def register(app: typer.Typer) -> None:
             specs = [HyperSpec(**kw) for kw in specs_kw] or list(the_task.default_hypers)
             n_batches = -(-the_task.train[0].shape[0] // the_task.batch_size)
             warmup_steps = warmup if warmup is not None else epochs * n_batches // 4
-            cfg = StnConfig(lr=lr if lr is not None else the_task.lr, hyper_lr=hyper_lr, tau=tau,
-                            t_train=t_train, t_val=t_val, warmup_steps=warmup_steps, delta=delta,
-                            linearize=linearize, checkpoint_every=checkpoint_every, seed=seed)
+            cfg = StnConfig(
+                lr=lr if lr is not None else the_task.lr,
+                hyper_lr=hyper_lr,
+                tau=tau,
+                t_train=t_train,
+                t_val=t_val,
+                warmup_steps=warmup_steps,
+                delta=delta,
+                linearize=linearize,
+                checkpoint_every=checkpoint_every,
+                seed=seed,
+            )
             tuner = StnTuner(the_task.make_model(), specs, loss=the_task.loss, config=cfg)
         except ValueError as exc:
             fail(str(exc))
@@ -135,9 +155,16 @@ def register(app: typer.Typer) -> None:
         def fmt(values: dict[str, float]) -> str:
             return "  ".join(f"{k}={v:.3g}" for k, v in values.items())
 
-        progress = Progress(TextColumn("[bold]stn[/]"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[hp]}"),
-                            console=console, disable=as_json, transient=False)
+        progress = Progress(
+            TextColumn("[bold]stn[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[hp]}"),
+            console=console,
+            disable=as_json,
+            transient=False,
+        )
         kind = "Delta-STN" if delta else "STN"
         try:
             with progress:
@@ -146,8 +173,15 @@ def register(app: typer.Typer) -> None:
                 def callback(t: StnTuner, record: dict[str, Any]) -> None:
                     progress.update(bar, completed=record["n_train"], hp=fmt(record["values"]))
 
-                result = tuner.fit(train, val, steps=total, checkpoint=ckpt, resume=resume,
-                                   eval_every=len(train) * max(1, epochs // 20), callback=callback)
+                result = tuner.fit(
+                    train,
+                    val,
+                    steps=total,
+                    checkpoint=ckpt,
+                    resume=resume,
+                    eval_every=len(train) * max(1, epochs // 20),
+                    callback=callback,
+                )
         except StnCheckpointError as exc:
             fail(str(exc))
         except StnDivergedError as exc:
@@ -156,16 +190,38 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         test_loss = tuner.evaluate([the_task.test])
         log_names = [s.name for s in tuner.hyper.specs if s.transform == "log"]
-        files = write_outputs(out_dir, values=result.values, sigma=result.sigma,
-                              trajectory=result.trajectory, lr=cfg.lr, width=the_task.width,
-                              name=f"stn-{task}", log_names=log_names,
-                              extra={"method": kind, "final_val_loss": result.final_val_loss,
-                                     "test_loss": test_loss, "train_steps": result.train_steps,
-                                     "val_steps": result.val_steps})
+        files = write_outputs(
+            out_dir,
+            values=result.values,
+            sigma=result.sigma,
+            trajectory=result.trajectory,
+            lr=cfg.lr,
+            width=the_task.width,
+            name=f"stn-{task}",
+            log_names=log_names,
+            extra={
+                "method": kind,
+                "final_val_loss": result.final_val_loss,
+                "test_loss": test_loss,
+                "train_steps": result.train_steps,
+                "val_steps": result.val_steps,
+            },
+        )
         if as_json:
-            sys.stdout.write(json.dumps({"method": kind, "values": result.values, "sigma": result.sigma,
-                                         "final_val_loss": result.final_val_loss, "test_loss": test_loss,
-                                         "files": {k: str(v) for k, v in files.items()}}, indent=2) + "\n")
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "method": kind,
+                        "values": result.values,
+                        "sigma": result.sigma,
+                        "final_val_loss": result.final_val_loss,
+                        "test_loss": test_loss,
+                        "files": {k: str(v) for k, v in files.items()},
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
             return
         from rich.table import Table
 
@@ -177,7 +233,11 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, f"{value:.4g}", f"{result.sigma[name]:.3g}")
         console.print(table)
         vl = result.final_val_loss
-        console.print(f"validation loss {vl:.4f} · test loss {test_loss:.4f}"
-                      + ("" if math.isfinite(vl) else " (diverged)"))
-        console.print(f"plot: {files['png']} · all values: {files['json']} · config: {files['toml']} "
-                      f"(carry it: hptransfer suggest --config {files['toml']} --width 1024)")
+        console.print(
+            f"validation loss {vl:.4f} · test loss {test_loss:.4f}"
+            + ("" if math.isfinite(vl) else " (diverged)")
+        )
+        console.print(
+            f"plot: {files['png']} · all values: {files['json']} · config: {files['toml']} "
+            f"(carry it: hptransfer suggest --config {files['toml']} --width 1024)"
+        )

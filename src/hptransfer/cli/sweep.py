@@ -37,23 +37,51 @@ def parse_grid(text: str) -> tuple[float, ...]:
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_cmd(
-        rule: Annotated[Optional[str], typer.Option("--rule", "-r", help="sp | mup | mup-wd-linear | mup-wd-sqrt | …")] = None,  # noqa: E501, UP045
-        param: Annotated[str, typer.Option("--param", "-p", help="lr or wd: which base value to sweep.")] = "lr",  # noqa: E501
-        widths: Annotated[str, typer.Option("--widths", "-w", help="Increasing widths, comma-separated.")] = "64,128,256",  # noqa: E501
-        grid: Annotated[Optional[str], typer.Option("--grid", "-g", help="log2 grid: START:STOP[:STEP] or a list. Default lr -10:-4, wd -6:1.")] = None,  # noqa: E501, UP045
-        task: Annotated[str, typer.Option("--task", "-t", help="charlm (llama on stdlib bytes) or regression (MLP).")] = "charlm",  # noqa: E501
+        rule: Annotated[
+            str | None, typer.Option("--rule", "-r", help="sp | mup | mup-wd-linear | mup-wd-sqrt | …")
+        ] = None,
+        param: Annotated[
+            str, typer.Option("--param", "-p", help="lr or wd: which base value to sweep.")
+        ] = "lr",
+        widths: Annotated[
+            str, typer.Option("--widths", "-w", help="Increasing widths, comma-separated.")
+        ] = "64,128,256",
+        grid: Annotated[
+            str | None,
+            typer.Option(
+                "--grid", "-g", help="log2 grid: START:STOP[:STEP] or a list. Default lr -10:-4, wd -6:1."
+            ),
+        ] = None,
+        task: Annotated[
+            str, typer.Option("--task", "-t", help="charlm (llama on stdlib bytes) or regression (MLP).")
+        ] = "charlm",
         steps: Annotated[int, typer.Option("--steps", help="Training steps per run.")] = 200,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,
         seeds: Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated.")] = "0",
-        train_tokens: Annotated[Optional[int], typer.Option("--train-tokens", help="charlm: small training set (wd regime).")] = None,  # noqa: E501, UP045
-        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Proxy config (TOML/JSON). Default: the task's built-in.")] = None,  # noqa: E501, UP045
-        base_lr: Annotated[Optional[float], typer.Option("--lr", help="Base lr held fixed in a wd sweep.")] = None,  # noqa: E501, UP045
-        base_wd: Annotated[Optional[float], typer.Option("--wd", help="Base wd held fixed in an lr sweep.")] = None,  # noqa: E501, UP045
+        train_tokens: Annotated[
+            int | None, typer.Option("--train-tokens", help="charlm: small training set (wd regime).")
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="Proxy config (TOML/JSON). Default: the task's built-in."),
+        ] = None,
+        base_lr: Annotated[
+            float | None, typer.Option("--lr", help="Base lr held fixed in a wd sweep.")
+        ] = None,
+        base_wd: Annotated[
+            float | None, typer.Option("--wd", help="Base wd held fixed in an lr sweep.")
+        ] = None,
         schedule: Annotated[str, typer.Option("--schedule", help="constant | cosine | linear")] = "constant",
         warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.")] = 0,
-        model: Annotated[Optional[str], typer.Option("--model", help="Your model factory 'module:function' (takes width).")] = None,  # noqa: E501, UP045
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (results, figures, sweep.db).")] = Path("sweep-out"),  # noqa: E501
-        storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL instead of <out>/sweep.db.")] = None,  # noqa: E501, UP045
+        model: Annotated[
+            str | None, typer.Option("--model", help="Your model factory 'module:function' (takes width).")
+        ] = None,
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Output directory (results, figures, sweep.db).")
+        ] = Path("sweep-out"),
+        storage: Annotated[
+            str | None, typer.Option("--storage", help="Optuna storage URL instead of <out>/sweep.db.")
+        ] = None,
         study_name: Annotated[Optional[str], typer.Option("--study-name", help="Optuna study name.")] = None,  # noqa: UP045
         threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -86,18 +114,28 @@ def register(app: typer.Typer) -> None:
 
         torch.set_num_threads(max(1, threads))
         try:
-            spec = SweepSpec(task=task, rule=rule, widths=tuple(w), param=param, grid=g,  # type: ignore[arg-type]
-                             seeds=tuple(s), steps=steps, batch_size=batch_size,
-                             data_kwargs={"train_tokens": train_tokens} if train_tokens else {},
-                             schedule=schedule, warmup=warmup)
+            spec = SweepSpec(
+                task=task,
+                rule=rule,
+                widths=tuple(w),
+                param=param,
+                grid=g,  # type: ignore[arg-type]
+                seeds=tuple(s),
+                steps=steps,
+                batch_size=batch_size,
+                data_kwargs={"train_tokens": train_tokens} if train_tokens else {},
+                schedule=schedule,
+                warmup=warmup,
+            )
             cfg = load_config(config) if config else spec.resolved_config()
             if base_lr is not None:
                 cfg = replace(cfg, lr=base_lr)
             if base_wd is not None:
                 cfg = replace(cfg, weight_decay=base_wd)
             spec = replace(spec, config=cfg)
-            result = run_sweep(spec, out, storage=storage, study_name=study_name, factory=factory,
-                               progress=not as_json)
+            result = run_sweep(
+                spec, out, storage=storage, study_name=study_name, factory=factory, progress=not as_json
+            )
         except ConfigError as exc:
             fail(str(exc))
         except ValueError as exc:  # e.g. unknown schedule or task
@@ -107,8 +145,9 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        table = Table(title=f"optimum base {param} per width ({result.spec['rule']}, {task})",
-                      title_justify="left")
+        table = Table(
+            title=f"optimum base {param} per width ({result.spec['rule']}, {task})", title_justify="left"
+        )
         for col in ("width", f"log2 {param}*", f"{param}*", "loss", "note"):
             table.add_column(col, justify="right")
         for width, opt in sorted(result.optima.items()):

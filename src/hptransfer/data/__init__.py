@@ -19,21 +19,26 @@ import torch
 from hptransfer.data.synthetic import TeacherRegression
 from hptransfer.data.text import STDLIB_FILES, VOCAB_SIZE, CharLM, stdlib_text
 
-__all__ = ["STDLIB_FILES", "TASKS", "VOCAB_SIZE", "CharLM", "Dataset", "TeacherRegression",
-           "load_task", "stdlib_text"]
+__all__ = [
+    "STDLIB_FILES",
+    "TASKS",
+    "VOCAB_SIZE",
+    "CharLM",
+    "Dataset",
+    "TeacherRegression",
+    "load_task",
+    "stdlib_text",
+]
 
 
 class Dataset(Protocol):
     """What the training loop needs from a task's data."""
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        ...
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def val_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ...
+    def val_set(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ...
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
 # task name -> (dataset class, built-in model name)

@@ -19,11 +19,31 @@ VOCAB_SIZE = 128
 
 # A deterministic list; files missing in a given Python version are skipped.
 STDLIB_FILES: tuple[str, ...] = (
-    "argparse.py", "ast.py", "calendar.py", "collections/__init__.py", "configparser.py",
-    "dataclasses.py", "datetime.py", "difflib.py", "email/message.py", "enum.py",
-    "fractions.py", "functools.py", "heapq.py", "inspect.py", "json/decoder.py",
-    "logging/__init__.py", "random.py", "shutil.py", "statistics.py", "string.py",
-    "subprocess.py", "tempfile.py", "textwrap.py", "threading.py", "typing.py",
+    "argparse.py",
+    "ast.py",
+    "calendar.py",
+    "collections/__init__.py",
+    "configparser.py",
+    "dataclasses.py",
+    "datetime.py",
+    "difflib.py",
+    "email/message.py",
+    "enum.py",
+    "fractions.py",
+    "functools.py",
+    "heapq.py",
+    "inspect.py",
+    "json/decoder.py",
+    "logging/__init__.py",
+    "random.py",
+    "shutil.py",
+    "statistics.py",
+    "string.py",
+    "subprocess.py",
+    "tempfile.py",
+    "textwrap.py",
+    "threading.py",
+    "typing.py",
 )
 
 
@@ -90,8 +110,8 @@ class CharLM:
         # fixed validation windows, evenly spaced over the held-out text
         n_windows = min(val_sequences, (self.val_tokens.numel() - 1) // seq_len)
         starts = torch.linspace(0, self.val_tokens.numel() - seq_len - 1, n_windows).long()
-        self._val_x = torch.stack([self.val_tokens[s: s + seq_len] for s in starts])
-        self._val_y = torch.stack([self.val_tokens[s + 1: s + seq_len + 1] for s in starts])
+        self._val_x = torch.stack([self.val_tokens[s : s + seq_len] for s in starts])
+        self._val_y = torch.stack([self.val_tokens[s + 1 : s + seq_len + 1] for s in starts])
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random training windows: inputs and next-byte targets, both ``(batch, seq_len)``."""
@@ -107,5 +127,6 @@ class CharLM:
 
     @staticmethod
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]).float(),
-                                                 target.reshape(-1))
+        return torch.nn.functional.cross_entropy(
+            output.reshape(-1, output.shape[-1]).float(), target.reshape(-1)
+        )

@@ -63,8 +63,9 @@ class ModelSpec:
 _BUILTIN_TASK = {"llama": "charlm", "mlp": "regression"}
 
 
-def resolve_model(model: str | Callable[[int], nn.Module], *, task: str | None = None,
-                  config: ProxyConfig | None = None) -> ModelSpec:
+def resolve_model(
+    model: str | Callable[[int], nn.Module], *, task: str | None = None, config: ProxyConfig | None = None
+) -> ModelSpec:
     """A built-in name (``llama``, ``mlp``), ``MODULE:FACTORY`` or a callable, as a :class:`ModelSpec`.
 
     Raises:
@@ -104,8 +105,9 @@ def rule_exponents(rule: ScalingRule) -> tuple[float, float]:
     return hidden.lr, hidden.wd
 
 
-def _factory_for(spec: ModelSpec, rule: str | None,
-                 model_kwargs: Mapping[str, Any]) -> Callable[[int], nn.Module]:
+def _factory_for(
+    spec: ModelSpec, rule: str | None, model_kwargs: Mapping[str, Any]
+) -> Callable[[int], nn.Module]:
     if spec.factory is not None:
         return spec.factory
     from hptransfer.models import build_model
@@ -201,24 +203,43 @@ def diagnose(
             with warnings.catch_warnings():
                 if spec.builtin is not None:
                     warnings.simplefilter("ignore")  # built-ins scale attention themselves
-                table = parametrize(net, plan, meta_model(factory, ref_width),
-                                    attention_handled=spec.builtin is not None)
+                table = parametrize(
+                    net, plan, meta_model(factory, ref_width), attention_handled=spec.builtin is not None
+                )
             hist.append((0, _sigmas(model_spectrum(net, k=k, tol=tol, cache=cache))))
 
-            def record(step: int, _val: float, net: nn.Module = net, cache: SpectralCache = cache,
-                       hist: list[tuple[int, dict[str, float]]] = hist, w: int = w) -> None:
+            def record(
+                step: int,
+                _val: float,
+                net: nn.Module = net,
+                cache: SpectralCache = cache,
+                hist: list[tuple[int, dict[str, float]]] = hist,
+                w: int = w,
+            ) -> None:
                 if all(torch.isfinite(p).all() for p in net.parameters()):
                     hist.append((step, _sigmas(model_spectrum(net, k=k, tol=tol, cache=cache))))
                 if progress is not None:
                     progress(w, step, steps)
 
-            result = train(net, plan, table, data, steps=steps, batch_size=batch_size, seed=seed,
-                           callback=record, eval_every=every, schedule=schedule)
+            result = train(
+                net,
+                plan,
+                table,
+                data,
+                steps=steps,
+                batch_size=batch_size,
+                seed=seed,
+                callback=record,
+                eval_every=every,
+                schedule=schedule,
+            )
             if progress is not None:
                 progress(w, steps, steps)
             if result.diverged:
-                problems.append(f"width {w}: training diverged (NaN/inf loss) at step "
-                                f"{result.steps + 1}; width skipped (try a smaller lr)")
+                problems.append(
+                    f"width {w}: training diverged (NaN/inf loss) at step "
+                    f"{result.steps + 1}; width skipped (try a smaller lr)"
+                )
                 continue
             spectra[w] = model_spectrum(net, k=k, tol=tol, cache=cache)
             if not hist or hist[-1][0] != result.steps:
@@ -231,20 +252,25 @@ def diagnose(
             problems.append(f"width {w}: {type(exc).__name__}: {exc}")
     if len(spectra) < 2:
         raise DiagnosticError(
-            f"only {len(spectra)} of {len(ws)} widths produced a model; need two. "
-            + " | ".join(problems)
+            f"only {len(spectra)} of {len(ws)} widths produced a model; need two. " + " | ".join(problems)
         )
     lr_e, wd_e = rule_exponents(rule_obj)
     report = cross_width_report(
-        spectra, thresholds=thresholds, gate=gate, lr_exponent=lr_e, wd_exponent=wd_e,
-        rule=rule_obj.name, problems=problems,
+        spectra,
+        thresholds=thresholds,
+        gate=gate,
+        lr_exponent=lr_e,
+        wd_exponent=wd_e,
+        rule=rule_obj.name,
+        problems=problems,
     )
     report.history, report.val_loss = history, val_loss
     report.notes.extend(_timescale_notes(cfg, rule, sorted(spectra), steps))
     if coord:
         x, y = data.batch(min(batch_size, 16), torch.Generator().manual_seed(seed + 1))
-        report.coord = coord_check(factory, sorted(spectra), (x, y), data.loss, steps=coord_steps,
-                                   config=cfg, rule=rule)
+        report.coord = coord_check(
+            factory, sorted(spectra), (x, y), data.loss, steps=coord_steps, config=cfg, rule=rule
+        )
     return report
 
 
@@ -259,9 +285,13 @@ def _timescale_notes(cfg: ProxyConfig, rule: str | None, widths: Sequence[int], 
         return ["hidden matrices have no weight decay: sigma_max has no AdamW steady state"]
     longest = max(finite)
     runs = steps / longest
-    note = ("AdamW timescale tau = 1/(lr·wd) of hidden matrices: "
-            + ", ".join(f"{t:.0f}" for t in taus.values()) + " steps at widths "
-            + ", ".join(map(str, widths)) + f"; {steps} steps = {runs:.2g} tau at the slowest width")
+    note = (
+        "AdamW timescale tau = 1/(lr·wd) of hidden matrices: "
+        + ", ".join(f"{t:.0f}" for t in taus.values())
+        + " steps at widths "
+        + ", ".join(map(str, widths))
+        + f"; {steps} steps = {runs:.2g} tau at the slowest width"
+    )
     if runs < 3:
         note += " (< 3 tau: sigma_max is not at its steady state yet; the law and the calibration "
         note += "assume it is; train longer or raise lr·wd)"
@@ -291,8 +321,9 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
 _WIDTH_IN_NAME = re.compile(r"(\d+)(?!.*\d)")
 
 
-def load_checkpoints(paths: Sequence[str | Path], widths: Sequence[int] | None = None
-                     ) -> dict[int, dict[str, torch.Tensor]]:
+def load_checkpoints(
+    paths: Sequence[str | Path], widths: Sequence[int] | None = None
+) -> dict[int, dict[str, torch.Tensor]]:
     """Load state_dicts (``torch.load(weights_only=True)``), keyed by width.
 
     The width is the matching entry of ``widths``, else the last number in the file name
@@ -323,8 +354,9 @@ def load_checkpoints(paths: Sequence[str | Path], widths: Sequence[int] | None =
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ConfigError(f"cannot load {path} as a state_dict (weights_only=True): "
-                              f"{str(exc).splitlines()[0][:200]}") from None
+            raise ConfigError(
+                f"cannot load {path} as a state_dict (weights_only=True): {str(exc).splitlines()[0][:200]}"
+            ) from None
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
                 obj = obj[key]
@@ -358,8 +390,9 @@ def diagnose_checkpoints(
     else:
         sds = load_checkpoints(list(checkpoints), widths)
     if len(sds) < 2:
-        raise DiagnosticError(f"the spectral diagnostic compares widths: got {len(sds)} checkpoint(s); "
-                              "give at least two")
+        raise DiagnosticError(
+            f"the spectral diagnostic compares widths: got {len(sds)} checkpoint(s); give at least two"
+        )
     problems: list[str] = []
     spectra: dict[int, dict[str, LayerSpectrum]] = {}
     for w in sorted(sds):
@@ -375,8 +408,15 @@ def diagnose_checkpoints(
         rule_obj = get_rule(rule) if isinstance(rule, str) else rule
         lr_e, wd_e = rule_exponents(rule_obj)
         name = rule_obj.name
-    return cross_width_report(spectra, thresholds=thresholds, gate=gate, lr_exponent=lr_e,
-                              wd_exponent=wd_e, rule=name, problems=problems)
+    return cross_width_report(
+        spectra,
+        thresholds=thresholds,
+        gate=gate,
+        lr_exponent=lr_e,
+        wd_exponent=wd_e,
+        rule=name,
+        problems=problems,
+    )
 
 
 def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, tuple[str, str]] | None:

@@ -130,8 +130,7 @@ def coord_check(
             problems.append(f"width {width}: {type(exc).__name__}: {exc}")
             continue
         data[width] = [
-            {name: sum(r[s][name] for r in runs) / len(runs) for name in runs[0][s]}
-            for s in range(steps + 1)
+            {name: sum(r[s][name] for r in runs) / len(runs) for name in runs[0][s]} for s in range(steps + 1)
         ]
     ok = sorted(data)
     modules = list(data[ok[0]][0]) if ok else []
@@ -150,13 +149,24 @@ def coord_check(
     rule_name = None
     if config is not None:
         rule_name = config.with_rule(rule).scaling_rule().name if rule else config.scaling_rule().name
-    return CoordReport(widths=ok, steps=steps, data=data, slopes=slopes, tolerance=tolerance,
-                       rule=rule_name, problems=problems)
+    return CoordReport(
+        widths=ok,
+        steps=steps,
+        data=data,
+        slopes=slopes,
+        tolerance=tolerance,
+        rule=rule_name,
+        problems=problems,
+    )
 
 
 def _optimizer(
-    factory: Callable[[int], nn.Module], model: nn.Module, width: int, config: Any,
-    rule: str | None, lr: float | None,
+    factory: Callable[[int], nn.Module],
+    model: nn.Module,
+    width: int,
+    config: Any,
+    rule: str | None,
+    lr: float | None,
 ) -> torch.optim.Optimizer:
     if config is None:
         assert lr is not None
@@ -175,8 +185,13 @@ def _optimizer(
 
 
 def _record(
-    model: nn.Module, opt: torch.optim.Optimizer, x: Any, y: Any,
-    loss_fn: Callable[[Any, Any], torch.Tensor], steps: int, pattern: re.Pattern[str] | None,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: Any,
+    y: Any,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    steps: int,
+    pattern: re.Pattern[str] | None,
 ) -> list[dict[str, float]]:
     current: dict[str, float] = {}
 
@@ -184,6 +199,7 @@ def _record(
         def fn(_mod: nn.Module, _inp: Any, out: Any) -> None:
             if isinstance(out, torch.Tensor) and out.is_floating_point():
                 current[name] = float(out.detach().abs().mean())
+
         return fn
 
     handles = [

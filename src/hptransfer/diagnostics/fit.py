@@ -200,14 +200,18 @@ def fit_power_law(
     else:
         stderr, ci, r2 = None, None, None
     return PowerLawFit(
-        widths=tuple(float(a) for a in w), values=tuple(float(a) for a in v), alpha=alpha,
-        intercept=intercept, stderr=stderr, ci=ci, confidence=confidence, r2=r2,
+        widths=tuple(float(a) for a in w),
+        values=tuple(float(a) for a in v),
+        alpha=alpha,
+        intercept=intercept,
+        stderr=stderr,
+        ci=ci,
+        confidence=confidence,
+        r2=r2,
     )
 
 
-def pooled_fit(
-    series: Mapping[str, Mapping[float, float]], *, confidence: float = 0.95
-) -> PowerLawFit:
+def pooled_fit(series: Mapping[str, Mapping[float, float]], *, confidence: float = 0.95) -> PowerLawFit:
     """One slope for many layers: fit the mean over layers of ``log value`` at each width.
 
     Only widths present for every layer are used. Layers of one model share their widths, so
@@ -275,7 +279,8 @@ def verdict(fit: PowerLawFit, thresholds: Thresholds | None = None) -> LayerVerd
     conclusive = fit.ci is not None and -t.alpha_tol <= lo and hi <= t.alpha_tol
     if not conclusive:
         reasons.append(
-            "interval undefined (2 widths)" if fit.ci is None
+            "interval undefined (2 widths)"
+            if fit.ci is None
             else f"interval [{lo:+.3f}, {hi:+.3f}] reaches beyond ±{t.alpha_tol:g}"
         )
     return LayerVerdict(Verdict.INVARIANT, conclusive, tuple(reasons))
@@ -304,7 +309,8 @@ class Calibration:
 
     def describe(self) -> str:
         band = (
-            "interval undefined with 2 widths" if self.ci is None
+            "interval undefined with 2 widths"
+            if self.ci is None
             else f"{self.ci[0]:+.2f} to {self.ci[1]:+.2f}"
         )
         presets = ", ".join(f"{k} = {v:g}" for k, v in self.presets.items())
@@ -343,8 +349,12 @@ def calibrate_wd_exponent(
     exponent = shift + 2.0 * fit.alpha
     ci = None if fit.ci is None else (shift + 2.0 * fit.ci[0], shift + 2.0 * fit.ci[1])
     return Calibration(
-        exponent=exponent, ci=ci, alpha=fit.alpha, trained_wd_exponent=wd_exponent,
-        trained_lr_exponent=lr_exponent, presets=dict(WD_EXPONENTS),
+        exponent=exponent,
+        ci=ci,
+        alpha=fit.alpha,
+        trained_wd_exponent=wd_exponent,
+        trained_lr_exponent=lr_exponent,
+        presets=dict(WD_EXPONENTS),
     )
 
 
@@ -396,6 +406,10 @@ def calibrate_two_rules(
         q = float(stats.t.ppf(0.5 + fit_a.confidence / 2, dof))
         ci = (exponent - q * se, exponent + q * se)
     return Calibration(
-        exponent=exponent, ci=ci, alpha=0.0, trained_wd_exponent=wd_exponent_a,
-        trained_lr_exponent=float("nan"), presets=dict(WD_EXPONENTS),
+        exponent=exponent,
+        ci=ci,
+        alpha=0.0,
+        trained_wd_exponent=wd_exponent_a,
+        trained_lr_exponent=float("nan"),
+        presets=dict(WD_EXPONENTS),
     )

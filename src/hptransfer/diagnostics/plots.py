@@ -56,12 +56,25 @@ def plot_sigma_vs_width(report: SpectralReport, stem: str | Path, *, max_layers:
         ax.plot(ws, [row.sigma[w] for w in ws], "o", color=colour, ms=4)
         grid = [min(ws) * (max(ws) / min(ws)) ** (t / 20) for t in range(21)]
         ci = "" if row.fit.ci is None else f" ±{(row.fit.ci[1] - row.fit.ci[0]) / 2:.2f}"
-        ax.plot(grid, [row.fit.predict(w) for w in grid], style, color=colour, lw=1.2,
-                label=f"{row.name} ({row.param_class}): α={row.fit.alpha:+.2f}{ci}, {row.verdict.verdict}")
+        ax.plot(
+            grid,
+            [row.fit.predict(w) for w in grid],
+            style,
+            color=colour,
+            lw=1.2,
+            label=f"{row.name} ({row.param_class}): α={row.fit.alpha:+.2f}{ci}, {row.verdict.verdict}",
+        )
     if report.pooled is not None:
         p = report.pooled
-        ax.plot(p.widths, p.values, "s-", color="black", lw=2.2, ms=6,
-                label=f"pooled {'/'.join(report.gate)} (geo. mean): α={p.alpha:+.2f}")
+        ax.plot(
+            p.widths,
+            p.values,
+            "s-",
+            color="black",
+            lw=2.2,
+            ms=6,
+            label=f"pooled {'/'.join(report.gate)} (geo. mean): α={p.alpha:+.2f}",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(report.widths, [str(w) for w in report.widths])
@@ -129,8 +142,10 @@ def plot_coord(coord: Any, stem: str | Path, *, max_panels: int = 5) -> list[Pat
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     bad = coord.unstable()
     fig.suptitle(
-        "coordinate check" + (f" · rule {coord.rule}" if coord.rule else "")
-        + (f" · unstable: {', '.join(bad[:4])}" if bad else " · flat in width"), fontsize=10,
+        "coordinate check"
+        + (f" · rule {coord.rule}" if coord.rule else "")
+        + (f" · unstable: {', '.join(bad[:4])}" if bad else " · flat in width"),
+        fontsize=10,
     )
     return save(fig, stem)
 
@@ -146,12 +161,20 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
         th = rep.thresholds
         for row in rep.gated():
             ws = sorted(row.sigma)
-            ax.plot(ws, [row.sigma[w] / row.sigma[ws[0]] for w in ws], "-", color="tab:blue",
-                    lw=0.6, alpha=0.45)
+            ax.plot(
+                ws, [row.sigma[w] / row.sigma[ws[0]] for w in ws], "-", color="tab:blue", lw=0.6, alpha=0.45
+            )
         if rep.pooled is not None:
             p = rep.pooled
-            ax.plot(p.widths, [v / p.values[0] for v in p.values], "o-", color="black", lw=2.2, ms=4,
-                    label=f"pooled α={p.alpha:+.2f}")
+            ax.plot(
+                p.widths,
+                [v / p.values[0] for v in p.values],
+                "o-",
+                color="black",
+                lw=2.2,
+                ms=4,
+                label=f"pooled α={p.alpha:+.2f}",
+            )
             ax.legend(fontsize=7, loc="upper left")
         ax.axhspan(th.ratio_low, th.ratio_high, color="tab:green", alpha=0.12)
         ax.axhline(1.0, color="gray", lw=0.8)
@@ -160,8 +183,11 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
         ax.set_ylim(1 / clip, clip)
         ax.set_xticks(rep.widths, [str(w) for w in rep.widths])
         ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.3g}"
-        ax.set_title(f"{name}\nratio {ratio} · {'safe' if rep.safe else 'DRIFT: ' + str(rep.overall)}",
-                     fontsize=9, color="black" if rep.safe else "tab:red")
+        ax.set_title(
+            f"{name}\nratio {ratio} · {'safe' if rep.safe else 'DRIFT: ' + str(rep.overall)}",
+            fontsize=9,
+            color="black" if rep.safe else "tab:red",
+        )
         ax.set_xlabel("width")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel(f"σ_max / σ_max at width {min(reports[names[0]].widths)} (clipped)")

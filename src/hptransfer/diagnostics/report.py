@@ -158,8 +158,10 @@ class SpectralReport:
             head = f"safe: all {n} {'/'.join(self.gate)} matrices width-invariant"
         else:
             more = " …" if len(self.drifting) > 4 else ""
-            head = (f"drift: {len(self.drifting)} of {n} {'/'.join(self.gate)} matrices "
-                    f"{self.overall} ({', '.join(self.drifting[:4])}{more})")
+            head = (
+                f"drift: {len(self.drifting)} of {n} {'/'.join(self.gate)} matrices "
+                f"{self.overall} ({', '.join(self.drifting[:4])}{more})"
+            )
         if self.pooled is not None:
             head += f"; pooled {self.pooled.describe()}, ratio {self.pooled.ratio:.3g}"
         return head
@@ -173,16 +175,22 @@ class SpectralReport:
             "drifting": self.drifting,
             "gate": list(self.gate),
             "thresholds": {
-                "alpha_tol": self.thresholds.alpha_tol, "ratio_low": self.thresholds.ratio_low,
-                "ratio_high": self.thresholds.ratio_high, "confidence": self.thresholds.confidence,
+                "alpha_tol": self.thresholds.alpha_tol,
+                "ratio_low": self.thresholds.ratio_low,
+                "ratio_high": self.thresholds.ratio_high,
+                "confidence": self.thresholds.confidence,
                 "rule": self.thresholds.describe(),
             },
-            "pooled": None if self.pooled is None else {
+            "pooled": None
+            if self.pooled is None
+            else {
                 "alpha": self.pooled.alpha,
                 "alpha_ci": None if self.pooled.ci is None else list(self.pooled.ci),
                 "ratio": self.pooled.ratio,
             },
-            "calibration": None if self.calibration is None else {
+            "calibration": None
+            if self.calibration is None
+            else {
                 "wd_exponent": self.calibration.exponent,
                 "ci": None if self.calibration.ci is None else list(self.calibration.ci),
                 "trained_wd_exponent": self.calibration.trained_wd_exponent,
@@ -272,7 +280,8 @@ def cross_width_report(
             name=name,
             layer_type=next(iter(types)),
             param_class=layer_class(
-                _mat(first.shape), _mat(last.shape),
+                _mat(first.shape),
+                _mat(last.shape),
                 embedding=first.layer_type == "Embedding"
                 or (first.layer_type == "matrix" and bool(_EMBEDDING_NAME.search(name))),
             ),
@@ -321,8 +330,17 @@ def cross_width_report(
             "AdamW timescales tau = 1/(lr·wd)"
         )
     return SpectralReport(
-        widths=widths, layers=rows, gate=gate, thresholds=th, pooled=pooled, overall=overall,
-        drifting=drifting, calibration=calibration, rule=rule, problems=probs, notes=notes,
+        widths=widths,
+        layers=rows,
+        gate=gate,
+        thresholds=th,
+        pooled=pooled,
+        overall=overall,
+        drifting=drifting,
+        calibration=calibration,
+        rule=rule,
+        problems=probs,
+        notes=notes,
     )
 
 
@@ -337,9 +355,13 @@ def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
 
     colours = {Verdict.INVARIANT: "green", Verdict.GROWING: "red", Verdict.SHRINKING: "yellow"}
     table = Table(
-        title=(f"spectral check · widths {', '.join(map(str, report.widths))}"
-               + (f" · rule [bold]{report.rule}[/]" if report.rule else "")),
-        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        title=(
+            f"spectral check · widths {', '.join(map(str, report.widths))}"
+            + (f" · rule [bold]{report.rule}[/]" if report.rule else "")
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     table.add_column("layer", overflow="fold", ratio=3, min_width=12)
     table.add_column("class", style="dim", min_width=6)

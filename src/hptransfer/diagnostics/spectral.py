@@ -144,14 +144,25 @@ def top_singular_values(
         blk = block or kk + 4
         warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
         if precision == "mixed":
-            rough = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm,
-                                   generator=generator, a_mm=batch.to(torch.bfloat16), keep=blk)
-            res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=rough.v,
-                                 generator=generator)
+            rough = _block_lanczos(
+                batch,
+                kk,
+                tol=tol,
+                max_iter=max_iter,
+                block=blk,
+                v0=warm,
+                generator=generator,
+                a_mm=batch.to(torch.bfloat16),
+                keep=blk,
+            )
+            res = _block_lanczos(
+                batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=rough.v, generator=generator
+            )
             res.iterations += rough.iterations
         else:
-            res = _block_lanczos(batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm,
-                                 generator=generator)
+            res = _block_lanczos(
+                batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm, generator=generator
+            )
     if squeeze:
         res = SVDResult(res.values[0], res.v[0], res.residual[0], res.iterations, res.exact)
     return res
@@ -165,24 +176,58 @@ def _exact(a: torch.Tensor, k: int) -> SVDResult:
 
 
 def _block_lanczos(
-    a: torch.Tensor, k: int, *, tol: float, max_iter: int, block: int,
-    v0: torch.Tensor | None, generator: torch.Generator | None,
-    a_mm: torch.Tensor | None = None, keep: int | None = None,
+    a: torch.Tensor,
+    k: int,
+    *,
+    tol: float,
+    max_iter: int,
+    block: int,
+    v0: torch.Tensor | None,
+    generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None,
+    keep: int | None = None,
 ) -> SVDResult:
     bsz = a.shape[0]
     if bsz == 1:  # plain matrix products (mm) are faster than batched ones (bmm) for one matrix
-        res = _block_lanczos_core(a[0], (), k, tol=tol, max_iter=max_iter, block=block,
-                                  v0=None if v0 is None else v0[0], generator=generator,
-                                  a_mm=None if a_mm is None else a_mm[0], keep=keep)
+        res = _block_lanczos_core(
+            a[0],
+            (),
+            k,
+            tol=tol,
+            max_iter=max_iter,
+            block=block,
+            v0=None if v0 is None else v0[0],
+            generator=generator,
+            a_mm=None if a_mm is None else a_mm[0],
+            keep=keep,
+        )
         return SVDResult(res.values[None], res.v[None], res.residual[None], res.iterations)
-    return _block_lanczos_core(a, (bsz,), k, tol=tol, max_iter=max_iter, block=block, v0=v0,
-                               generator=generator, a_mm=a_mm, keep=keep)
+    return _block_lanczos_core(
+        a,
+        (bsz,),
+        k,
+        tol=tol,
+        max_iter=max_iter,
+        block=block,
+        v0=v0,
+        generator=generator,
+        a_mm=a_mm,
+        keep=keep,
+    )
 
 
 def _block_lanczos_core(
-    a: torch.Tensor, lead: tuple[int, ...], k: int, *, tol: float, max_iter: int, block: int,
-    v0: torch.Tensor | None, generator: torch.Generator | None,
-    a_mm: torch.Tensor | None = None, keep: int | None = None,
+    a: torch.Tensor,
+    lead: tuple[int, ...],
+    k: int,
+    *,
+    tol: float,
+    max_iter: int,
+    block: int,
+    v0: torch.Tensor | None,
+    generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None,
+    keep: int | None = None,
 ) -> SVDResult:
     """Block Lanczos on ``a``; products use ``a_mm`` (e.g. a bfloat16 copy) when given.
     Returns the top ``keep`` (default ``k``) Ritz pairs; convergence is judged on the top k."""
@@ -229,8 +274,9 @@ def _block_lanczos_core(
         if it == steps:
             break
         # singular residual of the Ritz triplets: ‖AᵀA v − θ v‖ / σ (a rigorous bound)
-        resid = ((z_all @ w_top[..., :k] - (q_all @ w_top[..., :k]) * theta[..., None, :k]).norm(dim=-2)
-                 / sig.clamp_min(tiny))
+        resid = (z_all @ w_top[..., :k] - (q_all @ w_top[..., :k]) * theta[..., None, :k]).norm(
+            dim=-2
+        ) / sig.clamp_min(tiny)
         if (resid / math.sqrt(2) <= tol * scale).all():
             break
         # Ritz values rise monotonically to the true values; with steps shrinking by a factor
@@ -253,6 +299,7 @@ def _block_lanczos_core(
 
 
 # -- whole models --------------------------------------------------------------------------
+
 
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:
     """A weight as a matrix: rank 2 as is, conv kernels ``(out, in, *k)`` as ``(out, in·∏k)``."""
@@ -390,7 +437,7 @@ def model_spectrum(
         per = m * n * (4 if dtype == torch.float32 else 8)
         chunk = max(1, max_batch_bytes // max(per, 1))
         for i in range(0, len(members), chunk):
-            part = members[i: i + chunk]
+            part = members[i : i + chunk]
             stack = torch.stack([mm.to(dtype) for _, _, mm, _ in part])
             v0 = None
             if cache is not None:
@@ -398,14 +445,18 @@ def model_spectrum(
                 if all(w is not None for w in warm):
                     j = min(w.shape[-1] for w in warm if w is not None)
                     v0 = torch.stack([w[..., :j] for w in warm if w is not None])
-            res = top_singular_values(stack, k, tol=tol, exact=exact, v0=v0, generator=gen,
-                                      precision=precision)
+            res = top_singular_values(
+                stack, k, tol=tol, exact=exact, v0=v0, generator=gen, precision=precision
+            )
             fro = stack.flatten(1).norm(dim=1)
             for j, (name, kind, _, shape) in enumerate(part):
                 out[name] = LayerSpectrum(
-                    name=name, layer_type=kind, shape=shape,
+                    name=name,
+                    layer_type=kind,
+                    shape=shape,
                     sigma=tuple(float(x) for x in res.values[j]),
-                    fro=float(fro[j]), error_bound=float(res.error_bound[j, 0]),
+                    fro=float(fro[j]),
+                    error_bound=float(res.error_bound[j, 0]),
                 )
                 if cache is not None:
                     cache.vectors[name] = res.v[j].clone()

@@ -37,14 +37,28 @@ _SPECS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         MLP,
         {"depth": 3, "d_in": 16, "d_out": 1},
-        ProxyConfig(name="mlp-64", base_width=64, head_dim=None, lr=2.0**-7, weight_decay=0.1,
-                    init_std=0.125, output_init_std=0.0),
+        ProxyConfig(
+            name="mlp-64",
+            base_width=64,
+            head_dim=None,
+            lr=2.0**-7,
+            weight_decay=0.1,
+            init_std=0.125,
+            output_init_std=0.0,
+        ),
     ),
     "llama": ModelSpec(
         TinyLlama,
         {"depth": 2, "head_dim": 16, "vocab_size": 128, "seq_len": 64},
-        ProxyConfig(name="llama-64", base_width=64, head_dim=16, lr=2.0**-6, weight_decay=0.1,
-                    init_std=0.1, output_init_std=0.0),
+        ProxyConfig(
+            name="llama-64",
+            base_width=64,
+            head_dim=16,
+            lr=2.0**-6,
+            weight_decay=0.1,
+            init_std=0.1,
+            output_init_std=0.0,
+        ),
     ),
 }
 

@@ -50,8 +50,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = (proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-                   for proj in (self.q, self.k, self.v))
+        q, k, v = (
+            proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+            for proj in (self.q, self.k, self.v)
+        )
         cos, sin = self.cos[:t], self.sin[:t]
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
@@ -75,8 +77,9 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
-    def __init__(self, width: int, head_dim: int, seq_len: int, attention_scale: float | None,
-                 mlp_ratio: float) -> None:
+    def __init__(
+        self, width: int, head_dim: int, seq_len: int, attention_scale: float | None, mlp_ratio: float
+    ) -> None:
         super().__init__()
         self.attn_norm = nn.RMSNorm(width)
         self.attn = Attention(width, head_dim, seq_len, attention_scale)

@@ -75,9 +75,7 @@ class ProxyConfig:
         divisor = self.head_dim or self.n_heads
         if divisor and self.base_width % divisor:
             what = "head_dim" if self.head_dim else "n_heads"
-            raise ConfigError(
-                f"proxy.base_width={self.base_width} is not divisible by {what}={divisor}"
-            )
+            raise ConfigError(f"proxy.base_width={self.base_width} is not divisible by {what}={divisor}")
         for key in ("lr", "init_std", "output_mult", "attn_mult"):
             _check_float(f"hyper.{key}", getattr(self, key), positive=True)
         for key in ("weight_decay", "output_init_std"):
@@ -151,9 +149,7 @@ class ProxyConfig:
             keys = _SECTIONS[section]
             for key, item in value.items():
                 if key not in keys:
-                    raise ConfigError(
-                        f"{source}: unknown key {section}.{key}; allowed: " + ", ".join(keys)
-                    )
+                    raise ConfigError(f"{source}: unknown key {section}.{key}; allowed: " + ", ".join(keys))
                 kwargs[keys[key]] = item
         try:
             return cls(**kwargs)
@@ -167,10 +163,10 @@ class ProxyConfig:
 
 # file layout: section -> {key in file: dataclass attribute}
 _SECTIONS: dict[str, dict[str, str]] = {
-    "proxy": {"name": "name", "base_width": "base_width", "head_dim": "head_dim",
-              "n_heads": "n_heads"},
-    "hyper": {k: k for k in ("lr", "weight_decay", "init_std", "output_init_std",
-                             "output_mult", "attn_mult")},
+    "proxy": {"name": "name", "base_width": "base_width", "head_dim": "head_dim", "n_heads": "n_heads"},
+    "hyper": {
+        k: k for k in ("lr", "weight_decay", "init_std", "output_init_std", "output_mult", "attn_mult")
+    },
     "rule": {"name": "rule", "wd_exponent": "wd_exponent", "readout": "readout"},
 }
 assert {a for s in _SECTIONS.values() for a in s.values()} == {f.name for f in fields(ProxyConfig)}
@@ -196,9 +192,7 @@ def _check_float(key: str, value: Any, *, positive: bool, allow_negative: bool =
 
 def _toml_value(v: Any) -> str:
     if isinstance(v, str):  # TOML basic string: escape quotes, backslashes, control chars
-        body = "".join(
-            f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v
-        )
+        body = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v)
         return f'"{body}"'
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -106,8 +106,9 @@ def check_width(config: ProxyConfig, width: Any) -> int:
     if w < config.min_width:
         raise WidthError(
             f"width {w} is smaller than the model allows ({config.min_width}: one head of "
-            f"head_dim={config.head_dim})" if config.head_dim else
-            f"width {w} is smaller than the model allows ({config.min_width})"
+            f"head_dim={config.head_dim})"
+            if config.head_dim
+            else f"width {w} is smaller than the model allows ({config.min_width})"
         )
     if config.head_dim and w % config.head_dim:
         lo = w // config.head_dim * config.head_dim
@@ -166,9 +167,7 @@ def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = No
         assert base_heads is not None
         base_hd, hd = base_heads[1], heads[1]
         # attn_mult = 1 is SP's 1/sqrt(d_head) at the base width; muP then scales as 1/d_head.
-        attention_scale = (
-            config.attn_mult / math.sqrt(base_hd) * (base_hd / hd) ** scaling.attention_exponent
-        )
+        attention_scale = config.attn_mult / math.sqrt(base_hd) * (base_hd / hd) ** scaling.attention_exponent
     return Plan(
         rule=scaling,
         width=w,

@@ -208,8 +208,13 @@ RULES: Mapping[str, ScalingRule] = MappingProxyType(
 DEFAULT_RULE = "mup-wd-linear"
 
 # Short names people type: `--rule sqrt` means the muP rule with that wd exponent.
-_ALIASES = {"linear": "mup-wd-linear", "sqrt": "mup-wd-sqrt", "constant": "mup-wd-constant",
-            "mup-wd-const": "mup-wd-constant", "standard": "sp"}
+_ALIASES = {
+    "linear": "mup-wd-linear",
+    "sqrt": "mup-wd-sqrt",
+    "constant": "mup-wd-constant",
+    "mup-wd-const": "mup-wd-constant",
+    "standard": "sp",
+}
 
 
 def get_rule(

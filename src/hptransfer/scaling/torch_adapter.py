@@ -95,8 +95,7 @@ class ParamTable(Mapping[str, ParamInfo]):
         return f"ParamTable({self.counts()})"
 
 
-_VECTOR_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm,
-                   nn.modules.batchnorm._BatchNorm)
+_VECTOR_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 if hasattr(nn, "RMSNorm"):
     _VECTOR_MODULES = (*_VECTOR_MODULES, nn.RMSNorm)
 
@@ -124,9 +123,7 @@ def _classify_shape(
     # torch convention for Linear, ConvNd and plain matrices: dim 0 = fan-out, dim 1 = fan-in.
     out_grows, in_grows = shape[0] != ref[0], shape[1] != ref[1]
     if any(a != b for a, b in zip(shape[2:], ref[2:])):
-        raise ClassificationError(
-            f"a kernel dimension changes with width ({tuple(ref)} vs {tuple(shape)})"
-        )
+        raise ClassificationError(f"a kernel dimension changes with width ({tuple(ref)} vs {tuple(shape)})")
     if in_grows and out_grows:
         return ParamClass.HIDDEN, "fan-in and fan-out grow"
     if in_grows:
@@ -218,8 +215,7 @@ def classify(
         else:
             unexplained.append(name)
             continue
-        infos[name] = ParamInfo(name, cls, shape, ref, type(module).__name__ if module else "",
-                                reason)
+        infos[name] = ParamInfo(name, cls, shape, ref, type(module).__name__ if module else "", reason)
     if unexplained:
         shown = ", ".join(unexplained[:4]) + (" …" if len(unexplained) > 4 else "")
         raise ClassificationError(
@@ -238,9 +234,7 @@ def meta_model(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
 def _named_trainable(model: nn.Module, table: ParamTable) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
     for name, param in model.named_parameters():
         if name not in table:
-            raise ClassificationError(
-                f"parameter {name!r} is not in the table; classify this model again"
-            )
+            raise ClassificationError(f"parameter {name!r} is not in the table; classify this model again")
         yield name, param, table[name]
 
 
@@ -261,8 +255,13 @@ def param_groups(
         key = (hyper.lr, hyper.weight_decay)
         group = merged.setdefault(
             key,
-            {"params": [], "lr": hyper.lr, "weight_decay": hyper.weight_decay,
-             "lr_scale": hyper.lr_scale, "hp_classes": []},
+            {
+                "params": [],
+                "lr": hyper.lr,
+                "weight_decay": hyper.weight_decay,
+                "lr_scale": hyper.lr_scale,
+                "hp_classes": [],
+            },
         )
         group["params"].append(param)
         if str(info.param_class) not in group["hp_classes"]:
@@ -326,6 +325,7 @@ def apply_multipliers(model: nn.Module, plan: Plan, table: ParamTable) -> list[n
         if old is not None:
             old.remove()
         if mult != 1.0:
+
             def scale(_mod: nn.Module, args: tuple[Any, ...], m: float = mult) -> tuple[Any, ...]:
                 return (args[0] * m, *args[1:])
 

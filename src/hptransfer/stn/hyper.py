@@ -99,23 +99,30 @@ class HyperSpec:
                 raise ValueError(f"{self.name}: {key} must be a number, got {v!r}")
         lo, hi, init = float(self.low), float(self.high), float(self.init)
         if not lo < hi:
-            raise ValueError(f"{self.name}: bounds reversed or empty (low={lo:g} >= high={hi:g}); "
-                             "write them as low,high with low < high")
+            raise ValueError(
+                f"{self.name}: bounds reversed or empty (low={lo:g} >= high={hi:g}); "
+                "write them as low,high with low < high"
+            )
         if not self.sigma > 0 or math.isinf(self.sigma):
             raise ValueError(f"{self.name}: sigma must be a finite number > 0, got {self.sigma:g}")
         if transform == "logit":
             if math.isinf(lo) or math.isinf(hi):
-                raise ValueError(f"{self.name}: the logit transform needs finite bounds, got "
-                                 f"[{lo:g}, {hi:g}]; use transform='log' for an unbounded scale")
+                raise ValueError(
+                    f"{self.name}: the logit transform needs finite bounds, got "
+                    f"[{lo:g}, {hi:g}]; use transform='log' for an unbounded scale"
+                )
             if base_name(self.name) in RATE_NAMES and not (lo >= 0.0 and hi < 1.0):
-                raise ValueError(f"{self.name}: a rate needs bounds inside [0, 1) (e.g. 0,0.9), "
-                                 f"got [{lo:g}, {hi:g}]")
+                raise ValueError(
+                    f"{self.name}: a rate needs bounds inside [0, 1) (e.g. 0,0.9), got [{lo:g}, {hi:g}]"
+                )
             if not lo < init < hi:
                 raise ValueError(f"{self.name}: init={init:g} must lie strictly inside ({lo:g}, {hi:g})")
         else:
             if not lo > 0.0:
-                raise ValueError(f"{self.name}: the log transform needs low > 0 (a positive scale), "
-                                 f"got low={lo:g}; e.g. 1e-6,1")
+                raise ValueError(
+                    f"{self.name}: the log transform needs low > 0 (a positive scale), "
+                    f"got low={lo:g}; e.g. 1e-6,1"
+                )
             if not lo <= init <= hi:
                 raise ValueError(f"{self.name}: init={init:g} must lie inside [{lo:g}, {hi:g}]")
         object.__setattr__(self, "low", lo)
@@ -191,15 +198,21 @@ class HyperParams(nn.Module):
         lo = [s.u_bounds[0] for s in specs]
         hi = [s.u_bounds[1] for s in specs]
         cs = [s.u_center_scale for s in specs]
-        for key, data in (("u_lo", lo), ("u_hi", hi), ("center", [c for c, _ in cs]),
-                          ("scale", [s for _, s in cs])):
+        for key, data in (
+            ("u_lo", lo),
+            ("u_hi", hi),
+            ("center", [c for c, _ in cs]),
+            ("scale", [s for _, s in cs]),
+        ):
             self.register_buffer(key, torch.tensor(data, dtype=torch.float32), persistent=False)
         logit = [s.transform == "logit" for s in specs]
         self.register_buffer("is_logit", torch.tensor(logit), persistent=False)
-        self.register_buffer("lo", torch.tensor([s.low if g else 0.0 for s, g in zip(specs, logit)]),
-                             persistent=False)
-        self.register_buffer("hi", torch.tensor([s.high if g else 1.0 for s, g in zip(specs, logit)]),
-                             persistent=False)
+        self.register_buffer(
+            "lo", torch.tensor([s.low if g else 0.0 for s, g in zip(specs, logit)]), persistent=False
+        )
+        self.register_buffer(
+            "hi", torch.tensor([s.high if g else 1.0 for s, g in zip(specs, logit)]), persistent=False
+        )
 
     def __len__(self) -> int:
         return len(self.specs)

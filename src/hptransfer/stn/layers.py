@@ -70,8 +70,13 @@ class _GatedWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, w_e: torch.Tensor, w_h: torch.Tensor, g: torch.Tensor,  # type: ignore[override]
-                coef: float) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        w_e: torch.Tensor,
+        w_h: torch.Tensor,
+        g: torch.Tensor,  # type: ignore[override]
+        coef: float,
+    ) -> torch.Tensor:
         w = torch.addcmul(w_e, g, w_h)
         ctx.coef = coef
         ctx.save_for_backward(w_h, g, w if coef else None)
@@ -87,8 +92,9 @@ class _GatedWeight(torch.autograd.Function):
         return dw, d_wh, d_g, None
 
 
-def _gated(w_e: torch.Tensor, g: torch.Tensor, w_h: torch.Tensor, coef: float,
-           ctx: HyperContext) -> torch.Tensor:
+def _gated(
+    w_e: torch.Tensor, g: torch.Tensor, w_h: torch.Tensor, coef: float, ctx: HyperContext
+) -> torch.Tensor:
     if ctx.scale is None and torch.is_grad_enabled():
         return _GatedWeight.apply(w_e, w_h, g, coef)  # type: ignore[no-any-return]
     return torch.addcmul(w_e, g, w_h)  # forward-mode AD (Delta-STN linearisation) or no grad
@@ -182,8 +188,16 @@ class StnLayer(nn.Module):
 class StnLinear(StnLayer):
     """``nn.Linear`` whose weights respond to the hyperparameters (see the module docstring)."""
 
-    def __init__(self, in_features: int, out_features: int, ctx: HyperContext, bias: bool = True,
-                 *, delta: bool = False, gate_std: float = 0.01) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        ctx: HyperContext,
+        bias: bool = True,
+        *,
+        delta: bool = False,
+        gate_std: float = 0.01,
+    ) -> None:
         super().__init__(ctx)
         plain = nn.Linear(in_features, out_features, bias=bias)
         self.in_features, self.out_features = in_features, out_features
@@ -196,20 +210,27 @@ class StnLinear(StnLayer):
         return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, " \
-               f"bias={self.bias is not None}, n_hyper={self.ctx.n_hyper}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, n_hyper={self.ctx.n_hyper}"
+        )
 
 
 class StnConv2d(StnLayer):
     """``nn.Conv2d`` with per-output-channel gates (same stride, padding, dilation, groups)."""
 
-    def __init__(self, conv: nn.Conv2d, ctx: HyperContext, *, delta: bool = False,
-                 gate_std: float = 0.01) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, ctx: HyperContext, *, delta: bool = False, gate_std: float = 0.01
+    ) -> None:
         super().__init__(ctx)
         if conv.padding_mode != "zeros":
             raise ValueError(f"StnConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
-        self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
-                                                                 conv.dilation, conv.groups)
+        self.stride, self.padding, self.dilation, self.groups = (
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+        )
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
         out = conv.out_channels
@@ -224,8 +245,9 @@ class StnConv2d(StnLayer):
 class StnEmbedding(StnLayer):
     """``nn.Embedding`` with per-dimension gates: ``E(h) = E_e + E_h · diag(g)``."""
 
-    def __init__(self, emb: nn.Embedding, ctx: HyperContext, *, delta: bool = False,
-                 gate_std: float = 0.01) -> None:
+    def __init__(
+        self, emb: nn.Embedding, ctx: HyperContext, *, delta: bool = False, gate_std: float = 0.01
+    ) -> None:
         super().__init__(ctx)
         self.padding_idx = emb.padding_idx
         self.weight = nn.Parameter(emb.weight.detach().clone())
@@ -327,8 +349,9 @@ class StnModel(nn.Module):
             self.ctx.h = old
 
 
-def to_stn(model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: float = 0.01,
-           skip: tuple[str, ...] = ()) -> StnModel:
+def to_stn(
+    model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: float = 0.01, skip: tuple[str, ...] = ()
+) -> StnModel:
     """Copy ``model`` and turn its Linear/Conv2d/Embedding layers into STN layers.
 
     The elementwise weights are copies of the plain ones; ``nn.Dropout`` becomes
@@ -347,8 +370,14 @@ def to_stn(model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: flo
                 continue
             new: nn.Module | None = None
             if type(child) is nn.Linear:
-                new = StnLinear(child.in_features, child.out_features, ctx, child.bias is not None,
-                                delta=delta, gate_std=gate_std)
+                new = StnLinear(
+                    child.in_features,
+                    child.out_features,
+                    ctx,
+                    child.bias is not None,
+                    delta=delta,
+                    gate_std=gate_std,
+                )
                 with torch.no_grad():
                     new.weight.copy_(child.weight)
                     if child.bias is not None:
@@ -360,8 +389,11 @@ def to_stn(model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: flo
             elif isinstance(child, nn.Dropout):
                 new = StnDropout(float(child.p), f"net.{path}", ctx)
             if new is not None:
-                new.to(next(child.parameters()).device if any(True for _ in child.parameters())
-                       else torch.device("cpu"))
+                new.to(
+                    next(child.parameters()).device
+                    if any(True for _ in child.parameters())
+                    else torch.device("cpu")
+                )
                 setattr(parent, name, new)
             else:
                 convert(child, f"{path}.")
@@ -369,6 +401,7 @@ def to_stn(model: nn.Module, n_hyper: int, *, delta: bool = False, gate_std: flo
     convert(net, "")
     stn = StnModel(net, ctx, delta)
     if not stn.stn_layers():
-        raise ValueError("the model has no nn.Linear, nn.Conv2d or nn.Embedding layer to make "
-                         "hyperparameter-aware")
+        raise ValueError(
+            "the model has no nn.Linear, nn.Conv2d or nn.Embedding layer to make hyperparameter-aware"
+        )
     return stn

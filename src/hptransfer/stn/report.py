@@ -27,8 +27,9 @@ def _smooth(values: Sequence[float], k: int) -> list[float]:
     return out
 
 
-def plot_trajectory(trajectory: Mapping[str, Sequence[Any]], stem: str | Path,
-                    log_names: Sequence[str] = (), title: str = "") -> list[Path]:
+def plot_trajectory(
+    trajectory: Mapping[str, Sequence[Any]], stem: str | Path, log_names: Sequence[str] = (), title: str = ""
+) -> list[Path]:
     """Hyperparameter values (one panel each, ± sigma band not drawn) and losses vs step.
 
     Writes ``<stem>.png`` and ``<stem>.svg`` with the Agg backend; returns the two paths.
@@ -60,8 +61,9 @@ def plot_trajectory(trajectory: Mapping[str, Sequence[Any]], stem: str | Path,
         if xs:
             ax.plot(xs, _smooth(ys, 10), color=color, lw=1, label=f"{which} step loss (smoothed)")
     if trajectory.get("eval_step"):
-        ax.plot(trajectory["eval_step"], trajectory["eval_loss"], "o-", color="k", ms=3,
-                label="validation loss")
+        ax.plot(
+            trajectory["eval_step"], trajectory["eval_loss"], "o-", color="k", ms=3, label="validation loss"
+        )
     ax.set_title("loss")
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -90,8 +92,13 @@ def proxy_toml(values: Mapping[str, float], *, lr: float, width: int, name: str)
     from hptransfer.scaling import ProxyConfig
 
     head_dim = 64 if width % 64 == 0 else width
-    cfg = ProxyConfig(name=name, base_width=width, head_dim=head_dim, lr=lr,
-                      weight_decay=float(values.get("weight_decay", 0.0)))
+    cfg = ProxyConfig(
+        name=name,
+        base_width=width,
+        head_dim=head_dim,
+        lr=lr,
+        weight_decay=float(values.get("weight_decay", 0.0)),
+    )
     header = (
         "# Written by `hptransfer stn`: tuned base hyperparameters at the proxy width.\n"
         "# weight_decay = the STN's tuned L2 coefficient c (training objective + c/2 ||W||^2 on\n"
@@ -102,16 +109,32 @@ def proxy_toml(values: Mapping[str, float], *, lr: float, width: int, name: str)
     return header + cfg.to_toml()
 
 
-def write_outputs(out_dir: str | Path, *, values: Mapping[str, float], sigma: Mapping[str, float],
-                  trajectory: Mapping[str, Sequence[Any]], lr: float, width: int, name: str,
-                  log_names: Sequence[str] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_outputs(
+    out_dir: str | Path,
+    *,
+    values: Mapping[str, float],
+    sigma: Mapping[str, float],
+    trajectory: Mapping[str, Sequence[Any]],
+    lr: float,
+    width: int,
+    name: str,
+    log_names: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``hyper.json``, ``proxy.toml`` and ``stn_trajectory.{png,svg}`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     files["json"] = out / "hyper.json"
-    payload = {"name": name, "values": dict(values), "sigma": dict(sigma), "lr": lr, "width": width,
-               **(dict(extra) if extra else {}), "trajectory": {k: list(v) for k, v in trajectory.items()}}
+    payload = {
+        "name": name,
+        "values": dict(values),
+        "sigma": dict(sigma),
+        "lr": lr,
+        "width": width,
+        **(dict(extra) if extra else {}),
+        "trajectory": {k: list(v) for k, v in trajectory.items()},
+    }
     files["json"].write_text(json.dumps(payload, indent=1) + "\n")
     files["toml"] = out / "proxy.toml"
     files["toml"].write_text(proxy_toml(values, lr=lr, width=width, name=name))

@@ -71,8 +71,15 @@ class Task:
     description: str = ""
 
 
-def _classify(seed: int, n_train: int = 256, n_val: int = 1024, n_test: int = 4096, d_in: int = 32,
-              classes: int = 10, width: int = 256) -> Task:
+def _classify(
+    seed: int,
+    n_train: int = 256,
+    n_val: int = 1024,
+    n_test: int = 4096,
+    d_in: int = 32,
+    classes: int = 10,
+    width: int = 256,
+) -> Task:
     g = torch.Generator().manual_seed(seed)
     w1 = torch.randn(d_in, 64, generator=g) / math.sqrt(d_in)
     w2 = torch.randn(64, classes, generator=g) / math.sqrt(64)
@@ -82,27 +89,43 @@ def _classify(seed: int, n_train: int = 256, n_val: int = 1024, n_test: int = 40
     y = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g).squeeze(1)
     a, b = n_train, n_train + n_val
     return Task(
-        name="classify", train=(x[:a], y[:a]), val=(x[a:b], y[a:b]), test=(x[b:], y[b:]),
-        make_model=lambda: DropoutMLP(d_in, width, classes), loss="cross_entropy", width=width,
-        default_hypers=[HyperSpec("dropout", 0.1, 0.0, 0.9), HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
-                        HyperSpec("input_noise", 0.05, 1e-3, 2.0),
-                        HyperSpec("label_smoothing", 0.05, 0.0, 0.5)],
+        name="classify",
+        train=(x[:a], y[:a]),
+        val=(x[a:b], y[a:b]),
+        test=(x[b:], y[b:]),
+        make_model=lambda: DropoutMLP(d_in, width, classes),
+        loss="cross_entropy",
+        width=width,
+        default_hypers=[
+            HyperSpec("dropout", 0.1, 0.0, 0.9),
+            HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+            HyperSpec("input_noise", 0.05, 1e-3, 2.0),
+            HyperSpec("label_smoothing", 0.05, 0.0, 0.5),
+        ],
         description=f"{classes}-class noisy-teacher classification, {n_train} training examples",
     )
 
 
-def _regression(seed: int, n_train: int = 128, n_val: int = 1024, n_test: int = 4096, d_in: int = 16,
-                width: int = 256) -> Task:
+def _regression(
+    seed: int, n_train: int = 128, n_val: int = 1024, n_test: int = 4096, d_in: int = 16, width: int = 256
+) -> Task:
     from hptransfer.data import TeacherRegression
 
     data = TeacherRegression(d_in=d_in, n_train=n_train, n_val=n_val + n_test, noise=0.5, seed=seed)
     vx, vy = data.val_x, data.val_y
     return Task(
-        name="regression", train=(data.train_x, data.train_y), val=(vx[:n_val], vy[:n_val]),
-        test=(vx[n_val:], vy[n_val:]), make_model=lambda: DropoutMLP(d_in, width, 1), loss="mse",
+        name="regression",
+        train=(data.train_x, data.train_y),
+        val=(vx[:n_val], vy[:n_val]),
+        test=(vx[n_val:], vy[n_val:]),
+        make_model=lambda: DropoutMLP(d_in, width, 1),
+        loss="mse",
         width=width,
-        default_hypers=[HyperSpec("dropout", 0.1, 0.0, 0.9), HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
-                        HyperSpec("input_noise", 0.05, 1e-3, 2.0)],
+        default_hypers=[
+            HyperSpec("dropout", 0.1, 0.0, 0.9),
+            HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+            HyperSpec("input_noise", 0.05, 1e-3, 2.0),
+        ],
         description=f"teacher-network regression (noise 0.5), {n_train} training points",
     )
 
@@ -123,8 +146,15 @@ def _loss(kind: str, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0)
     return F.mse_loss(out, y)
 
 
-def train_fixed(task: Task, values: Mapping[str, float], *, epochs: int, seed: int = 0,
-                lr: float | None = None, model: nn.Module | None = None) -> dict[str, float]:
+def train_fixed(
+    task: Task,
+    values: Mapping[str, float],
+    *,
+    epochs: int,
+    seed: int = 0,
+    lr: float | None = None,
+    model: nn.Module | None = None,
+) -> dict[str, float]:
     """Train the task's plain model at fixed hyperparameter ``values`` (names as for the tuner).
 
     Returns the final training, validation and test losses (unregularised, eval mode).
@@ -144,22 +174,25 @@ def train_fixed(task: Task, values: Mapping[str, float], *, epochs: int, seed: i
     wd: list[tuple[float, torch.Tensor]] = []
     for path, mod in modules.items():
         if isinstance(mod, (nn.Linear, nn.Conv2d)) or (f"weight_decay.{path}" in values):
-            coef = values.get(f"weight_decay.{path}", values.get("weight_decay", 0.0) if
-                              isinstance(mod, (nn.Linear, nn.Conv2d)) else 0.0)
+            coef = values.get(
+                f"weight_decay.{path}",
+                values.get("weight_decay", 0.0) if isinstance(mod, (nn.Linear, nn.Conv2d)) else 0.0,
+            )
             if coef:
                 wd.append((float(coef), mod.weight))  # type: ignore[arg-type]
     noise = float(values.get("input_noise", 0.0))
     mask = float(values.get("input_mask", 0.0))
     smoothing = float(values.get("label_smoothing", 0.0))
-    opt = torch.optim.Adam(model.parameters(), lr=lr or task.lr,
-                           **adam_kwargs(next(model.parameters()).device))
+    opt = torch.optim.Adam(
+        model.parameters(), lr=lr or task.lr, **adam_kwargs(next(model.parameters()).device)
+    )
     x, y = task.train
     n = x.shape[0]
     for _ in range(epochs):
         order = torch.randperm(n)
         model.train()
         for i in range(0, n, task.batch_size):
-            idx = order[i:i + task.batch_size]
+            idx = order[i : i + task.batch_size]
             xb, yb = x[idx], y[idx]
             if noise:
                 xb = xb + noise * torch.randn_like(xb)
@@ -178,6 +211,7 @@ def train_fixed(task: Task, values: Mapping[str, float], *, epochs: int, seed: i
             opt.step()
     model.eval()
     with torch.no_grad():
-        return {split: float(_loss(task.loss, model(data[0]), data[1]))
-                for split, data in (("train_loss", task.train), ("val_loss", task.val),
-                                    ("test_loss", task.test))}
+        return {
+            split: float(_loss(task.loss, model(data[0]), data[1]))
+            for split, data in (("train_loss", task.train), ("val_loss", task.val), ("test_loss", task.test))
+        }

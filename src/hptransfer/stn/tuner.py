@@ -181,8 +181,9 @@ class TensorBatches:
         3
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True, drop_last: bool = False
+    ) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y have different lengths ({x.shape[0]} vs {y.shape[0]})")
         if batch_size < 1:
@@ -198,7 +199,7 @@ class TensorBatches:
         n = self.x.shape[0]
         order = torch.randperm(n) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
 
 
@@ -206,13 +207,19 @@ class _Stream:
     """Cycles through a re-iterable; its position can be saved and restored exactly."""
 
     def __init__(self, data: Iterable[Any], name: str) -> None:
-        if (isinstance(data, (tuple, list)) and len(data) == 2
-                and all(isinstance(t, torch.Tensor) for t in data)):
-            raise TypeError(f"{name} data: pass TensorBatches(x, y, batch_size) or a DataLoader, "
-                            "not an (x, y) tuple")
+        if (
+            isinstance(data, (tuple, list))
+            and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)
+        ):
+            raise TypeError(
+                f"{name} data: pass TensorBatches(x, y, batch_size) or a DataLoader, not an (x, y) tuple"
+            )
         if iter(data) is data:
-            raise TypeError(f"{name} data must be re-iterable (a DataLoader, TensorBatches or a "
-                            "list of batches), not a one-shot iterator/generator")
+            raise TypeError(
+                f"{name} data must be re-iterable (a DataLoader, TensorBatches or a "
+                "list of batches), not a one-shot iterator/generator"
+            )
         self.data, self.name = data, name
         self.epoch, self.pos = 0, 0
         self._iter: Iterator[Any] | None = None
@@ -292,8 +299,14 @@ class StnTuner:
         config: loop settings (:class:`StnConfig`).
     """
 
-    def __init__(self, model: nn.Module, hypers: Sequence[HyperSpec], *,
-                 loss: LossName | LossFn = "cross_entropy", config: StnConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        hypers: Sequence[HyperSpec],
+        *,
+        loss: LossName | LossFn = "cross_entropy",
+        config: StnConfig | None = None,
+    ) -> None:
         self.config = config or StnConfig()
         torch.manual_seed(self.config.seed)
         self.plain = model
@@ -310,11 +323,17 @@ class StnTuner:
         self._layers = self.model.stn_layers()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr, **adam_kwargs(device))
         hparams = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
-        self.hopt = torch.optim.Adam(hparams, lr=self.config.hyper_lr, betas=self.config.hyper_betas,
-                                     **adam_kwargs(device))
+        self.hopt = torch.optim.Adam(
+            hparams, lr=self.config.hyper_lr, betas=self.config.hyper_betas, **adam_kwargs(device)
+        )
         self.step = self.n_train = self.n_val = 0
-        self.trajectory: dict[str, list[Any]] = {"step": [], "phase": [], "loss": [],
-                                                 "eval_step": [], "eval_loss": []}
+        self.trajectory: dict[str, list[Any]] = {
+            "step": [],
+            "phase": [],
+            "loss": [],
+            "eval_step": [],
+            "eval_loss": [],
+        }
         for name in self.hyper.names:
             self.trajectory[f"value/{name}"] = []
             self.trajectory[f"sigma/{name}"] = []
@@ -327,8 +346,9 @@ class StnTuner:
         drops = [p.removeprefix("net.") for p in self.model.dropouts()]
         if drops:
             names += ["dropout"] + [f"dropout.{p}" for p in drops]
-        names += ["weight_decay"] + [f"weight_decay.{p.removeprefix('net.')}"
-                                     for p in self.model.stn_layers()]
+        names += ["weight_decay"] + [
+            f"weight_decay.{p.removeprefix('net.')}" for p in self.model.stn_layers()
+        ]
         names += ["input_noise", "input_mask"]
         if self.loss == "cross_entropy":
             names.append("label_smoothing")
@@ -336,12 +356,14 @@ class StnTuner:
 
     def _bind(self) -> None:
         avail = self.available()
-        self._drop: dict[str, int] = {}   # dropout module path -> hyper index
-        self._wd: dict[str, int] = {}     # stn layer path -> hyper index
-        self._idx: dict[str, int] = {}    # input_noise / input_mask / label_smoothing -> index
+        self._drop: dict[str, int] = {}  # dropout module path -> hyper index
+        self._wd: dict[str, int] = {}  # stn layer path -> hyper index
+        self._idx: dict[str, int] = {}  # input_noise / input_mask / label_smoothing -> index
         drops, layers = self.model.dropouts(), self.model.stn_layers()
-        general = {"dropout": list(drops),
-                   "weight_decay": [p for p, m in layers.items() if isinstance(m, (StnLinear, StnConv2d))]}
+        general = {
+            "dropout": list(drops),
+            "weight_decay": [p for p, m in layers.items() if isinstance(m, (StnLinear, StnConv2d))],
+        }
         specific: dict[str, dict[str, int]] = {"dropout": {}, "weight_decay": {}}
         for i, spec in enumerate(self.hyper.specs):
             name, base = spec.name, base_name(spec.name)
@@ -352,13 +374,16 @@ class StnTuner:
                     "validation gradient carries no signal about it. Tune lr with `hptransfer tune`."
                 )
             if name not in avail:
-                raise ValueError(f"hyperparameter {name!r} is not used by this model; available: "
-                                 + ", ".join(avail))
+                raise ValueError(
+                    f"hyperparameter {name!r} is not used by this model; available: " + ", ".join(avail)
+                )
             if spec.integer and base != "input_mask":
                 raise ValueError(f"{name}: only input_mask is an integer hyperparameter")
             if not spec.train_only:
-                raise ValueError(f"{name}: train_only=False is not supported: every built-in "
-                                 "hyperparameter acts on the training objective only")
+                raise ValueError(
+                    f"{name}: train_only=False is not supported: every built-in "
+                    "hyperparameter acts on the training objective only"
+                )
             if name in general:
                 for p in general[name]:
                     (self._drop if base == "dropout" else self._wd).setdefault(p, i)
@@ -378,8 +403,9 @@ class StnTuner:
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
         if self.loss == "cross_entropy":
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1),
-                                   label_smoothing=smoothing)
+            return F.cross_entropy(
+                out.reshape(-1, out.shape[-1]).float(), y.reshape(-1), label_smoothing=smoothing
+            )
         if self.loss == "mse":
             return F.mse_loss(out.float(), y.float())
         assert callable(self.loss)
@@ -389,8 +415,7 @@ class StnTuner:
         i = self._idx.get("input_noise")
         if i is not None:
             if not x.is_floating_point():
-                raise ValueError("input_noise needs float inputs; this data yields "
-                                 f"{x.dtype} (token ids?)")
+                raise ValueError(f"input_noise needs float inputs; this data yields {x.dtype} (token ids?)")
             x = x + vals[i] * torch.randn_like(x)
         i = self._idx.get("input_mask")
         if i is not None:
@@ -421,14 +446,20 @@ class StnTuner:
         """``float(loss)``, or :class:`StnDivergedError` naming the step and the last checkpoint."""
         value = float(loss.detach())
         if not math.isfinite(value):
-            where = (f"the last good checkpoint is {self.last_checkpoint[0]} (step "
-                     f"{self.last_checkpoint[1]}); lower the learning rates or narrow the bounds "
-                     "and resume from it") if self.last_checkpoint else \
-                "no checkpoint was written yet; lower the learning rates or narrow the bounds"
+            where = (
+                (
+                    f"the last good checkpoint is {self.last_checkpoint[0]} (step "
+                    f"{self.last_checkpoint[1]}); lower the learning rates or narrow the bounds "
+                    "and resume from it"
+                )
+                if self.last_checkpoint
+                else "no checkpoint was written yet; lower the learning rates or narrow the bounds"
+            )
             raise StnDivergedError(
                 f"non-finite {phase} loss at step {self.step} with hyperparameters "
                 + ", ".join(f"{k}={v:.4g}" for k, v in self.hyper.values_dict().items())
-                + f"; stopped: {where}")
+                + f"; stopped: {where}"
+            )
         return value
 
     def _l2(self, vals: list[float]) -> torch.Tensor | None:
@@ -554,10 +585,13 @@ class StnTuner:
             "format": CHECKPOINT_FORMAT,
             "specs": [s.to_dict() for s in self.hyper.specs],
             "config": asdict(self.config),
-            "step": self.step, "n_train": self.n_train, "n_val": self.n_val,
+            "step": self.step,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
             "model": self.model.state_dict(),
             "hyper": self.hyper.state_dict(),
-            "opt": self.opt.state_dict(), "hopt": self.hopt.state_dict(),
+            "opt": self.opt.state_dict(),
+            "hopt": self.hopt.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "streams": {k: s.state() for k, s in streams.items()},
@@ -568,8 +602,10 @@ class StnTuner:
         """Write a checkpoint atomically (a kill during the write leaves the previous one)."""
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            raise StnDivergedError(f"non-finite weights in {bad[0]} at step {self.step}; the last "
-                                   f"good checkpoint is kept: {self.last_checkpoint}")
+            raise StnDivergedError(
+                f"non-finite weights in {bad[0]} at step {self.step}; the last "
+                f"good checkpoint is kept: {self.last_checkpoint}"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -580,20 +616,25 @@ class StnTuner:
     def load_state(self, state: dict[str, Any], streams: dict[str, _Stream], source: str = "") -> None:
         names = [s["name"] for s in state.get("specs", [])]
         if names != list(self.hyper.names):
-            raise StnCheckpointError(f"checkpoint {source} tunes {names}, this run tunes "
-                                     f"{list(self.hyper.names)}; use a matching --hyper list")
+            raise StnCheckpointError(
+                f"checkpoint {source} tunes {names}, this run tunes "
+                f"{list(self.hyper.names)}; use a matching --hyper list"
+            )
         if bool(state["config"].get("delta")) != self.config.delta:
-            raise StnCheckpointError(f"checkpoint {source} was written with delta="
-                                     f"{state['config'].get('delta')}; this run has "
-                                     f"delta={self.config.delta}")
+            raise StnCheckpointError(
+                f"checkpoint {source} was written with delta="
+                f"{state['config'].get('delta')}; this run has "
+                f"delta={self.config.delta}"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.hyper.load_state_dict(state["hyper"])
             self.opt.load_state_dict(state["opt"])
             self.hopt.load_state_dict(state["hopt"])
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise StnCheckpointError(f"checkpoint {source} does not match this model: "
-                                     f"{str(exc).splitlines()[0][:200]}") from None
+            raise StnCheckpointError(
+                f"checkpoint {source} does not match this model: {str(exc).splitlines()[0][:200]}"
+            ) from None
         self.step, self.n_train, self.n_val = int(state["step"]), int(state["n_train"]), int(state["n_val"])
         self.trajectory = {k: list(v) for k, v in state["trajectory"].items()}
         for key, stream in streams.items():
@@ -603,10 +644,19 @@ class StnTuner:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, train: Iterable[Any], val: Iterable[Any], *, steps: int | None = None,
-            epochs: int | None = None, checkpoint: str | Path | None = None, resume: bool = False,
-            eval_data: Iterable[Any] | None = None, eval_every: int = 0,
-            callback: Callable[[StnTuner, dict[str, Any]], None] | None = None) -> StnResult:
+    def fit(
+        self,
+        train: Iterable[Any],
+        val: Iterable[Any],
+        *,
+        steps: int | None = None,
+        epochs: int | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+        eval_data: Iterable[Any] | None = None,
+        eval_every: int = 0,
+        callback: Callable[[StnTuner, dict[str, Any]], None] | None = None,
+    ) -> StnResult:
         """Train and tune; returns the final hyperparameters and their trajectory.
 
         Args:
@@ -659,11 +709,16 @@ class StnTuner:
             self._record_eval(eval_data)
         if checkpoint is not None:
             self.save(checkpoint, streams)
-        return StnResult(values=self.values(), sigma=self.hyper.sigma_dict(),
-                         trajectory=self.trajectory, final_val_loss=self.trajectory["eval_loss"][-1],
-                         train_steps=self.n_train, val_steps=self.n_val,
-                         wall_s=time.perf_counter() - start,
-                         checkpoint=None if checkpoint is None else str(checkpoint))
+        return StnResult(
+            values=self.values(),
+            sigma=self.hyper.sigma_dict(),
+            trajectory=self.trajectory,
+            final_val_loss=self.trajectory["eval_loss"][-1],
+            train_steps=self.n_train,
+            val_steps=self.n_val,
+            wall_s=time.perf_counter() - start,
+            checkpoint=None if checkpoint is None else str(checkpoint),
+        )
 
     def _record(self, phase: str, loss: float) -> dict[str, Any]:
         t = self.trajectory
@@ -674,11 +729,17 @@ class StnTuner:
         for name in self.hyper.names:
             t[f"value/{name}"].append(values[name])
             t[f"sigma/{name}"].append(sigma[name])
-        return {"step": self.step, "phase": phase, "loss": loss, "values": values, "sigma": sigma,
-                "n_train": self.n_train, "n_val": self.n_val}
+        return {
+            "step": self.step,
+            "phase": phase,
+            "loss": loss,
+            "values": values,
+            "sigma": sigma,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+        }
 
     def _record_eval(self, data: Iterable[Any]) -> None:
         loss = self.evaluate(data)
         self.trajectory["eval_step"].append(self.step)
         self.trajectory["eval_loss"].append(loss)
-

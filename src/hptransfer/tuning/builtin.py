@@ -78,9 +78,17 @@ def builtin_trainer(
         from hptransfer.training import train_proxy
 
         result = train_proxy(
-            choice.task, plan.width, config, steps=steps, batch_size=batch_size, seed=seed,
-            callback=reporter(trial) if eval_every else None, eval_every=eval_every,
-            factory=choice.factory, data_kwargs=data_kwargs, model_kwargs=model_kwargs,
+            choice.task,
+            plan.width,
+            config,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            callback=reporter(trial) if eval_every else None,
+            eval_every=eval_every,
+            factory=choice.factory,
+            data_kwargs=data_kwargs,
+            model_kwargs=model_kwargs,
         )
         return float(result.val_loss)  # inf when diverged: the wrapper marks the trial FAIL
 

@@ -230,8 +230,9 @@ class TransferObjective:
         units = self._study_units.get(key)
         if units is None:
             attrs = study.user_attrs
-            units = tuple(attrs.get(f"hptransfer.{k}") for k in
-                          ("rule", "wd_exponent", "base_width", "proxy_width"))
+            units = tuple(
+                attrs.get(f"hptransfer.{k}") for k in ("rule", "wd_exponent", "base_width", "proxy_width")
+            )
             self._study_units[key] = units
         return units != (rule, wd_exponent, base_width, self.width)
 
@@ -244,13 +245,16 @@ class TransferObjective:
         if self._differs_from_study(trial, rule.name, rule.wd_exponent, cfg.base_width):
             # only when the study's own attributes do not describe this trial (a foreign study, or
             # one opened with force): a storage write per trial is most of the wrapper's cost
-            trial.set_user_attr("hptransfer.run", {
-                "widths": [w for w, _ in self._rungs],
-                "steps": [s for _, s in self._rungs],
-                "rule": rule.name,
-                "wd_exponent": rule.wd_exponent,
-                "base_width": cfg.base_width,
-            })
+            trial.set_user_attr(
+                "hptransfer.run",
+                {
+                    "widths": [w for w, _ in self._rungs],
+                    "steps": [s for _, s in self._rungs],
+                    "rule": rule.name,
+                    "wd_exponent": rule.wd_exponent,
+                    "base_width": cfg.base_width,
+                },
+            )
         token = _IN_LADDER.set(self.ladder is not None)
         try:
             value = math.nan
@@ -309,8 +313,8 @@ def transfer_objective(
     """
 
     def wrap(fn: TrainFn) -> TransferObjective:
-        return TransferObjective(fn, config, width=width, space=space, steps=steps, ladder=ladder,
-                                 catch_errors=catch_errors)
+        return TransferObjective(
+            fn, config, width=width, space=space, steps=steps, ladder=ladder, catch_errors=catch_errors
+        )
 
     return wrap
-

@@ -31,8 +31,9 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:  # type: ignore[no-untyp
     return paths
 
 
-def plot_study(study: optuna.Study, out_dir: str | Path, target_width: int, *,
-               prefix: str = "optuna") -> list[Path]:
+def plot_study(
+    study: optuna.Study, out_dir: str | Path, target_width: int, *, prefix: str = "optuna"
+) -> list[Path]:
     """Write ``{prefix}_history.{png,svg}`` and ``{prefix}_slice.{png,svg}`` into ``out_dir``.
 
     The slice figure has one panel per tuned base parameter among lr and weight decay: every
@@ -57,8 +58,9 @@ def plot_study(study: optuna.Study, out_dir: str | Path, target_width: int, *,
     with warnings.catch_warnings(), plt.style.context("default"):
         warnings.simplefilter("ignore", ExperimentalWarning)
         ax = plot_optimization_history(study)
-        ax.set_title(f"{study.study_name}: optimisation history at width {proxy_width} "
-                     f"(rule {cfg.rule})", fontsize=10)
+        ax.set_title(
+            f"{study.study_name}: optimisation history at width {proxy_width} (rule {cfg.rule})", fontsize=10
+        )
         ax.set_ylabel("validation loss")
         written += _save(ax.figure, out, f"{prefix}_history")
         plt.close(ax.figure)
@@ -105,15 +107,25 @@ def _slices(study, trials, names, cfg, out, prefix, proxy_width, target_width): 
         sec.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label, fontsize=9)
         ax.set_ylabel("validation loss at proxy width" if ax is axes[0][0] else "")
-        ax.annotate(f"best → {shown:.3g} at width {target_width}", xy=(best_value, min(ys)),
-                    xytext=(6, 8), textcoords="offset points", color="crimson", fontsize=8)
+        ax.annotate(
+            f"best → {shown:.3g} at width {target_width}",
+            xy=(best_value, min(ys)),
+            xytext=(6, 8),
+            textcoords="offset points",
+            color="crimson",
+            fontsize=8,
+        )
         finite = [y for y in ys if math.isfinite(y)]
         if finite:
             lo, hi = min(finite), sorted(finite)[int(0.9 * (len(finite) - 1))]
             ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
     fig.colorbar(sc, ax=axes[0].tolist(), label="trial number", pad=0.01)
-    fig.suptitle(f"{study.study_name}: slices at proxy width {proxy_width}; top axis: the same "
-                 f"setting at width {target_width} ({cfg.rule})", fontsize=10, y=1.04)
+    fig.suptitle(
+        f"{study.study_name}: slices at proxy width {proxy_width}; top axis: the same "
+        f"setting at width {target_width} ({cfg.rule})",
+        fontsize=10,
+        y=1.04,
+    )
     written += _save(fig, out, f"{prefix}_slice")
     plt.close(fig)
     return written

@@ -122,8 +122,11 @@ def tune(
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     ladder = None
     if ladder_widths:
-        ladder = WidthLadder(widths=(*ladder_widths, w), steps=(steps,) * (len(ladder_widths) + 1),
-                             reduction_factor=reduction_factor)
+        ladder = WidthLadder(
+            widths=(*ladder_widths, w),
+            steps=(steps,) * (len(ladder_widths) + 1),
+            reduction_factor=reduction_factor,
+        )
     if space is None:
         space = default_space()
         if cfg.heads_at(cfg.base_width) is None:  # no attention: nothing for attn_mult to do
@@ -137,12 +140,21 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=min(10, max(2, trials // 3))),
         pruner=ladder.pruner() if ladder else make_pruner(pruner, steps=steps, eval_every=eval_every),
         force=force,
-        extra_attrs={"model": choice.name, "task": choice.task, "steps": steps,
-                     "ladder": list(ladder.widths) if ladder else None},
+        extra_attrs={
+            "model": choice.name,
+            "task": choice.task,
+            "steps": steps,
+            "ladder": list(ladder.widths) if ladder else None,
+        },
     )
-    train = builtin_trainer(choice, batch_size=batch_size, seed=seed,
-                            eval_every=None if ladder else eval_every,
-                            data_kwargs=data_kwargs, model_kwargs=model_kwargs)
+    train = builtin_trainer(
+        choice,
+        batch_size=batch_size,
+        seed=seed,
+        eval_every=None if ladder else eval_every,
+        data_kwargs=data_kwargs,
+        model_kwargs=model_kwargs,
+    )
     objective = TransferObjective(train, cfg, width=w, space=space, steps=steps, ladder=ladder)
     study.optimize(objective, n_trials=trials, n_jobs=jobs, callbacks=list(callbacks))
     best = best_config(study)
@@ -152,5 +164,6 @@ def tune(
         from hptransfer.tuning.plots import plot_study
 
         figures = plot_study(study, out, target)
-    return TuneResult(study=study, best=best, plan=plan, proxy_width=w, figures=figures,
-                      seconds=time.perf_counter() - start)
+    return TuneResult(
+        study=study, best=best, plan=plan, proxy_width=w, figures=figures, seconds=time.perf_counter() - start
+    )

@@ -71,8 +71,7 @@ class SearchSpace:
         for name, rng in self.ranges.items():
             if name not in TUNABLE:
                 raise ConfigError(
-                    f"cannot tune {name!r}: a search space takes base hyperparameters "
-                    + ", ".join(TUNABLE)
+                    f"cannot tune {name!r}: a search space takes base hyperparameters " + ", ".join(TUNABLE)
                 )
             if not isinstance(rng, Range):
                 raise ConfigError(f"{name}: expected a Range, got {rng!r}")
@@ -104,8 +103,12 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> SearchSpace:
         try:
-            return cls({k: Range(float(v["low"]), float(v["high"]), bool(v.get("log", True)))
-                        for k, v in data.items()})
+            return cls(
+                {
+                    k: Range(float(v["low"]), float(v["high"]), bool(v.get("log", True)))
+                    for k, v in data.items()
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -137,9 +140,14 @@ def default_space(
     (zero for muP) unless ``output_init_std`` is given.
     """
     ranges: dict[str, Range] = {}
-    for name, bounds in (("lr", lr), ("weight_decay", weight_decay), ("init_std", init_std),
-                         ("output_init_std", output_init_std), ("output_mult", output_mult),
-                         ("attn_mult", attn_mult)):
+    for name, bounds in (
+        ("lr", lr),
+        ("weight_decay", weight_decay),
+        ("init_std", init_std),
+        ("output_init_std", output_init_std),
+        ("output_mult", output_mult),
+        ("attn_mult", attn_mult),
+    ):
         if bounds is not None:
             ranges[name] = Range(float(bounds[0]), float(bounds[1]), log=True)
     return SearchSpace(ranges)

@@ -149,7 +149,7 @@ def make_storage(
     if text.startswith(_JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(text[len(_JOURNAL_PREFIX):])
+        path = Path(text[len(_JOURNAL_PREFIX) :])
         if not path.name:
             raise StorageError(f"journal storage {shown!r} names no file; use journal:///PATH.log")
         try:
@@ -169,7 +169,7 @@ def make_storage(
             "heartbeat_stale_trial_callback": retry,
         }
     if text.startswith("sqlite:///"):
-        db_path = text[len("sqlite:///"):]
+        db_path = text[len("sqlite:///") :]
         if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
             parent = Path(db_path).parent
             if not parent.exists():
@@ -195,8 +195,11 @@ def _describe(exc: Exception, url: str) -> str:
     if name == "ArgumentError":
         return f"cannot parse storage URL {shown}: {_scrub(msg, url)}"
     if isinstance(exc, ModuleNotFoundError) or name == "ImportError":
-        hint = ("pip install pymysql and use mysql+pymysql://" if scheme.startswith("mysql") else
-                "pip install 'psycopg[binary]' and use postgresql+psycopg://")
+        hint = (
+            "pip install pymysql and use mysql+pymysql://"
+            if scheme.startswith("mysql")
+            else "pip install 'psycopg[binary]' and use postgresql+psycopg://"
+        )
         return f"storage {shown} needs a database driver that is not installed; {hint}"
     msg = re.sub(r"^\([\w.]+\)\s*", "", msg)  # drop "(psycopg.OperationalError) "
     return f"cannot open storage {shown}: {_scrub(msg, url)}"

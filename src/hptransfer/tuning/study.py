@@ -46,8 +46,12 @@ def _rule_key(config: ProxyConfig) -> dict[str, Any]:
     return {"rule": rule.name, "wd_exponent": rule.wd_exponent, "readout": rule.readout}
 
 
-def study_attrs(config: ProxyConfig, space: SearchSpace, proxy_width: int | None = None,
-                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def study_attrs(
+    config: ProxyConfig,
+    space: SearchSpace,
+    proxy_width: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The user attributes a study gets (all JSON-serialisable)."""
     attrs: dict[str, Any] = {
         "version": __version__,
@@ -64,7 +68,7 @@ def study_attrs(config: ProxyConfig, space: SearchSpace, proxy_width: int | None
 
 def study_info(study: optuna.Study) -> dict[str, Any]:
     """The hptransfer attributes of ``study`` (without the prefix); empty for a foreign study."""
-    return {k[len(ATTR_PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX)}
+    return {k[len(ATTR_PREFIX) :]: v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX)}
 
 
 def study_config(study: optuna.Study) -> ProxyConfig:
@@ -95,8 +99,11 @@ def _describe(info: Mapping[str, Any]) -> str:
     if info.get("wd_exponent") is not None and rule == "custom":
         rule = f"custom (wd exponent {info['wd_exponent']})"
     readout = info.get("readout")
-    return f"rule {rule}" + (f", readout {readout}" if readout and readout != "lr" else "") + (
-        f" at base width {info.get('base_width')}")
+    return (
+        f"rule {rule}"
+        + (f", readout {readout}" if readout and readout != "lr" else "")
+        + (f" at base width {info.get('base_width')}")
+    )
 
 
 def open_study(
@@ -143,13 +150,20 @@ def open_study(
     """
     import optuna
 
-    store = make_storage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                         max_retry=max_retry)
+    store = make_storage(
+        storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
+    )
     where = storage if not isinstance(storage, str | None) else mask_url(normalize_url(storage))
     space = space or default_space()
     try:
-        study = optuna.create_study(study_name=study_name, storage=store, sampler=sampler,
-                                    pruner=pruner, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=store,
+            sampler=sampler,
+            pruner=pruner,
+            direction="minimize",
+            load_if_exists=True,
+        )
     except Exception as exc:  # a DB that answered the handshake but fails on queries
         raise StorageError(f"cannot open study {study_name!r} in {where}: {exc}") from None
     info = study_info(study)
@@ -165,7 +179,7 @@ def open_study(
         for key, value in wanted.items():
             study.set_user_attr(key, value)
         return study
-    new = {k[len(ATTR_PREFIX):]: v for k, v in wanted.items()}
+    new = {k[len(ATTR_PREFIX) :]: v for k, v in wanted.items()}
     diffs = [k for k in ("rule", "wd_exponent", "readout", "base_width") if info.get(k) != new.get(k)]
     if diffs and not force:
         raise StudyMismatchError(
@@ -187,12 +201,14 @@ def _require_existing_file(url: str) -> None:
     empty file and the real study would look lost."""
     for prefix in ("sqlite:///", "journal://"):
         if url.startswith(prefix):
-            path = Path(url[len(prefix):])
+            path = Path(url[len(prefix) :])
             if url.startswith("sqlite:") and str(path) in ("", ":memory:"):
                 return
             if not path.exists():
-                raise StorageError(f"no such file: {path} (from {mask_url(url)}); check the path, "
-                                   "or run `hptransfer tune` there first")
+                raise StorageError(
+                    f"no such file: {path} (from {mask_url(url)}); check the path, "
+                    "or run `hptransfer tune` there first"
+                )
 
 
 def load_study(storage: str | BaseStorage | None, study_name: str | None = None) -> optuna.Study:

@@ -43,8 +43,11 @@ def ranked_trials(study: optuna.Study, config: ProxyConfig | None = None) -> lis
         if t.value is None or not math.isfinite(t.value):
             continue
         run = t.user_attrs.get("hptransfer.run")
-        if isinstance(run, dict) and (run.get("rule") != rule.name or run.get("base_width") != cfg.base_width
-                                      or run.get("wd_exponent") != rule.wd_exponent):
+        if isinstance(run, dict) and (
+            run.get("rule") != rule.name
+            or run.get("base_width") != cfg.base_width
+            or run.get("wd_exponent") != rule.wd_exponent
+        ):
             continue
         out.append(t)
     out.sort(key=lambda t: t.value)  # type: ignore[arg-type, return-value]
@@ -82,9 +85,7 @@ def best_config(study: optuna.Study, top_k: int = 1) -> ProxyConfig:
     return replace(cfg, **params)
 
 
-def best_plan(
-    study: optuna.Study, width: int, top_k: int = 1, rule: ScalingRule | str | None = None
-) -> Plan:
+def best_plan(study: optuna.Study, width: int, top_k: int = 1, rule: ScalingRule | str | None = None) -> Plan:
     """The best trial's (or the top-``k`` median's) base hyperparameters carried to ``width``.
 
     Args:

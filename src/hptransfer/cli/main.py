@@ -11,14 +11,14 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from hptransfer import __version__
+from hptransfer.cli.common import console, err_console, fail, parse_ints  # noqa: F401 (re-exported)
 from hptransfer.scaling import (
     WD_EXPONENTS,
     ConfigError,
@@ -41,31 +41,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-console = Console()
-err_console = Console(stderr=True)
-
 # Command modules that register themselves on `app` (each defines `register(app)`).
 COMMAND_MODULES = ("diagnose", "sweep", "tune", "stn")
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One red line on stderr and exit ``code`` (2: bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def parse_ints(text: str, option: str) -> list[int]:
-    """``"128, 256,512"`` -> ``[128, 256, 512]``; anything else is one red line naming the option."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            fail(f"{option}: {part!r} is not an integer; give a comma-separated list like 128,256,512")
-    return out
 
 
 def _version(value: bool) -> None:

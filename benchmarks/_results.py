@@ -125,20 +125,25 @@ def _clean(value: Any, where: str = "results") -> Any:
     raise TypeError(f"{where}: {type(value).__name__} is not JSON-serialisable")
 
 
+def result_document(name: str, results: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`save_results` writes, without writing it (e.g. to render a ``--quick`` run)."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad benchmark name {name!r}")
+    return {
+        "benchmark": name,
+        "argv": list(sys.argv),
+        "environment": environment(),
+        "results": _clean(results),
+    }
+
+
 def save_results(name: str, results: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json``: benchmark, argv, environment and results.
 
     Non-finite floats are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON);
     :func:`as_float` reads them back.
     """
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"bad benchmark name {name!r}")
-    data = {
-        "benchmark": name,
-        "argv": list(sys.argv),
-        "environment": environment(),
-        "results": _clean(results),
-    }
+    data = result_document(name, results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

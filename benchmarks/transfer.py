@@ -4,24 +4,25 @@ On the built-in byte-level LM task (a 2-block LLaMA-style decoder on Python stdl
 
 * lr sweeps across widths for ``sp``, the ``mup`` package (MuReadout + MuAdamW +
   set_base_shapes, mup 1.0) and our ``mup`` rule; the optimum base lr per width is a parabola
-  fit in log2 lr around the grid minimum, and the drift is |Δlog2 lr*| from the smallest to the
-  largest width. The lr sweeps use weight decay 0, where our ``mup``, ``mup-wd-sqrt`` and
+  fit in log2 lr around the grid minimum, and the drift is max − min of log2 lr* over *all*
+  widths (not first vs last). The lr sweeps use weight decay 0, where our ``mup``, ``mup-wd-sqrt`` and
   ``mup-wd-linear`` are the same rule (they differ only in how wd scales), so one sweep stands
   for all three.
 * wd sweeps across widths for our three wd width exponents (``mup-wd-constant``: e = 0,
   ``mup-wd-sqrt``: e = 0.5, ``mup-wd-linear``: e = 1) in a regime where wd matters (a small
   training set seen for many epochs, several AdamW timescales long), at the lr found above.
-* transfer regret: loss at the largest width with the smallest width's optimum vs the best of
-  the direct sweep at the largest width.
+* transfer regret: loss at the largest width with the smallest width's optimum vs the best loss
+  that *any* parametrization swept directly at the largest width reached (SP included for lr).
 
 At least 2 seeds at the smallest and largest widths. Every run is an Optuna trial in a SQLite
 study under ``--cache`` (default ``benchmarks/.transfer-cache``), so a killed benchmark resumes.
 
-Run:  python benchmarks/transfer.py            (full: about 20-30 min on 2 CPU cores)
-      python benchmarks/transfer.py --quick    (smoke run, seconds)
+Run:  python3 benchmarks/transfer.py            (full; writes benchmarks/results/transfer.json)
+      python3 benchmarks/transfer.py --quick    (smoke run, seconds; writes nothing)
 
-The last printed line is the headline: lr drift under our muP vs SP, and the wd drift of the
-best wd rule.
+Then ``python3 benchmarks/render_docs.py`` writes docs/results-transfer.md and the figures from
+the results file. The last printed line is the headline: lr drift under our muP vs SP, and the wd
+drift of the best wd rule.
 """
 
 from __future__ import annotations
@@ -29,19 +30,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
+from _results import as_float, command_line, environment_table, result_document, save_figure, save_results
 from hptransfer.models import TinyLlama
 from hptransfer.scaling import ProxyConfig
 from hptransfer.scaling.torch_adapter import meta_model
-from hptransfer.sweep import SweepResult, SweepSpec, log2_grid, plot_sweep, run_sweep, summarise
+from hptransfer.sweep import SweepResult, SweepSpec, log2_grid, run_sweep, summarise
 from hptransfer.training import get_data, train, train_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +103,15 @@ LR_RULES = ("sp", "mup-package", "mup")
 WD_RULES = ("mup-wd-constant", "mup-wd-sqrt", "mup-wd-linear")
 
 
+def explicit_init(std: float) -> dict[str, float]:
+    """Init pinned explicitly (matrices and embeddings N(0, std²), zero readout), so the benchmark
+    does not change when a config default moves to "keep the model's own init"."""
+    kw = {"init_std": std, "output_init_std": 0.0}
+    if "embed_init_std" in {f.name for f in fields(ProxyConfig)}:
+        kw["embed_init_std"] = std
+    return kw
+
+
 def base_config(s: Setting, rule: str, lr: float = 2.0**-6, wd: float = 0.0) -> ProxyConfig:
     return ProxyConfig(
         name="bench-llama",
@@ -106,9 +119,8 @@ def base_config(s: Setting, rule: str, lr: float = 2.0**-6, wd: float = 0.0) -> 
         head_dim=s.head_dim,
         lr=lr,
         weight_decay=wd,
-        init_std=s.init_std,
-        output_init_std=0.0,
         rule=rule,
+        **explicit_init(s.init_std),  # type: ignore[arg-type]
     )
 
 
@@ -257,41 +269,33 @@ def best_direct(result: SweepResult, width: int) -> float:
     return min(ys) if ys else math.inf
 
 
-def table(title: str, results: dict[str, SweepResult], widths: tuple[int, ...], param: str) -> str:
-    head = "| rule | " + " | ".join(f"log2 {param}* @{w}" for w in widths) + " | drift |"
-    lines = [f"### {title}", "", head, "|" + "---|" * (len(widths) + 2)]
-    for rule, res in results.items():
-        cells = []
-        for w in widths:
-            o = res.optima.get(w)
-            cells.append("diverged" if o is None else f"{o.log2:.2f}" + ("(edge)" if o.at_edge else ""))
-        d = res.drift
-        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {d:.2f} |" if d is not None else " | - |")
-    return "\n".join(lines)
+def drift_all(optima: dict[str, Any]) -> float | None:
+    """max − min of log2 optimum over all widths (None with fewer than two optima)."""
+    xs = [o["log2"] for o in optima.values()]
+    return max(xs) - min(xs) if len(xs) >= 2 else None
 
 
-def figure(results: dict[str, SweepResult], path_stem: Path, suptitle: str, svg: bool = True) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
-    for ax, (rule, res) in zip(axes[0], results.items()):
-        d = res.drift
-        plot_sweep(res, "", ax=ax, title=f"{rule}" + (f" · drift {d:.2f}" if d is not None else ""))
-    fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
-    for ext in (".png", ".svg") if svg else (".png",):
-        fig.savefig(str(path_stem) + ext, dpi=120 if svg else 60)
-    plt.close(fig)
+def sweep_entry(res: SweepResult) -> dict[str, Any]:
+    """What the docs need from one sweep: curves, optima, drift, run count and summed run time."""
+    optima = {
+        str(w): {"log2": o.log2, "loss": o.loss, "at_edge": o.at_edge, "fitted": o.fitted}
+        for w, o in sorted(res.optima.items())
+    }
+    return {
+        "curves": {str(w): {"log2": xs, "loss": ys} for w, (xs, ys) in sorted(res.curves.items())},
+        "optima": optima,
+        "drift": drift_all(optima),
+        "runs": len(res.records),
+        "run_seconds": sum(r.seconds for r in res.records),
+        "seeds": {str(w): sorted({r.seed for r in res.records if r.width == w}) for w in sorted(res.curves)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run in seconds")
+    ap.add_argument("--quick", action="store_true", help="smoke run in seconds (saves no results)")
     ap.add_argument("--cache", type=Path, default=None, help="sweep studies (resumable)")
-    ap.add_argument("--figures", type=Path, default=None, help="where transfer_*.png/svg go")
+    ap.add_argument("--figures", type=Path, default=None, help="--quick: where the rendered figures go")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
@@ -306,12 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     s = QUICK if args.quick else FULL
     tmp = Path(tempfile.mkdtemp(prefix="hpt-transfer-")) if args.quick else None
     cache = args.cache or (tmp / "cache" if tmp else ROOT / "benchmarks" / ".transfer-cache")
-    figs = args.figures or (tmp if tmp else ROOT / "docs" / "figures")
     cache.mkdir(parents=True, exist_ok=True)
-    figs.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
-    studies = None if args.quick else cache  # quick: in-memory studies, PNG only
+    studies = None if args.quick else cache  # quick: in-memory studies
     t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     w0, w1 = s.widths[0], s.widths[-1]
     print(
         f"transfer benchmark ({'quick' if args.quick else 'full'}): charlm, widths {list(s.widths)} "
@@ -332,61 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.part == "lr":
         return 0
-    print(table(f"Optimum base lr (log2), {s.lr_steps} steps, wd 0", lr_res, s.widths, "lr"))
-    figure(
-        lr_res,
-        figs / "transfer_lr",
-        f"byte-level LM, validation loss vs log2 base lr ({s.lr_steps} steps, wd 0)",
-        svg=not args.quick,
-    )
+    t_lr = time.perf_counter() - t0
 
     # 2. wd sweeps at a fixed base lr near the muP optimum, small training set, many epochs
     wd_res = {
         r: sweep(s, r, "wd", studies, base_config(s, r, lr=lr_star), wd_data, progress) for r in WD_RULES
     }
-    epochs = s.wd_steps * s.batch_size * s.seq_len / s.wd_train_tokens
-    print(
-        table(
-            f"Optimum base wd (log2), lr 2^{math.log2(lr_star):g}, {s.wd_steps} steps, "
-            f"{s.wd_train_tokens} training tokens (~{epochs:.0f} epochs)",
-            wd_res,
-            s.widths,
-            "wd",
-        )
-    )
-    figure(
-        wd_res,
-        figs / "transfer_wd",
-        f"overfitting regime ({s.wd_train_tokens} train tokens, "
-        f"~{epochs:.0f} epochs): validation loss vs log2 base wd",
-        svg=not args.quick,
-    )
+    t_wd = time.perf_counter() - t0 - t_lr
 
-    # The three wd rules differ only by where base wd sits on each width's axis (effective wd of
-    # matrices = base * m**e), so each gives an estimate of how the effective optimum scales:
-    # log2 wd_eff*(m) = log2 wd*(m) + e*log2 m; its slope in log2 m is the exponent the data asks for.
-    import numpy as np
-
-    fits = {}
-    for r in WD_RULES:
-        e = {"mup-wd-constant": 0.0, "mup-wd-sqrt": 0.5, "mup-wd-linear": 1.0}[r]
-        ws = [w for w in s.widths if w in wd_res[r].optima]
-        if len(ws) >= 2:
-            xs = [math.log2(w / w0) for w in ws]
-            ys = [wd_res[r].optima[w].log2 + e * x for w, x in zip(ws, xs)]
-            fits[r] = float(np.polyfit(xs, ys, 1)[0])
-    if fits:
-        print(
-            "fitted wd width exponent e* (effective matrix wd* ∝ m^e*), from each rule's optima: "
-            + ", ".join(f"{r.removeprefix('mup-wd-')} {v:.2f}" for r, v in fits.items())
-            + f"; mean {sum(fits.values()) / len(fits):.2f} (sqrt = 0.5, linear = 1)"
-        )
-
-    # 3. transfer regret at the largest width
-    print(f"### Transfer regret at width {w1} (hyperparameters from width {w0})")
-    print("| rule | param | transferred loss | best direct loss | regret | vs best of all rules |")
-    print("|---|---|---|---|---|---|")
-    regrets: dict[str, float] = {}
+    # 3. transfer regret at the largest width, against the best direct loss of any rule there
+    regret_rows = []
     for param, results, data_kwargs, cfg_of in (
         ("lr", lr_res, lr_data, lambda r: base_config(s, "mup" if r == "mup-package" else r)),
         ("wd", wd_res, wd_data, lambda r: base_config(s, r, lr=lr_star)),
@@ -396,43 +354,426 @@ def main(argv: list[str] | None = None) -> int:
             if w0 not in res.optima:
                 continue
             lt = transfer_loss(s, rule, param, res.optima[w0].value, cfg_of(rule), data_kwargs, cache)
-            bd = best_direct(res, w1)
-            regrets[f"{rule}/{param}"] = lt / bd - 1
-            print(
-                f"| {rule} | {param} | {lt:.4f} | {bd:.4f} | {100 * (lt / bd - 1):+.2f}% | "
-                f"{100 * (lt / best_all - 1):+.2f}% |"
+            regret_rows.append(
+                {
+                    "rule": rule,
+                    "param": param,
+                    "carried_log2": res.optima[w0].log2,
+                    "transferred_loss": lt,
+                    "best_direct_own": best_direct(res, w1),
+                    "best_direct_any": best_all,
+                }
             )
+    t_transfer = time.perf_counter() - t0 - t_lr - t_wd
 
-    summary = {
-        "setting": s.__dict__,
-        "lr": {r: res.to_dict() for r, res in lr_res.items()},
-        "wd": {r: res.to_dict() for r, res in wd_res.items()},
+    results = {
+        "quick": args.quick,
+        "threads": args.threads,
+        "setting": {k: list(v) if isinstance(v, tuple) else v for k, v in s.__dict__.items()},
+        "fit_window": FIT_WINDOW,
         "lr_star_wd_sweeps": lr_star,
-        "regret": regrets,
-        "wd_exponent_fit": fits,
-        "seconds": time.perf_counter() - t0,
+        "lr": {r: sweep_entry(res) for r, res in lr_res.items()},
+        "wd": {r: sweep_entry(res) for r, res in wd_res.items()},
+        "regret": regret_rows,
+        "seconds": {
+            "lr_sweeps": t_lr,
+            "wd_sweeps": t_wd,
+            "transfer_runs": t_transfer,
+            "total_wall": time.perf_counter() - t0,
+        },
+        "load_average_start": load_start,
     }
-    (cache / "transfer_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    cross = max(
-        abs(lr_res["mup"].optima[w].log2 - lr_res["mup-package"].optima[w].log2)
-        for w in s.widths
-        if w in lr_res["mup"].optima and w in lr_res["mup-package"].optima
-    )
-    print(f"our mup vs mup package: max |Δlog2 lr*| over widths = {cross:.2f}")
-    best_wd = min(WD_RULES, key=lambda r: wd_res[r].drift if wd_res[r].drift is not None else math.inf)
-    print(f"figures: {figs}/transfer_lr.png, transfer_wd.png; elapsed {time.perf_counter() - t0:.0f} s")
-
-    def fmt(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.2f}"
-
-    print(
-        f"lr drift |Δlog2 lr*| {w0}->{w1} ({w1 // w0}x): our mup {fmt(lr_res['mup'].drift)}, "
-        f"mup package {fmt(lr_res['mup-package'].drift)}, sp {fmt(lr_res['sp'].drift)} (baseline); "
-        f"wd drift: "
-        + ", ".join(f"{r.removeprefix('mup-wd-')} {fmt(wd_res[r].drift)}" for r in WD_RULES)
-        + f" (best: {best_wd.removeprefix('mup-wd-')})"
-    )
+    if args.quick:
+        doc = result_document("transfer", results)
+        render(doc, args.figures or tmp or Path(tempfile.mkdtemp()))  # the renderer must work too
+    else:
+        path = save_results("transfer", results)
+        doc = json.loads(path.read_text())
+        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    print(render_tables(doc["results"]))
+    print(headline_line(doc["results"]))
     return 0
+
+
+# -- turning the results into docs (pure: reads only the JSON) ------------------------------------
+WD_EXPONENT = {"mup-wd-constant": 0.0, "mup-wd-sqrt": 0.5, "mup-wd-linear": 1.0}
+TARGET_DRIFT, TARGET_REGRET, TARGET_MINUTES = 0.5, 0.01, 30
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _widths(r: dict[str, Any]) -> list[int]:
+    return [int(w) for w in r["setting"]["widths"]]
+
+
+def optimum_table(r: dict[str, Any], param: str) -> str:
+    widths = _widths(r)
+    head = "| rule | " + " | ".join(f"log2 {param}* @{w}" for w in widths) + " | drift (max − min) |"
+    lines = [head, "|" + "---|" * (len(widths) + 2)]
+    for rule, entry in r[param].items():
+        cells = []
+        for w in widths:
+            o = entry["optima"].get(str(w))
+            cells.append(
+                "diverged" if o is None else f"{o['log2']:.2f}" + (" (edge)" if o["at_edge"] else "")
+            )
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {_fmt(entry['drift'])} |")
+    return "\n".join(lines)
+
+
+def wd_exponent_fits(r: dict[str, Any]) -> dict[str, float]:
+    """Slope of log2 effective matrix wd* (base · m^e) against log2 m, from each wd rule's optima.
+
+    The three wd rules only move base wd along each width's axis, so each estimates how the
+    effective optimum scales with width; the slope is the exponent the data ask for.
+    """
+    import numpy as np
+
+    widths, fits = _widths(r), {}
+    for rule, entry in r["wd"].items():
+        ws = [w for w in widths if str(w) in entry["optima"]]
+        if len(ws) >= 2:
+            xs = [math.log2(w / widths[0]) for w in ws]
+            ys = [entry["optima"][str(w)]["log2"] + WD_EXPONENT[rule] * x for w, x in zip(ws, xs)]
+            fits[rule] = float(np.polyfit(xs, ys, 1)[0])
+    return fits
+
+
+def regret_table(r: dict[str, Any]) -> str:
+    lines = [
+        "| rule | param | carried log2 | transferred loss | best direct, same rule | best direct, any rule "
+        "| regret vs any rule |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in r["regret"]:
+        lt, own, best = (as_float(row[k]) for k in ("transferred_loss", "best_direct_own", "best_direct_any"))
+        lines.append(
+            f"| {row['rule']} | {row['param']} | {row['carried_log2']:.2f} | {lt:.4f} | {own:.4f} | "
+            f"{best:.4f} | {100 * (lt / best - 1):+.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def _regret(r: dict[str, Any], rule: str, param: str) -> float | None:
+    for row in r["regret"]:
+        if row["rule"] == rule and row["param"] == param:
+            return as_float(row["transferred_loss"]) / as_float(row["best_direct_any"]) - 1
+    return None
+
+
+def cross_check(r: dict[str, Any]) -> float | None:
+    """max over widths of |log2 lr*(our mup) − log2 lr*(mup package)|."""
+    ours, theirs = r["lr"].get("mup", {}).get("optima", {}), r["lr"].get("mup-package", {}).get("optima", {})
+    gaps = [abs(ours[w]["log2"] - theirs[w]["log2"]) for w in ours if w in theirs]
+    return max(gaps) if gaps else None
+
+
+def best_wd_rule(r: dict[str, Any]) -> str:
+    return min(r["wd"], key=lambda k: r["wd"][k]["drift"] if r["wd"][k]["drift"] is not None else math.inf)
+
+
+def render_tables(r: dict[str, Any]) -> str:
+    fits = wd_exponent_fits(r)
+    fit_line = ", ".join(f"{k.removeprefix('mup-wd-')} {v:.2f}" for k, v in fits.items())
+    mean = sum(fits.values()) / len(fits) if fits else None
+    return "\n\n".join(
+        [
+            "Optimum base lr (log2), wd 0:\n" + optimum_table(r, "lr"),
+            "Optimum base wd (log2):\n" + optimum_table(r, "wd"),
+            f"fitted wd width exponent e* from each rule's optima: {fit_line}; mean {_fmt(mean)}",
+            "Transfer regret at the widest width:\n" + regret_table(r),
+        ]
+    )
+
+
+def headline_line(r: dict[str, Any]) -> str:
+    widths = _widths(r)
+    w0, w1 = widths[0], widths[-1]
+    lr = {k: r["lr"][k]["drift"] for k in r["lr"]}
+    ratio = lr["sp"] / lr["mup"] if lr.get("sp") is not None and lr.get("mup") else None
+    best = best_wd_rule(r)
+    return (
+        f"lr drift (max-min log2 lr*, widths {w0}..{w1}, {w1 // w0}x): our mup {_fmt(lr['mup'])}, "
+        f"mup package {_fmt(lr['mup-package'])}, sp {_fmt(lr['sp'])} (baseline"
+        + (f", {ratio:.1f}x ours); " if ratio is not None else "); ")
+        + "wd drift: "
+        + ", ".join(f"{k.removeprefix('mup-wd-')} {_fmt(v['drift'])}" for k, v in r["wd"].items())
+        + f" (best: {best.removeprefix('mup-wd-')})"
+    )
+
+
+def figure(r: dict[str, Any], param: str, figures: Path, suptitle: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = {"lr": "log2 base learning rate", "wd": "log2 base weight decay (torch AdamW)"}[param]
+    sweeps = r[param]
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.2 * len(sweeps), 4.2), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (rule, entry) in zip(axes[0], sweeps.items()):
+        widths = sorted(entry["curves"], key=int)
+        finite = [
+            as_float(y) for c in entry["curves"].values() for y in c["loss"] if math.isfinite(as_float(y))
+        ]
+        top = None
+        if finite:
+            lo, mid = min(finite), sorted(finite)[len(finite) // 2]
+            span = max(mid - lo, 1e-3)
+            top = min(max(finite), lo + 3 * span)
+            ax.set_ylim(lo - 0.1 * span, top + 0.25 * span)
+        diverged_drawn = False
+        for i, w in enumerate(widths):
+            color = cmap(i / max(1, len(widths) - 1))
+            xs, ys = entry["curves"][w]["log2"], [as_float(y) for y in entry["curves"][w]["loss"]]
+            ax.plot(
+                [x for x, y in zip(xs, ys) if math.isfinite(y)],
+                [y for y in ys if math.isfinite(y)],
+                "o-",
+                color=color,
+                ms=3.5,
+                lw=1.4,
+                label=f"width {w}",
+            )
+            bad = [x for x, y in zip(xs, ys) if not math.isfinite(y)]
+            if bad and top is not None:
+                ax.plot(
+                    bad,
+                    [top + 0.15 * span] * len(bad),
+                    "x",
+                    color="tab:red",
+                    ms=7,
+                    mew=2,
+                    clip_on=False,
+                    label=None if diverged_drawn else "diverged",
+                )
+                diverged_drawn = True
+            o = entry["optima"].get(w)
+            if o is not None:
+                ax.plot([o["log2"]], [o["loss"]], "*", color=color, ms=11, mec="black", mew=0.6)
+        ax.set_title(f"{rule} · drift {_fmt(entry['drift'])}", fontsize=10)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    path = save_figure(fig, figures, f"transfer_{param}")
+    plt.close(fig)
+    return path
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+
+def render(data: dict[str, Any], figures: Path) -> str:
+    """docs/results-transfer.md from the results file."""
+    r, env = data["results"], data["environment"]
+    s = r["setting"]
+    widths = _widths(r)
+    w0, w1 = widths[0], widths[-1]
+    epochs = s["wd_steps"] * s["batch_size"] * s["seq_len"] / s["wd_train_tokens"]
+    fits = wd_exponent_fits(r)
+    mean_fit = sum(fits.values()) / len(fits) if fits else None
+    lr_fig = figure(
+        r, "lr", figures, f"byte-level LM, validation loss vs log2 base lr ({s['lr_steps']} steps, wd 0)"
+    )
+    wd_fig = figure(
+        r,
+        "wd",
+        figures,
+        f"overfitting regime ({s['wd_train_tokens']} train tokens, ~{epochs:.0f} epochs): "
+        "loss vs log2 base wd",
+    )
+    drift = {k: v["drift"] for k, v in r["lr"].items()}
+    best = best_wd_rule(r)
+    cross = cross_check(r)
+    sec = r["seconds"]
+    runs = sum(v["runs"] for v in r["lr"].values()) + sum(v["runs"] for v in r["wd"].values())
+    run_s = sum(v["run_seconds"] for v in r["lr"].values()) + sum(v["run_seconds"] for v in r["wd"].values())
+    wall = sec["total_wall"]
+    resumed = run_s > wall * max(1, r["threads"]) * 1.05  # runs timed in earlier sessions
+    seeds = r["lr"]["mup"]["seeds"]
+    seed_text = ", ".join(f"{w}: {len(v)}" for w, v in seeds.items())
+    fit_text = ", ".join(f"{k.removeprefix('mup-wd-')} {v:.2f}" for k, v in fits.items())
+    resumed_text = (
+        "; runs from an earlier session were resumed from the cache, so this wall time is not a full run"
+        if resumed
+        else ""
+    )
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**missed**"
+
+    regret_lr, regret_wd = _regret(r, "mup", "lr"), _regret(r, best, "wd")
+    target_rows = [
+        (
+            "lr drift ≤ 0.5 log2 over ≥ 8× width, our muP",
+            _fmt(drift["mup"]),
+            drift["mup"] is not None and drift["mup"] <= TARGET_DRIFT,
+        ),
+        (
+            "SP drift ≥ 1 (the problem muP solves is visible)",
+            _fmt(drift["sp"]),
+            drift["sp"] is not None and drift["sp"] >= 1,
+        ),
+        (
+            "our muP within 0.5 log2 of the mup package at every width",
+            _fmt(cross),
+            cross is not None and cross <= TARGET_DRIFT,
+        ),
+        (
+            f"wd drift ≤ 0.5 under the best wd rule ({best})",
+            _fmt(r["wd"][best]["drift"]),
+            r["wd"][best]["drift"] is not None and r["wd"][best]["drift"] <= TARGET_DRIFT,
+        ),
+        (
+            "lr regret (muP) ≤ 1% vs the best direct loss of any rule",
+            _fmt(None if regret_lr is None else 100 * regret_lr, "+.2f") + "%",
+            regret_lr is not None and regret_lr <= TARGET_REGRET,
+        ),
+        (
+            f"wd regret ({best}) ≤ 1% vs the best direct loss of any wd rule",
+            _fmt(None if regret_wd is None else 100 * regret_wd, "+.2f") + "%",
+            regret_wd is not None and regret_wd <= TARGET_REGRET,
+        ),
+        (
+            f"full run < {TARGET_MINUTES} min on 2 CPU cores",
+            _minutes(wall) + (" (resumed)" if resumed else ""),
+            wall < TARGET_MINUTES * 60 and not resumed,
+        ),
+    ]
+    targets = "\n".join(
+        ["| target | measured | |", "|---|---|---|"] + [f"| {a} | {b} | {ok(c)} |" for a, b, c in target_rows]
+    )
+    return f"""# Transfer evidence: optimum lr and weight decay across widths
+
+Generated from `benchmarks/results/transfer.json`, written by `{command_line(data)}`
+({"smoke run: not evidence" if r["quick"] else "full run"}).
+
+## Targets
+
+{targets}
+
+## Setup
+
+* **Task**: the built-in byte-level LM (`hptransfer.data.CharLM`, vocab 128; which text it reads
+  depends on the Python version recorded below), {s["val_sequences"]} fixed validation windows of
+  {s["seq_len"]} tokens.
+* **Model**: `hptransfer.models.TinyLlama`, {s["depth"]} blocks, RMSNorm, SwiGLU, rotary embeddings,
+  head_dim {s["head_dim"]} fixed (heads grow with width), zero-initialised readout. Widths
+  **{", ".join(map(str, widths))} ({w1 // w0}×)**, base width {w0}, init std {s["init_std"]} at the base width
+  (embeddings too).
+* **Training**: AdamW, batch {s["batch_size"]} × {s["seq_len"]} tokens, cosine schedule with 10% warmup.
+  lr sweeps: {s["lr_steps"]} steps on the full training split, **weight decay 0**. wd sweeps:
+  {s["wd_steps"]} steps on a **{s["wd_train_tokens"]}-token training set (~{epochs:.0f} epochs)**, base lr
+  2^{math.log2(r["lr_star_wd_sweeps"]):g}.
+* **Seeds** per width: {seed_text}; a point's loss is the seed mean.
+* **Optimum**: parabola in log2 fitted to the grid minimum and {r["fit_window"]} grid points either
+  side. **Drift = max − min of the optimum over all widths** (not first vs last).
+* **Parametrisations**: `sp` (every hyperparameter the same at every width); `mup-package` (the
+  `mup` package, independent of our code: `MuReadout(readout_zero_init=True)`, `set_base_shapes`
+  against widths {w0} and {2 * w0}, `mup.init.normal_` on hidden matrices, `MuAdamW`); `mup`,
+  `mup-wd-constant`, `mup-wd-sqrt`, `mup-wd-linear` (our rules through the torch adapter, readout
+  lr/m). With weight decay 0 our `mup`, `mup-wd-sqrt` and `mup-wd-linear` are the same rule, so
+  the lr table's `mup` row stands for all three.
+
+## Learning rate
+
+{optimum_table(r, "lr")}
+
+![lr sweeps]({lr_fig})
+
+Our muP and the mup package differ by at most **{_fmt(cross)} log2** at any width. At the base
+width all three parametrisations are the same model, which checks that the baselines are wired
+the same way.
+
+## Weight decay (overfitting regime)
+
+{optimum_table(r, "wd")}
+
+![wd sweeps]({wd_fig})
+
+The three wd rules only move base wd along each width's axis (effective matrix wd = base·m^e), so
+each estimates how the effective optimum scales with width. Fitted exponent e* (slope of log2
+effective wd* against log2 m): {fit_text};
+mean **{_fmt(mean_fit)}** (sqrt rule = 0.5, linear rule = 1). The regime matters: the training
+set is small and seen for several epochs so that every width has an interior wd optimum; check
+the U-shaped curves in the figure before trusting a drift.
+
+## Transfer regret (width {w1}, hyperparameters carried from width {w0})
+
+{regret_table(r)}
+
+"Transferred loss" trains width {w1} at the optimum fitted at width {w0}. "Best direct" is the
+lowest seed-mean grid point of a sweep at width {w1}; the regret is against the best of *any*
+parametrisation swept in the same table (SP included for lr), since a muP that transfers but loses
+to tuned SP is no win.
+
+## Run time
+
+{runs} sweep runs plus the transfer runs, {r["threads"]} torch thread(s): lr sweeps
+{_minutes(sec["lr_sweeps"])}, wd sweeps {_minutes(sec["wd_sweeps"])}, transfer runs
+{_minutes(sec["transfer_runs"])}; **{_minutes(wall)} wall** in all (summed run time
+{_minutes(run_s)}{resumed_text}).
+The machine is shared: the load average below says how busy it was.
+
+## Limits
+
+* Small widths ({w0}–{w1}) and short runs, sized for a shared CPU; far below where muP is usually shown.
+* Few seeds at the middle widths: drift differences below ~0.3 log2 and regret differences below
+  ~0.5% are within the run-to-run noise of single-seed curves.
+* The lr sweeps use wd = 0; the lr–wd interaction is not measured, and the wd sweeps fix lr.
+
+## Environment
+
+{environment_table(env)}
+"""
+
+
+def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    r = data["results"]
+    widths = _widths(r)
+    span = f"{widths[-1] // widths[0]}×"
+    d = {k: v["drift"] for k, v in r["lr"].items()}
+    wd = {k.removeprefix("mup-wd-"): v["drift"] for k, v in r["wd"].items()}
+    fits = wd_exponent_fits(r)
+    best = best_wd_rule(r)
+    rl, rw = _regret(r, "mup", "lr"), _regret(r, best, "wd")
+    cmd = "`python3 benchmarks/transfer.py`"
+    pct = lambda x: _fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
+    return [
+        (
+            f"optimum base lr drift (max − min log2) over {span} width under muP (≤ 0.5)",
+            f"**{_fmt(d['mup'])}** (mup package {_fmt(d['mup-package'])}; SP {_fmt(d['sp'])})",
+            cmd,
+        ),
+        (
+            f"optimum base wd drift over {span} width, best of our rules (≤ 0.5)",
+            ", ".join(f"{k} {_fmt(v)}" for k, v in wd.items()),
+            cmd,
+        ),
+        (
+            "transfer regret at the widest width vs the best direct loss of any rule (≤ 1%)",
+            f"lr (muP) **{pct(rl)}**, wd ({best.removeprefix('mup-wd-')}) **{pct(rw)}**; "
+            f"SP lr {pct(_regret(r, 'sp', 'lr'))}",
+            cmd,
+        ),
+        (
+            "wd width exponent favoured by the loss optima (linear 1, sqrt 0.5)",
+            _fmt(sum(fits.values()) / len(fits) if fits else None),
+            cmd,
+        ),
+        (
+            f"transfer benchmark run time (< {TARGET_MINUTES} min on 2 cores)",
+            f"{_minutes(r['seconds']['total_wall'])} wall, {r['threads']} thread(s)",
+            cmd,
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,16 +86,103 @@ def test_version_and_help() -> None:
     assert code == 0 and "--width" in out and "Example" in out
 
 
-def test_suggest_does_not_import_torch() -> None:
+def test_suggest_imports_neither_torch_nor_typer() -> None:
     code = (
-        "import sys\nfrom hptransfer.cli.main import main\n"
+        "import sys\nfrom hptransfer.cli.entry import main\n"
         "sys.argv = ['hptransfer', 'suggest', '-w', '4096']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "main()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'typer' not in sys.modules, 'typer imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "hidden" in proc.stdout
+
+
+def test_fast_path_reads_the_same_options_as_the_typer_command() -> None:
+    import typer.main
+
+    from hptransfer.cli.suggest import _OPTIONS
+
+    command = typer.main.get_command(app).commands["suggest"]  # type: ignore[attr-defined]
+    typer_opts = {opt: p.name for p in command.params for opt in p.opts}
+    assert typer_opts == {opt: name for opt, (name, _) in _OPTIONS.items()}
+
+
+# Each line runs once through the console script (fast path where it applies) and once through
+# the typer app alone: stdout, stderr and exit code must be the same.
+_SAME = (
+    "import sys\nmode, args = sys.argv[1], sys.argv[2:]\n"
+    "if mode == 'entry':\n    from hptransfer.cli.entry import main\n    main(args)\n"
+    "else:\n    from hptransfer.cli.main import app\n    app(args=args, prog_name='hptransfer')\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--width", "4096"],
+        ["-w", "512", "--rule=sqrt", "--json"],
+        ["--width=1024", "--wd-exponent", "-0.5", "--readout", "multiplier"],
+        ["--width", "-3"],
+        ["--width", "1000"],
+        ["--width", "512", "--readout", "both"],
+        ["--width", "512", "--config", "/nonexistent.toml"],
+        ["--width", "512", "--study-name", "x"],
+        ["--width", "512", "--top-k", "0"],
+        ["--width", "512", "--wd-exponent", "x"],
+        ["--width", "512", "--json=1"],
+        ["--width", "512", "--bogus"],
+        ["--width"],
+        [],
+        ["--help"],
+    ],
+)
+def test_fast_path_and_typer_answer_alike(args: list[str]) -> None:
+    env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
+    entry, typer_only = (
+        subprocess.run(
+            [sys.executable, "-c", _SAME, mode, "suggest", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        for mode in ("entry", "typer")
+    )
+    assert entry.returncode == typer_only.returncode
+    assert entry.stdout == typer_only.stdout
+    assert entry.stderr == typer_only.stderr
+    assert "Traceback" not in entry.stderr
+
+
+def test_study_alternative_rule_carries_the_weight_decay_the_proxy_trained_with(tmp_path: Path) -> None:
+    """Issue 12's example: tuned under linear at proxy width 32, base width 64. At 4096 the sqrt
+    column must carry the proxy's own wd (0.686 · 32/64) from width 32: 3.88, not 5.49."""
+    from hptransfer import ProxyConfig
+    from hptransfer.tuning import SearchSpace, TransferObjective, open_study
+    from hptransfer.tuning.space import Range
+
+    url = f"sqlite:///{tmp_path / 'proxy.db'}"
+    cfg = ProxyConfig(name="p", base_width=64, rule="mup-wd-linear")
+    space = SearchSpace({"lr": Range(2**-12, 2**-2), "weight_decay": Range(1e-3, 10.0)})
+    study = open_study("p", cfg, storage=url, space=space, proxy_width=32)
+    study.enqueue_trial({"lr": 2**-8, "weight_decay": 0.686})
+    study.optimize(TransferObjective(lambda plan, trial: 1.0, cfg, width=32, space=space), n_trials=1)
+    code, out, err = run("suggest", "--width", "4096", "--study", url, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["groups"]["hidden"]["weight_decay"] == pytest.approx(0.686 * 64)  # linear, from base
+    (alt,) = data["alternatives"]
+    assert alt["rule"] == "mup-wd-sqrt"
+    assert alt["groups"]["hidden"]["weight_decay"] == pytest.approx(0.686 * 0.5 * math.sqrt(128))
+    assert alt["groups"]["hidden"]["weight_decay"] == pytest.approx(3.88, abs=0.005)
+    # both columns agree at the proxy width, where the trials actually ran
+    code, out, _ = run("suggest", "--width", "32", "--study", url, "--json")
+    data = json.loads(out)
+    assert data["alternatives"][0]["groups"]["hidden"]["weight_decay"] == pytest.approx(
+        data["groups"]["hidden"]["weight_decay"]
+    )
 
 
 def test_study_url_carries_the_best_trial(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from hptransfer.cli.common import console, fail, parse_ints
+from hptransfer.scaling import ConfigError, load_config
+
 
 def parse_grid(text: str) -> tuple[float, ...]:
     """``-10:-4`` or ``-10:-4:0.5`` (log2 range, inclusive) or ``-10,-8,-6`` (log2 list)."""
@@ -34,130 +37,120 @@ def parse_grid(text: str) -> tuple[float, ...]:
         ) from None
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("sweep")
-    def sweep_cmd(
-        rule: Annotated[
-            str | None, typer.Option("--rule", "-r", help="sp | mup | mup-wd-linear | mup-wd-sqrt | …")
-        ] = None,
-        param: Annotated[
-            str, typer.Option("--param", "-p", help="lr or wd: which base value to sweep.")
-        ] = "lr",
-        widths: Annotated[
-            str, typer.Option("--widths", "-w", help="Increasing widths, comma-separated.")
-        ] = "64,128,256",
-        grid: Annotated[
-            str | None,
-            typer.Option(
-                "--grid", "-g", help="log2 grid: START:STOP[:STEP] or a list. Default lr -10:-4, wd -6:1."
-            ),
-        ] = None,
-        task: Annotated[
-            str, typer.Option("--task", "-t", help="charlm (llama on stdlib bytes) or regression (MLP).")
-        ] = "charlm",
-        steps: Annotated[int, typer.Option("--steps", help="Training steps per run.")] = 200,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,
-        seeds: Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated.")] = "0",
-        train_tokens: Annotated[
-            int | None, typer.Option("--train-tokens", help="charlm: small training set (wd regime).")
-        ] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option("--config", "-c", help="Proxy config (TOML/JSON). Default: the task's built-in."),
-        ] = None,
-        base_lr: Annotated[
-            float | None, typer.Option("--lr", help="Base lr held fixed in a wd sweep.")
-        ] = None,
-        base_wd: Annotated[
-            float | None, typer.Option("--wd", help="Base wd held fixed in an lr sweep.")
-        ] = None,
-        schedule: Annotated[str, typer.Option("--schedule", help="constant | cosine | linear")] = "constant",
-        warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.")] = 0,
-        model: Annotated[
-            str | None, typer.Option("--model", help="Your model factory 'module:function' (takes width).")
-        ] = None,
-        out: Annotated[
-            Path, typer.Option("--out", "-o", help="Output directory (results, figures, sweep.db).")
-        ] = Path("sweep-out"),
-        storage: Annotated[
-            str | None, typer.Option("--storage", help="Optuna storage URL instead of <out>/sweep.db.")
-        ] = None,
-        study_name: Annotated[Optional[str], typer.Option("--study-name", help="Optuna study name.")] = None,  # noqa: UP045
-        threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 1,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Train the proxy at several widths over a grid of base lr (or wd); plot loss vs log2 value.
+def sweep_cmd(
+    rule: Annotated[
+        str | None, typer.Option("--rule", "-r", help="sp | mup | mup-wd-linear | mup-wd-sqrt | …")
+    ] = None,
+    param: Annotated[str, typer.Option("--param", "-p", help="lr or wd: which base value to sweep.")] = "lr",
+    widths: Annotated[
+        str, typer.Option("--widths", "-w", help="Increasing widths, comma-separated.")
+    ] = "64,128,256",
+    grid: Annotated[
+        str | None,
+        typer.Option(
+            "--grid", "-g", help="log2 grid: START:STOP[:STEP] or a list. Default lr -10:-4, wd -6:1."
+        ),
+    ] = None,
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="charlm (llama on stdlib bytes) or regression (MLP).")
+    ] = "charlm",
+    steps: Annotated[int, typer.Option("--steps", help="Training steps per run.")] = 200,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated.")] = "0",
+    train_tokens: Annotated[
+        int | None, typer.Option("--train-tokens", help="charlm: small training set (wd regime).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Proxy config (TOML/JSON). Default: the task's built-in."),
+    ] = None,
+    base_lr: Annotated[float | None, typer.Option("--lr", help="Base lr held fixed in a wd sweep.")] = None,
+    base_wd: Annotated[float | None, typer.Option("--wd", help="Base wd held fixed in an lr sweep.")] = None,
+    schedule: Annotated[str, typer.Option("--schedule", help="constant | cosine | linear")] = "constant",
+    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.")] = 0,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Your model factory 'module:function' (takes width).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (results, figures, sweep.db).")
+    ] = Path("sweep-out"),
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL instead of <out>/sweep.db.")
+    ] = None,
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Optuna study name.")] = None,  # noqa: UP045
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train the proxy at several widths over a grid of base lr (or wd); plot loss vs log2 value.
 
-        Resumable: rerun the same command after a kill and finished runs are not repeated.
+    Resumable: rerun the same command after a kill and finished runs are not repeated.
 
-        Example: hptransfer sweep --rule mup --widths 64,128,256 --grid=-10:-4 --steps 300
-        """
-        from dataclasses import replace
+    Example: hptransfer sweep --rule mup --widths 64,128,256 --grid=-10:-4 --steps 300
+    """
+    from dataclasses import replace
 
-        from hptransfer.cli.main import console, fail, parse_ints
-        from hptransfer.factories import load_factory
-        from hptransfer.scaling import ConfigError, load_config
+    from hptransfer.factories import load_factory
 
-        if param not in ("lr", "wd"):
-            fail(f"--param must be lr or wd, got {param!r}")
-        try:
-            g = parse_grid(grid or ("-10:-4" if param == "lr" else "-6:1"))
-            factory = load_factory(model) if model else None
-        except ValueError as exc:
-            fail(str(exc))
-        w = parse_ints(widths, "--widths")
-        s = parse_ints(seeds, "--seeds")
+    if param not in ("lr", "wd"):
+        fail(f"--param must be lr or wd, got {param!r}")
+    try:
+        g = parse_grid(grid or ("-10:-4" if param == "lr" else "-6:1"))
+        factory = load_factory(model) if model else None
+    except ValueError as exc:
+        fail(str(exc))
+    w = parse_ints(widths, "--widths")
+    s = parse_ints(seeds, "--seeds")
 
-        import torch
+    import torch
 
-        from hptransfer.sweep import SweepSpec, run_sweep
+    from hptransfer.sweep import SweepSpec, run_sweep
 
-        torch.set_num_threads(max(1, threads))
-        try:
-            spec = SweepSpec(
-                task=task,
-                rule=rule,
-                widths=tuple(w),
-                param=param,
-                grid=g,  # type: ignore[arg-type]
-                seeds=tuple(s),
-                steps=steps,
-                batch_size=batch_size,
-                data_kwargs={"train_tokens": train_tokens} if train_tokens else {},
-                schedule=schedule,
-                warmup=warmup,
-            )
-            cfg = load_config(config) if config else spec.resolved_config()
-            if base_lr is not None:
-                cfg = replace(cfg, lr=base_lr)
-            if base_wd is not None:
-                cfg = replace(cfg, weight_decay=base_wd)
-            spec = replace(spec, config=cfg)
-            result = run_sweep(
-                spec, out, storage=storage, study_name=study_name, factory=factory, progress=not as_json
-            )
-        except ConfigError as exc:
-            fail(str(exc))
-        except ValueError as exc:  # e.g. unknown schedule or task
-            fail(str(exc))
-        if as_json:
-            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
-            return
-        from rich.table import Table
-
-        table = Table(
-            title=f"optimum base {param} per width ({result.spec['rule']}, {task})", title_justify="left"
+    torch.set_num_threads(max(1, threads))
+    try:
+        spec = SweepSpec(
+            task=task,
+            rule=rule,
+            widths=tuple(w),
+            param=param,
+            grid=g,  # type: ignore[arg-type]
+            seeds=tuple(s),
+            steps=steps,
+            batch_size=batch_size,
+            data_kwargs={"train_tokens": train_tokens} if train_tokens else {},
+            schedule=schedule,
+            warmup=warmup,
         )
-        for col in ("width", f"log2 {param}*", f"{param}*", "loss", "note"):
-            table.add_column(col, justify="right")
-        for width, opt in sorted(result.optima.items()):
-            n_div = sum(r.diverged for r in result.records if r.width == width)
-            note = "at grid edge" if opt.at_edge else ("grid min" if not opt.fitted else "")
-            if n_div:
-                note += (", " if note else "") + f"{n_div} diverged"
-            table.add_row(str(width), f"{opt.log2:.2f}", f"{opt.value:.3g}", f"{opt.loss:.4f}", note)
-        console.print(table)
-        d = result.drift
-        if d is not None and not math.isnan(d):
-            console.print(f"drift |Δlog2 {param}*| from width {w[0]} to {w[-1]}: [bold]{d:.2f}[/]")
-        console.print(f"results: {out}/sweep_{param}.json, .csv; figure: {out}/sweep_{param}.png, .svg")
+        cfg = load_config(config) if config else spec.resolved_config()
+        if base_lr is not None:
+            cfg = replace(cfg, lr=base_lr)
+        if base_wd is not None:
+            cfg = replace(cfg, weight_decay=base_wd)
+        spec = replace(spec, config=cfg)
+        result = run_sweep(
+            spec, out, storage=storage, study_name=study_name, factory=factory, progress=not as_json
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # e.g. unknown schedule or task
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"optimum base {param} per width ({result.spec['rule']}, {task})", title_justify="left"
+    )
+    for col in ("width", f"log2 {param}*", f"{param}*", "loss", "note"):
+        table.add_column(col, justify="right")
+    for width, opt in sorted(result.optima.items()):
+        n_div = sum(r.diverged for r in result.records if r.width == width)
+        note = "at grid edge" if opt.at_edge else ("grid min" if not opt.fitted else "")
+        if n_div:
+            note += (", " if note else "") + f"{n_div} diverged"
+        table.add_row(str(width), f"{opt.log2:.2f}", f"{opt.value:.3g}", f"{opt.loss:.4f}", note)
+    console.print(table)
+    d = result.drift
+    if d is not None and not math.isnan(d):
+        console.print(f"drift |Δlog2 {param}*| from width {w[0]} to {w[-1]}: [bold]{d:.2f}[/]")
+    console.print(f"results: {out}/sweep_{param}.json, .csv; figure: {out}/sweep_{param}.png, .svg")

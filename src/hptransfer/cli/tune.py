@@ -12,191 +12,185 @@ from typing import Annotated
 
 import typer
 
-from hptransfer.scaling import ConfigError
+from hptransfer.cli.common import console, fail, parse_ints
+from hptransfer.cli.suggest import emit_plans
+from hptransfer.scaling import ConfigError, load_config
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("tune")
-    def tune_cmd(
-        model: Annotated[
-            str,
-            typer.Option(
-                "--model",
-                "-m",
-                help="Built-in proxy (llama: char-level LM, mlp: regression) or "
-                "MODULE:FACTORY with FACTORY(width) -> torch module.",
-            ),
-        ] = "llama",
-        width: Annotated[
-            int | None,
-            typer.Option("--width", "-w", help="Proxy width the trials train at. Default: the base width."),
-        ] = None,
-        trials: Annotated[int, typer.Option("--trials", "-n", help="Trials to add to the study.")] = 50,
-        storage: Annotated[
-            str | None,
-            typer.Option(
-                "--storage",
-                help="Optuna storage: sqlite:///FILE.db (default sqlite:///hptransfer.db), "
-                "postgresql+psycopg://USER:PW@HOST/DB, journal:///PATH.log.",
-            ),
-        ] = None,
-        study: Annotated[
-            str | None,
-            typer.Option("--study", help="Study name. Default: MODEL-wWIDTH."),
-        ] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel trials in this process.")] = 1,
-        steps: Annotated[int, typer.Option("--steps", help="Training steps per trial.")] = 200,
-        force: Annotated[
-            bool, typer.Option("--force", help="Add to a study created under another rule or base width.")
-        ] = False,
-        out: Annotated[
-            Path | None,
-            typer.Option(
-                "--out", "-o", help="Folder for the figures (optuna_history/optuna_slice .png/.svg)."
-            ),
-        ] = None,
-        target_width: Annotated[
-            int | None,
-            typer.Option(
-                "--target-width", "-t", help="Carry the best trial to this width. Default: 8 × --width."
-            ),
-        ] = None,
-        task: Annotated[
-            str | None,
-            typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
-        ] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "--config", "-c", help="Proxy config (TOML/JSON): base width, rule, untuned values."
-            ),
-        ] = None,
-        ladder: Annotated[
-            str | None,
-            typer.Option(
-                "--ladder",
-                help="Width as a fidelity: smaller widths tried first, e.g. 32,64; only "
-                "the best 1/η of each rung goes on to the next (successive halving).",
-            ),
-        ] = None,
-        eta: Annotated[int, typer.Option("--eta", help="Reduction factor of the ladder.")] = 3,
-        eval_every: Annotated[
-            int | None,
-            typer.Option("--eval-every", help="Report the validation loss every N steps (enables pruning)."),
-        ] = None,
-        pruner: Annotated[str, typer.Option("--pruner", help="median | hyperband | none.")] = "median",
-        seed: Annotated[int, typer.Option("--seed", help="Training seed (init, batches).")] = 0,
-        sampler_seed: Annotated[
-            int | None,
-            typer.Option("--sampler-seed", help="TPE seed (default: random, so parallel workers differ)."),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    ) -> None:
-        """Tune base hyperparameters on a narrow proxy; print them carried to a target width.
+def tune_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Built-in proxy (llama: char-level LM, mlp: regression) or "
+            "MODULE:FACTORY with FACTORY(width) -> torch module.",
+        ),
+    ] = "llama",
+    width: Annotated[
+        int | None,
+        typer.Option("--width", "-w", help="Proxy width the trials train at. Default: the base width."),
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Trials to add to the study.")] = 50,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Optuna storage: sqlite:///FILE.db (default sqlite:///hptransfer.db), "
+            "postgresql+psycopg://USER:PW@HOST/DB, journal:///PATH.log.",
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name. Default: MODEL-wWIDTH."),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel trials in this process.")] = 1,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps per trial.")] = 200,
+    force: Annotated[
+        bool, typer.Option("--force", help="Add to a study created under another rule or base width.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the figures (optuna_history/optuna_slice .png/.svg)."),
+    ] = None,
+    target_width: Annotated[
+        int | None,
+        typer.Option(
+            "--target-width", "-t", help="Carry the best trial to this width. Default: 8 × --width."
+        ),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Proxy config (TOML/JSON): base width, rule, untuned values."),
+    ] = None,
+    ladder: Annotated[
+        str | None,
+        typer.Option(
+            "--ladder",
+            help="Width as a fidelity: smaller widths tried first, e.g. 32,64; only "
+            "the best 1/η of each rung goes on to the next (successive halving).",
+        ),
+    ] = None,
+    eta: Annotated[int, typer.Option("--eta", help="Reduction factor of the ladder.")] = 3,
+    eval_every: Annotated[
+        int | None,
+        typer.Option("--eval-every", help="Report the validation loss every N steps (enables pruning)."),
+    ] = None,
+    pruner: Annotated[str, typer.Option("--pruner", help="median | hyperband | none.")] = "median",
+    seed: Annotated[int, typer.Option("--seed", help="Training seed (init, batches).")] = 0,
+    sampler_seed: Annotated[
+        int | None,
+        typer.Option("--sampler-seed", help="TPE seed (default: random, so parallel workers differ)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Tune base hyperparameters on a narrow proxy; print them carried to a target width.
 
-        Example: hptransfer tune --model llama --width 64 --trials 30 --steps 200 --out figs
-        """
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    Example: hptransfer tune --model llama --width 64 --trials 30 --steps 200 --out figs
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from hptransfer.cli.main import console, emit_plans, fail, load_config, parse_ints
-        from hptransfer.tuning.run import tune
+    from hptransfer.tuning.run import tune
 
-        ladder_widths = tuple(parse_ints(ladder or "", "--ladder"))
-        try:
-            import optuna
-            import torch
+    ladder_widths = tuple(parse_ints(ladder or "", "--ladder"))
+    try:
+        import optuna
+        import torch
 
-            torch.set_num_threads(1)
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            cfg = load_config(config) if config is not None else None
-            progress = Progress(
-                TextColumn("[bold]tuning[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=console,
-                transient=True,
-                disable=as_json,
-            )  # summary follows
-            with progress:
-                bar = progress.add_task("", total=trials)
+        torch.set_num_threads(1)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        cfg = load_config(config) if config is not None else None
+        progress = Progress(
+            TextColumn("[bold]tuning[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+            disable=as_json,
+        )  # summary follows
+        with progress:
+            bar = progress.add_task("", total=trials)
 
-                def on_trial(st, trial) -> None:  # type: ignore[no-untyped-def]
-                    try:
-                        best = f"best {st.best_value:.4g} (trial {st.best_trial.number})"
-                    except ValueError:
-                        best = "no finished trial yet"
-                    progress.update(bar, advance=1, description=f"{trial.state.name.lower():8s} {best}")
+            def on_trial(st, trial) -> None:  # type: ignore[no-untyped-def]
+                try:
+                    best = f"best {st.best_value:.4g} (trial {st.best_trial.number})"
+                except ValueError:
+                    best = "no finished trial yet"
+                progress.update(bar, advance=1, description=f"{trial.state.name.lower():8s} {best}")
 
-                result = tune(
-                    model,
-                    width,
-                    trials,
-                    storage=storage,
-                    study_name=study,
-                    jobs=jobs,
-                    steps=steps,
-                    force=force,
-                    out=out,
-                    target_width=target_width,
-                    task=task,
-                    config=cfg,
-                    ladder_widths=ladder_widths,
-                    reduction_factor=eta,
-                    eval_every=eval_every,
-                    pruner=pruner,
-                    seed=seed,
-                    sampler_seed=sampler_seed,
-                    callbacks=[on_trial],
-                )
-        except KeyboardInterrupt:
-            fail("interrupted; finished trials are kept in the study: run the same command to go on", 130)
-        except ConfigError as exc:
-            fail(str(exc))
-        except ValueError as exc:  # e.g. an unknown task from the training loop
-            fail(str(exc))
-        st = result.study
-        states: dict[str, int] = {}
-        for t in st.get_trials(deepcopy=False):
-            states[t.state.name] = states.get(t.state.name, 0) + 1
-        url = storage or "sqlite:///hptransfer.db"
-        from hptransfer.tuning.storage import mask_url, normalize_url
+            result = tune(
+                model,
+                width,
+                trials,
+                storage=storage,
+                study_name=study,
+                jobs=jobs,
+                steps=steps,
+                force=force,
+                out=out,
+                target_width=target_width,
+                task=task,
+                config=cfg,
+                ladder_widths=ladder_widths,
+                reduction_factor=eta,
+                eval_every=eval_every,
+                pruner=pruner,
+                seed=seed,
+                sampler_seed=sampler_seed,
+                callbacks=[on_trial],
+            )
+    except KeyboardInterrupt:
+        fail("interrupted; finished trials are kept in the study: run the same command to go on", 130)
+    except ConfigError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # e.g. an unknown task from the training loop
+        fail(str(exc))
+    st = result.study
+    states: dict[str, int] = {}
+    for t in st.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    url = storage or "sqlite:///hptransfer.db"
+    from hptransfer.tuning.storage import mask_url, normalize_url
 
-        shown = mask_url(normalize_url(url))
-        tuned = {k: getattr(result.best, k) for k in st.best_params}
-        if as_json:
-            out_json = {
-                "study": st.study_name,
-                "storage": shown,
-                "proxy_width": result.proxy_width,
-                "best_value": st.best_value,
-                "best_trial": st.best_trial.number,
-                "base_hyperparameters": tuned,
-                "trials": states,
-                "seconds": result.seconds,
-                "figures": [str(p) for p in result.figures],
-                "plan": result.plan.to_dict(),
-                "config": result.best.to_dict(),
-            }
-            sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
-            return
-        console.print(
-            f"study [bold]{st.study_name}[/] in {shown}: "
-            + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
-            + f" · best validation loss {st.best_value:.4g} at width {result.proxy_width} "
-            f"(trial {st.best_trial.number}) · {result.seconds:.0f} s"
-        )
-        console.print(
-            "base hyperparameters (at base width "
-            f"{result.best.base_width}): " + ", ".join(f"{k} = {v:.4g}" for k, v in tuned.items())
-        )
-        emit_plans([result.plan], result.best, f"study {st.study_name}", False)
-        for p in result.figures:
-            console.print(f"figure: {p}")
-        console.print(
-            f"next: hptransfer suggest --width {result.plan.width} --study {shown} "
-            f"--study-name {st.study_name}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    shown = mask_url(normalize_url(url))
+    tuned = {k: getattr(result.best, k) for k in st.best_params}
+    if as_json:
+        out_json = {
+            "study": st.study_name,
+            "storage": shown,
+            "proxy_width": result.proxy_width,
+            "best_value": st.best_value,
+            "best_trial": st.best_trial.number,
+            "base_hyperparameters": tuned,
+            "trials": states,
+            "seconds": result.seconds,
+            "figures": [str(p) for p in result.figures],
+            "plan": result.plan.to_dict(),
+            "config": result.best.to_dict(),
+        }
+        sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
+        return
+    console.print(
+        f"study [bold]{st.study_name}[/] in {shown}: "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+        + f" · best validation loss {st.best_value:.4g} at width {result.proxy_width} "
+        f"(trial {st.best_trial.number}) · {result.seconds:.0f} s"
+    )
+    console.print(
+        "base hyperparameters (at base width "
+        f"{result.best.base_width}): " + ", ".join(f"{k} = {v:.4g}" for k, v in tuned.items())
+    )
+    emit_plans([result.plan], result.best, f"study {st.study_name}", False)
+    for p in result.figures:
+        console.print(f"figure: {p}")
+    console.print(
+        f"next: hptransfer suggest --width {result.plan.width} --study {shown} --study-name {st.study_name}",
+        highlight=False,
+        soft_wrap=True,
+    )

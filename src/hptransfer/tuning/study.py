@@ -30,6 +30,7 @@ __all__ = [
     "open_study",
     "study_config",
     "study_info",
+    "study_proxy_width",
     "study_space",
 ]
 
@@ -84,6 +85,13 @@ def study_config(study: optuna.Study) -> ProxyConfig:
             "hptransfer.tuning.open_study or `hptransfer tune`?)"
         )
     return ProxyConfig.from_dict(info["config"], source=f"study {study.study_name!r}")
+
+
+def study_proxy_width(study: optuna.Study) -> int:
+    """The width the study's trials trained at (its base width when none is recorded)."""
+    info = study_info(study)
+    width = info.get("proxy_width")
+    return int(width) if width is not None else study_config(study).base_width
 
 
 def study_space(study: optuna.Study) -> SearchSpace:

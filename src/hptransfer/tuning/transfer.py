@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hptransfer.scaling import ConfigError, Plan, ProxyConfig, ScalingRule, suggest
+from hptransfer.scaling import ConfigError, ParamClass, Plan, ProxyConfig, ScalingRule, suggest
 from hptransfer.tuning.space import TUNABLE
 from hptransfer.tuning.study import load_study, study_config
 
@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-__all__ = ["EmptyStudyError", "best_config", "best_plan", "config_from_study", "ranked_trials"]
+__all__ = [
+    "EmptyStudyError",
+    "best_config",
+    "best_plan",
+    "config_from_study",
+    "ranked_trials",
+    "rebase_weight_decay",
+]
 
 
 class EmptyStudyError(ConfigError):
@@ -119,3 +126,29 @@ def config_from_study(
         >>> suggest(cfg, 4096)                                                  # doctest: +SKIP
     """
     return best_config(load_study(storage_url, study_name), top_k)
+
+
+def rebase_weight_decay(config: ProxyConfig, proxy_width: int, rule: ScalingRule | str) -> ProxyConfig:
+    """``config`` with its base weight decay re-expressed for ``rule``, so that at ``proxy_width``
+    the hidden matrices get under ``rule`` the weight decay they trained with under the config's
+    own rule.
+
+    A study's trials train at the proxy width; their base values are that width's values written
+    in the study rule's base units. To ask "what if the weight decay followed another width rule",
+    carry the proxy's actual weight decay from the proxy width, not the base value from the base
+    width (the two differ by ``(proxy_width / base_width) ** (e_study - e_other)``).
+
+    Example:
+        >>> from hptransfer.scaling import default_config, suggest
+        >>> cfg = default_config()                     # base width 256, wd 0.1, rule linear
+        >>> suggest(cfg, 128)["hidden"].weight_decay   # what a proxy at width 128 trained with
+        0.05
+        >>> other = rebase_weight_decay(cfg, 128, "mup-wd-sqrt")
+        >>> round(suggest(other, 128, "mup-wd-sqrt")["hidden"].weight_decay, 12)
+        0.05
+    """
+    trained = suggest(config, proxy_width)[ParamClass.HIDDEN].weight_decay
+    other = suggest(config, proxy_width, rule)[ParamClass.HIDDEN].weight_decay
+    if trained == 0 or other == 0:
+        return config
+    return replace(config, weight_decay=config.weight_decay * trained / other)

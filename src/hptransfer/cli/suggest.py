@@ -1,0 +1,259 @@
+"""``hptransfer suggest``: the per-class table at a target width, and its fast path.
+
+This module imports neither typer nor torch. :func:`run_suggest` does the work for both ways in:
+the typer command in :mod:`hptransfer.cli.main`, and :func:`fast_suggest`, which the console
+script (:func:`hptransfer.cli.entry.main`) tries first so that ``hptransfer suggest`` starts in
+about the time Python takes to import rich. :func:`fast_suggest` reads only command lines it
+understands exactly as typer would; anything else (``--help``, an unknown or malformed option)
+returns ``False`` and typer handles it, so help and usage errors are typer's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from hptransfer.cli.common import console, fail
+from hptransfer.scaling import (
+    WD_EXPONENTS,
+    ConfigError,
+    Plan,
+    ProxyConfig,
+    default_config,
+    load_config,
+    suggest,
+)
+
+__all__ = ["emit_plans", "fast_suggest", "render_plans", "run_suggest"]
+
+_EXAMPLES = {
+    "vector": "embeddings, biases, norm gains",
+    "hidden": "attention & MLP matrices",
+    "output": "readout / unembedding",
+}
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "∞"
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-3 or abs(x) >= 1e5:
+        mantissa, exp = f"{x:.2e}".split("e")
+        return f"{mantissa}e{int(exp)}"
+    return f"{x:.3g}"
+
+
+def _fmt_steps(x: float) -> str:
+    return "∞" if math.isinf(x) else f"{x:.0f}"
+
+
+def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Table:
+    """A rich table: one row per parameter class; weight decay shown for every plan given."""
+    main = plans[0]
+    table = Table(
+        title=(
+            f"[bold]{config.name}[/] ({source}) · base width {main.base_width} → width "
+            f"[bold]{main.width}[/] (m = {main.width_mult:g}) · rule [bold]{main.rule.name}[/]"
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("class", style="bold", no_wrap=True)
+    for header in ("lr", "init std", "mult"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for plan in plans:
+        label = plan.rule.name.removeprefix("mup-wd-") if len(plans) > 1 else ""
+        suffix = f"\n{label}" if label else ""
+        table.add_column(f"wd{suffix}", justify="right", style="cyan", no_wrap=True)
+        table.add_column(f"tau{suffix}", justify="right", style="cyan", no_wrap=True)
+    for cls, group in main.groups.items():
+        row = [str(cls), _fmt(group.lr), _fmt(group.init_std), _fmt(group.multiplier)]
+        for plan in plans:
+            g = plan.groups[cls]
+            row += [_fmt(g.weight_decay), _fmt_steps(g.tau)]
+        table.add_row(*row)
+    notes = [
+        "; ".join(f"{c}: {e}" for c, e in _EXAMPLES.items()) + ".",
+        "wd = torch.optim.AdamW weight_decay (each step decays p by lr·wd); "
+        "tau = 1/(lr·wd) steps, the AdamW timescale.",
+    ]
+    if main.n_heads is not None:
+        kind = "muP, ∝ 1/d_head" if main.rule.is_mup else "SP, ∝ 1/sqrt(d_head)"
+        notes.append(
+            f"attention: {main.n_heads} heads × {main.head_dim}, "
+            f"logit scale {_fmt(main.attention_scale)} ({kind})."
+        )
+    if len(plans) > 1:
+        notes.append(
+            "wd width rule: linear = wd ∝ width (tau constant; mup's MuAdamW; default), "
+            "sqrt = wd ∝ sqrt(width) (Fan et al., arXiv 2510.15262). "
+            "`hptransfer diagnose` measures which holds for your model; `--rule` picks one."
+        )
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
+    return table
+
+
+def emit_plans(plans: Sequence[Plan], cfg: ProxyConfig, source: str, as_json: bool) -> None:
+    """Print ``plans`` (the first is the answer, the rest alternatives) as a table or JSON."""
+    if as_json:
+        out: dict[str, Any] = plans[0].to_dict()
+        out["config"] = cfg.to_dict()
+        if len(plans) > 1:
+            out["alternatives"] = [p.to_dict() for p in plans[1:]]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        console.print(render_plans(plans, cfg, source))
+
+
+def _side_by_side(config: ProxyConfig) -> list[str]:
+    """The other of the two wd presets, when the config's rule is one of them."""
+    rule = config.scaling_rule()
+    names = {WD_EXPONENTS["linear"]: "mup-wd-linear", WD_EXPONENTS["sqrt"]: "mup-wd-sqrt"}
+    if not rule.is_mup or rule.wd_exponent not in names:
+        return []
+    return [n for e, n in names.items() if e != rule.wd_exponent]
+
+
+def run_suggest(
+    width: str,
+    config: Path | None = None,
+    rule: str | None = None,
+    wd_exponent: float | None = None,
+    readout: str | None = None,
+    study: str | None = None,
+    study_name: str | None = None,
+    top_k: int = 1,
+    as_json: bool = False,
+) -> None:
+    """What ``hptransfer suggest`` does once its options are parsed (bad input: :func:`fail`)."""
+    proxy_width: int | None = None
+    try:
+        if study is not None:
+            if config is not None:
+                fail("give --config or --study, not both")
+            from hptransfer.tuning.storage import mask_url
+            from hptransfer.tuning.study import load_study, study_proxy_width
+            from hptransfer.tuning.transfer import best_config
+
+            found = load_study(study, study_name)
+            cfg = best_config(found, top_k)
+            proxy_width = study_proxy_width(found)
+            source = f"best of study {study_name or ''} at {mask_url(study)}".replace("  ", " ")
+        elif study_name is not None:
+            fail("--study-name needs --study URL")
+        else:
+            cfg = default_config() if config is None else load_config(config)
+            source = "embedded default" if config is None else str(config)
+        chosen = rule is not None or wd_exponent is not None
+        if chosen or readout is not None:
+            cfg = replace(
+                cfg,
+                rule=rule if rule is not None else ("custom" if wd_exponent is not None else cfg.rule),
+                wd_exponent=wd_exponent if chosen else cfg.wd_exponent,
+                readout=readout if readout is not None else cfg.readout,
+            )
+        plans = [suggest(cfg, width)]  # type: ignore[arg-type]  # suggest checks and converts it
+        if not chosen:
+            plans += [_alternative(cfg, plans[0].width, other, proxy_width) for other in _side_by_side(cfg)]
+    except ConfigError as exc:
+        fail(str(exc))
+    emit_plans(plans, cfg, source, as_json)
+
+
+def _alternative(cfg: ProxyConfig, width: int, rule: str, proxy_width: int | None) -> Plan:
+    """``cfg`` carried to ``width`` under the other wd ``rule``; for a study, from the proxy width
+    (the weight decay the proxy trained with), not from the base width it was expressed at."""
+    if proxy_width is None:
+        return suggest(cfg, width, rule)
+    from hptransfer.tuning.transfer import rebase_weight_decay
+
+    return suggest(rebase_weight_decay(cfg, proxy_width, rule), width, rule)
+
+
+# -- the fast path: the console script reads `suggest` without typer -----------------------------
+# option -> (parameter, kind); kind: str, path, float, int (>= 1) or flag. Mirrors the typer
+# command in hptransfer.cli.main (tests/test_cli_suggest.py checks the two agree).
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "--width": ("width", "str"),
+    "-w": ("width", "str"),
+    "--config": ("config", "path"),
+    "-c": ("config", "path"),
+    "--rule": ("rule", "str"),
+    "-r": ("rule", "str"),
+    "--wd-exponent": ("wd_exponent", "float"),
+    "--readout": ("readout", "str"),
+    "--study": ("study", "str"),
+    "--study-name": ("study_name", "str"),
+    "--top-k": ("top_k", "int"),
+    "--json": ("as_json", "flag"),
+}
+
+
+def parse_suggest_args(args: Sequence[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`run_suggest` for ``args`` (what follows ``suggest``), or
+    ``None`` when typer should read them (help, unknown or malformed options, no ``--width``).
+
+    >>> parse_suggest_args(["-w", "4096", "--rule=sqrt", "--json"])
+    {'width': '4096', 'rule': 'sqrt', 'as_json': True}
+    >>> parse_suggest_args(["--width", "4096", "--help"]) is None
+    True
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        name, eq, attached = token.partition("=") if token.startswith("--") else (token, "", "")
+        if name not in _OPTIONS:
+            return None
+        param, kind = _OPTIONS[name]
+        if kind == "flag":
+            if eq:
+                return None
+            out[param] = True
+            i += 1
+            continue
+        if eq:
+            text = attached
+        elif i + 1 < len(args):
+            text = args[i + 1]
+            i += 1
+        else:
+            return None
+        i += 1
+        try:
+            if kind == "float":
+                out[param] = float(text)
+            elif kind == "int":
+                out[param] = int(text)
+                if out[param] < 1:
+                    return None
+            elif kind == "path":
+                out[param] = Path(text)
+            else:
+                out[param] = text
+        except ValueError:
+            return None
+    return out if "width" in out else None
+
+
+def fast_suggest(args: Sequence[str]) -> bool:
+    """Run ``hptransfer suggest ARGS`` without typer when the arguments are plain; ``False``
+    (nothing done) when typer should handle them."""
+    kwargs = parse_suggest_args(args)
+    if kwargs is None:
+        return False
+    run_suggest(**kwargs)
+    return True

@@ -76,7 +76,7 @@ def test_verdict_invariant_growing_shrinking() -> None:
     grow = fit_power_law(WIDTHS, [w**0.25 for w in WIDTHS])
     v = verdict(grow)
     assert v.verdict is Verdict.GROWING and v.verdict.drifts
-    assert any("ratio" in r for r in v.reasons)
+    assert any("alpha > 0.1" in r for r in v.reasons)
     shrink = fit_power_law(WIDTHS, [w**-0.25 for w in WIDTHS])
     assert verdict(shrink).verdict is Verdict.SHRINKING
 
@@ -94,14 +94,41 @@ def test_verdict_slope_alone_flags_drift_within_ratio_band() -> None:
 def test_verdict_noisy_flat_is_inconclusive_not_drift() -> None:
     fit = fit_power_law([128, 256, 512], [1.0, 1.15, 0.97])
     v = verdict(fit)
-    assert v.verdict is Verdict.INVARIANT and not v.conclusive
-    assert "inconclusive" in str(v)
+    assert v.verdict is Verdict.INCONCLUSIVE and not v.conclusive and not v.verdict.drifts
+    assert str(v) == "inconclusive" and "too noisy" in v.reasons[0]
 
 
-def test_verdict_two_widths_uses_point_estimate() -> None:
-    assert verdict(fit_power_law([128, 1024], [1.0, 1.1])).verdict is Verdict.INVARIANT
-    assert not verdict(fit_power_law([128, 1024], [1.0, 1.1])).conclusive
-    assert verdict(fit_power_law([128, 1024], [1.0, 1.5])).verdict is Verdict.GROWING
+def test_verdict_ratio_alone_never_flags_drift() -> None:
+    # ratio 1.3 > 1.25 but the slope interval straddles zero (the issue's [-2.22, +2.63] case)
+    fit = fit_power_law([32, 64, 128], [1.0, 1.6, 1.3])
+    assert fit.ratio > 1.25 and fit.ci is not None and fit.ci[0] < 0 < fit.ci[1]
+    v = verdict(fit)
+    assert v.verdict is Verdict.INCONCLUSIVE
+    assert any("includes 0" in r for r in v.reasons)
+    # ratio outside the band and an interval above zero (but reaching below +0.1): growing
+    widths = [32, 48, 64, 96, 128]
+    noisy = [w**0.17 * (1.0 + 0.03 * (-1) ** i) for i, w in enumerate(widths)]
+    fit = fit_power_law(widths, noisy)
+    assert fit.ratio > 1.25 and fit.ci is not None and 0 < fit.ci[0] < 0.1
+    assert verdict(fit).verdict is Verdict.GROWING
+
+
+def test_verdict_two_widths_is_never_conclusive() -> None:
+    for values in ([1.0, 1.1], [1.0, 1.5], [1.0, 0.5]):
+        v = verdict(fit_power_law([128, 1024], values))
+        assert v.verdict is Verdict.INCONCLUSIVE and "add a width" in v.reasons[0]
+
+
+def test_calibration_too_wide_is_not_recommended() -> None:
+    widths = [32, 64, 128, 256]
+    tight = calibrate_wd_exponent(fit_power_law(widths, [1.0, 1.01, 0.99, 1.0]), wd_exponent=1.0)
+    assert tight.too_wide() is None and "nearest: linear" in tight.describe()
+    noisy = calibrate_wd_exponent(fit_power_law(widths, [1.0, 1.6, 0.8, 1.3]), wd_exponent=1.0)
+    why = noisy.too_wide()
+    assert why is not None and "cannot tell the rules apart" in why
+    assert "no recommendation" in noisy.describe() and "nearest" not in noisy.describe()
+    two = calibrate_wd_exponent(fit_power_law([32, 64], [1.0, 1.0]), wd_exponent=1.0)
+    assert "undefined" in (two.too_wide() or "")
 
 
 def test_thresholds_validate() -> None:

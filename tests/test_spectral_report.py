@@ -122,3 +122,66 @@ def test_render_has_every_width_and_the_thresholds() -> None:
     for w in WIDTHS:
         assert f"σmax@{w}" in out
     assert "growing" in out and "[0.8, 1.25]" in out and "calibrated" in out
+
+
+def _noisy(w: int, wobble: float) -> dict[str, LayerSpectrum]:
+    """Hidden sigma_max flat in width up to a +-wobble zig-zag (noise the interval must see)."""
+    sign = 1 if WIDTHS.index(w) % 2 else -1
+    return _model(w, hidden_alpha=0.0) | {
+        "blocks.0.fc.weight": _spec("blocks.0.fc.weight", (4 * w, w), 2.0 * (1 + sign * wobble)),
+    }
+
+
+def test_outcomes_and_exit_codes_safe_drift_inconclusive() -> None:
+    safe = cross_width_report({w: _model(w) for w in WIDTHS})
+    assert (safe.outcome, safe.exit_code, safe.missing_evidence()) == ("safe", 0, [])
+    noisy = cross_width_report({w: _noisy(w, 0.2) for w in WIDTHS})
+    assert noisy.outcome == "inconclusive" and noisy.exit_code == 3 and not noisy.safe
+    assert noisy.inconclusive_layers() == ["blocks.0.fc.weight"]
+    assert noisy.overall is Verdict.INCONCLUSIVE
+    (why,) = noisy.missing_evidence()
+    assert "1 of 2 hidden matrices are undecided (blocks.0.fc.weight" in why and "add widths" in why
+    assert noisy.summary().startswith("inconclusive: 1 of 2 hidden matrices undecided")
+    data = json.loads(noisy.to_json())
+    assert data["outcome"] == "inconclusive" and data["exit_code"] == 3
+    assert data["inconclusive"] == ["blocks.0.fc.weight"] and data["missing_evidence"] == [why]
+    # drift in one layer decides even when another is undecided
+    drift = cross_width_report(
+        {
+            w: _noisy(w, 0.2) | {"blocks.0.proj.weight": _spec("blocks.0.proj.weight", (w, 4 * w), w / 64)}
+            for w in WIDTHS
+        }
+    )
+    assert drift.outcome == "drift" and drift.exit_code == 1 and drift.drifting == ["blocks.0.proj.weight"]
+
+
+def test_two_widths_and_short_runs_are_inconclusive() -> None:
+    two = cross_width_report({w: _model(w) for w in WIDTHS[:2]})
+    assert two.outcome == "inconclusive" and "add a third width" in two.missing_evidence()[0]
+    short = cross_width_report({w: _model(w, hidden_alpha=0.25) for w in WIDTHS})
+    short.timescales, short.timescale_advice = 0.5, "train ≥ 1920 steps (--steps)"
+    assert short.drifting and short.outcome == "inconclusive" and short.exit_code == 3
+    assert "cover 0.5 AdamW timescales" in short.missing_evidence()[0]
+    assert "train ≥ 1920 steps" in short.missing_evidence()[0]
+    short.timescales = 3.0  # long enough: the drift counts
+    assert short.outcome == "drift"
+    short.timescales = float("inf")  # no weight decay: no steady state to wait for
+    assert short.outcome == "drift"
+
+
+def test_untrained_spectra_are_recognised() -> None:
+    import math
+
+    from hptransfer.diagnostics.report import looks_untrained
+
+    def noise_like(w: int) -> dict[str, LayerSpectrum]:
+        m, n = 4 * w, w
+        edge = math.sqrt(m) + math.sqrt(n)  # sigma_max / rms of an i.i.d. matrix
+        rms = 0.02
+        fro = rms * math.sqrt(m * n)
+        spec = LayerSpectrum("fc.weight", "Linear", (m, n), (rms * edge,), fro, 0.0)
+        trained = LayerSpectrum("proj.weight", "Linear", (n, m), (rms * edge * 3,), fro, 0.0)
+        return {"fc.weight": spec, "proj.weight": trained}
+
+    rep = cross_width_report({w: noise_like(w) for w in WIDTHS})
+    assert looks_untrained(rep) == ["fc.weight"]

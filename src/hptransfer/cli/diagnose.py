@@ -3,232 +3,302 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-HELP = """Train proxies at several widths (or read their checkpoints) and check that the top
+from hptransfer.cli.common import console, err_console, fail, parse_ints
+
+__all__ = ["DEFAULT_STEPS", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cmd"]
+
+#: Defaults of the training mode, chosen so that `hptransfer diagnose` on the built-in llama
+#: covers >= 3 AdamW timescales and finishes in a few minutes on 2 CPU cores
+#: (benchmarks/diagnose_time.py measures it).
+DEFAULT_WIDTHS = "16,32,48,64,96,128"
+DEFAULT_STEPS = 400
+#: Base weight decay of the built-in proxies in `diagnose` (their config's 0.1 gives
+#: tau = 640 steps; 1.0 gives 64, so 400 steps cover 6 timescales). --wd or --config override it.
+BUILTIN_DIAGNOSE_WD = 1.0
+
+HELP = f"""Train proxies at several widths (or read their checkpoints) and check that the top
 singular value of every hidden matrix stays width-invariant; say which layers drift and which
 weight-decay width exponent would fix it.
 
-Exit code: 0 safe, 1 drift found, 2 bad input.
+Exit code: 0 safe (every hidden matrix conclusively width-invariant, runs >= 3 AdamW
+timescales long), 1 drift (a hidden matrix conclusively grows or shrinks), 2 bad input,
+3 inconclusive (too short a run, too few widths or too noisy: the output says what would
+make it conclusive). A CI gate passes on 0 only.
+
+Defaults: --widths {DEFAULT_WIDTHS}, --steps {DEFAULT_STEPS}, one torch thread per run; the
+built-in proxies train with base weight decay {BUILTIN_DIAGNOSE_WD:g} here (tau = 1/(lr·wd)
+= 64 steps), unless --wd or --config says otherwise.
 
 Examples:
 
-  hptransfer diagnose --model llama --widths 32,64,128 --rule sqrt --steps 600 --out diag/
+  hptransfer diagnose --model llama --out diag/
+
+  hptransfer diagnose --model llama --rule sqrt,linear --out diag/
 
   hptransfer diagnose --model mymodels:make_model --task charlm --widths 128,256,512
-
-  hptransfer diagnose --model llama --widths 32,64,128,256 --rule sqrt,linear --steps 800
 
   hptransfer diagnose --checkpoints w128.pt,w256.pt,w512.pt --rule mup-wd-linear
 """
 
+SHORT_HELP = "Is it safe to scale up? Compare top singular values across proxy widths (exit 0/1/3)."
 
-def _int_list(text: str | None, what: str) -> list[int] | None:
-    from hptransfer.cli.main import parse_ints
-
-    return None if text is None else parse_ints(text, what)
+_GATES = ("hidden", "output", "input", "fixed")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command(
-        "diagnose",
-        help=HELP,
-        short_help="Is it safe to scale up? Compare top singular "
-        "values across proxy widths; exit 1 on drift.",
+def diagnose_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Built-in proxy (llama, mlp) or MODULE:FACTORY, FACTORY(width) -> torch.nn.Module.",
+        ),
+    ] = "llama",
+    widths: Annotated[
+        str | None,
+        typer.Option(
+            "--widths",
+            "-w",
+            help=f"Comma-separated proxy widths (default {DEFAULT_WIDTHS} when training; with "
+            "--checkpoints: one per file, checked against the tensor shapes).",
+        ),
+    ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            "--rule",
+            "-r",
+            help="Rule the proxies train (or were trained) with: sp, mup, "
+            "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant. "
+            "Several (sqrt,linear): compare them and interpolate the wd "
+            "exponent; the first decides the exit code.",
+        ),
+    ] = None,
+    wd_exponent: Annotated[
+        float | None,
+        typer.Option("--wd-exponent", help="Train with muP and wd ∝ width^E (a custom rule), e.g. 0.81."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            "-n",
+            help=f"Training steps per width (default {DEFAULT_STEPS}). With --checkpoints and "
+            "--config: the steps they were trained for, to count the timescales they cover.",
+        ),
+    ] = None,
+    wd: Annotated[
+        float | None,
+        typer.Option(
+            "--wd",
+            help="Base weight decay (torch AdamW weight_decay at the base width; tau = 1/(lr·wd)). "
+            f"Default: the config's; {BUILTIN_DIAGNOSE_WD:g} for the built-in proxies.",
+        ),
+    ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            help="torch threads per run (default 1: small proxies run faster on one thread, "
+            "and a shared machine much faster).",
+        ),
+    ] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for report.json and the figures (PNG+SVG)."),
+    ] = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="Comma-separated state_dict files (w128.pt,w256.pt): analyse them, no training.",
+        ),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Proxy config (TOML/JSON); default: the built-in's."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Init and batch-order seed.")] = 0,
+    gate: Annotated[
+        str, typer.Option("--gate", help="Layer classes that decide the verdict: hidden, output, input.")
+    ] = "hidden",
+    alpha_tol: Annotated[
+        float,
+        typer.Option("--alpha-tol", help="Slope tolerance: invariant when the CI of alpha is within ±this."),
+    ] = 0.1,
+    coord: Annotated[
+        bool, typer.Option("--coord/--no-coord", help="Also run the muP coordinate check.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    gates = tuple(g.strip() for g in gate.split(",") if g.strip())
+    bad = [g for g in gates if g not in _GATES]
+    if bad or not gates:
+        fail(f"--gate: unknown class {bad[0] if bad else gate!r}; use hidden, output, input or fixed")
+    if steps is not None and steps < 1:
+        fail(f"--steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        fail(f"--batch-size must be >= 1, got {batch_size}")
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    if not alpha_tol >= 0:
+        fail(f"--alpha-tol must be >= 0, got {alpha_tol}")
+    if wd is not None and not wd >= 0:
+        fail(f"--wd must be >= 0, got {wd}")
+    width_list = None if widths is None else parse_ints(widths, "--widths")
+    ckpt_list = None if checkpoints is None else [c.strip() for c in checkpoints.split(",") if c.strip()]
+    if ckpt_list is not None and not ckpt_list:
+        fail("--checkpoints: give comma-separated files, e.g. w128.pt,w256.pt")
+    rules: list[str | None] = [r.strip() for r in rule.split(",") if r.strip()] if rule else [None]
+    if ckpt_list is not None and len(rules) > 1:
+        fail("--checkpoints takes one --rule: the rule the checkpoints were trained with")
+
+    # torch and the diagnostics load here, not at CLI start-up
+    import torch
+
+    from hptransfer.diagnostics.api import (
+        calibrate_from_reports,
+        diagnose,
+        diagnose_checkpoints,
+        resolve_model,
     )
-    def diagnose_cmd(
-        model: Annotated[
-            str,
-            typer.Option(
-                "--model",
-                "-m",
-                help="Built-in proxy (llama, mlp) or MODULE:FACTORY, FACTORY(width) -> torch.nn.Module.",
-            ),
-        ] = "llama",
-        widths: Annotated[
-            str | None,
-            typer.Option("--widths", "-w", help="Comma-separated proxy widths, e.g. 128,256,512."),
-        ] = None,
-        rule: Annotated[
-            str | None,
-            typer.Option(
-                "--rule",
-                "-r",
-                help="Rule the proxies train (or were trained) with: sp, mup, "
-                "mup-wd-linear (linear), mup-wd-sqrt (sqrt), mup-wd-constant. "
-                "Several (sqrt,linear): compare them and interpolate the wd "
-                "exponent; the first decides the exit code.",
-            ),
-        ] = None,
-        wd_exponent: Annotated[
-            float | None,
-            typer.Option("--wd-exponent", help="Train with muP and wd ∝ width^E (a custom rule), e.g. 0.81."),
-        ] = None,
-        steps: Annotated[int, typer.Option("--steps", "-n", help="Training steps per width.")] = 300,
-        out: Annotated[
-            Path | None,
-            typer.Option("--out", "-o", help="Folder for report.json and the figures (PNG+SVG)."),
-        ] = None,
-        checkpoints: Annotated[
-            str | None,
-            typer.Option(
-                "--checkpoints",
-                help="Comma-separated state_dict files (w128.pt,w256.pt): analyse them, no training.",
-            ),
-        ] = None,
-        task: Annotated[
-            str | None,
-            typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
-        ] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option("--config", "-c", help="Proxy config (TOML/JSON); default: the built-in's."),
-        ] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
-        seed: Annotated[int, typer.Option("--seed", help="Init and batch-order seed.")] = 0,
-        gate: Annotated[
-            str, typer.Option("--gate", help="Layer classes that decide the verdict: hidden, output, input.")
-        ] = "hidden",
-        alpha_tol: Annotated[
-            float,
-            typer.Option("--alpha-tol", help="Slope tolerance: drift when the CI of alpha is beyond ±this."),
-        ] = 0.1,
-        coord: Annotated[
-            bool, typer.Option("--coord/--no-coord", help="Also run the muP coordinate check.")
-        ] = True,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    ) -> None:
-        from hptransfer.cli.main import console, err_console, fail
+    from hptransfer.diagnostics.fit import Thresholds
+    from hptransfer.diagnostics.report import DiagnosticError, SpectralReport
+    from hptransfer.scaling import ConfigError, load_config
 
-        gates = tuple(g.strip() for g in gate.split(",") if g.strip())
-        bad = [g for g in gates if g not in ("hidden", "output", "input", "fixed")]
-        if bad or not gates:
-            fail(f"--gate: unknown class {bad[0] if bad else gate!r}; use hidden, output, input or fixed")
-        if steps < 1:
-            fail(f"--steps must be >= 1, got {steps}")
-        if batch_size < 1:
-            fail(f"--batch-size must be >= 1, got {batch_size}")
-        if not alpha_tol >= 0:
-            fail(f"--alpha-tol must be >= 0, got {alpha_tol}")
-        width_list = _int_list(widths, "--widths")
-        ckpt_list = None if checkpoints is None else [c.strip() for c in checkpoints.split(",") if c.strip()]
-        if ckpt_list is None and not width_list:
-            fail("give --widths (e.g. --widths 128,256,512) or --checkpoints w128.pt,w256.pt")
-
-        # torch and the diagnostics load here, not at CLI start-up
-        from hptransfer.diagnostics.api import diagnose, diagnose_checkpoints
-        from hptransfer.diagnostics.fit import Thresholds
-        from hptransfer.diagnostics.report import DiagnosticError, render
-        from hptransfer.scaling import ConfigError, load_config
-
-        thresholds = Thresholds(alpha_tol=alpha_tol)
-        rules = [r.strip() for r in rule.split(",") if r.strip()] if rule else [None]
-        if ckpt_list is not None and len(rules) > 1:
-            fail("--checkpoints takes one --rule: the rule the checkpoints were trained with")
-        reports: dict[str, Any] = {}
-        try:
-            if ckpt_list is not None:
-                report = diagnose_checkpoints(
-                    ckpt_list, widths=width_list, rule=rules[0], thresholds=thresholds, gate=gates
-                )
-                reports[report.rule or "checkpoints"] = report
-            else:
-                assert width_list is not None
-                cfg = load_config(config) if config is not None else None
-                if wd_exponent is not None:
-                    if rules not in ([None], ["custom"]):
-                        fail("--wd-exponent sets its own rule (muP, wd ∝ width^E); drop --rule")
-                    from hptransfer.diagnostics.api import resolve_model
-
-                    base = resolve_model(model, task=task, config=cfg).config
-                    cfg, rules = base.with_rule("custom", wd_exponent=wd_exponent), [None]
-                for one in rules:
-                    rep = _train_with_progress(
-                        diagnose,
-                        err_console,
-                        model=model,
-                        widths=width_list,
-                        config=cfg,
-                        rule=one,
-                        steps=steps,
+    torch.set_num_threads(threads)
+    thresholds = Thresholds(alpha_tol=alpha_tol)
+    reports: dict[str, SpectralReport] = {}
+    try:
+        cfg = load_config(config) if config is not None else None
+        if wd is not None and cfg is not None:
+            cfg = replace(cfg, weight_decay=wd)
+        if ckpt_list is not None:
+            report = diagnose_checkpoints(
+                ckpt_list,
+                widths=width_list,
+                rule=rules[0],
+                thresholds=thresholds,
+                gate=gates,
+                steps=steps,
+                config=cfg,
+            )
+            reports[report.rule or "checkpoints"] = report
+        else:
+            base = resolve_model(model, task=task, config=cfg).config
+            if wd is not None:
+                base = replace(base, weight_decay=wd)
+            elif cfg is None and ":" not in model:
+                base = replace(base, weight_decay=BUILTIN_DIAGNOSE_WD)
+            if wd_exponent is not None:
+                if rules not in ([None], ["custom"]):
+                    fail("--wd-exponent sets its own rule (muP, wd ∝ width^E); drop --rule")
+                base, rules = base.with_rule("custom", wd_exponent=wd_exponent), [None]
+            n_steps = steps or DEFAULT_STEPS
+            for one in rules:
+                with _progress(one, n_steps, plain=as_json or not err_console.is_terminal) as progress:
+                    rep = diagnose(
+                        model,
+                        width_list or parse_ints(DEFAULT_WIDTHS, "--widths"),
+                        base,
+                        one,
+                        n_steps,
                         task=task,
                         batch_size=batch_size,
                         seed=seed,
                         thresholds=thresholds,
                         gate=gates,
                         coord=coord,
+                        progress=progress,
                     )
-                    reports[rep.rule or str(one)] = rep
-        except (ConfigError, DiagnosticError) as exc:
-            fail(str(exc))
-        except ValueError as exc:  # e.g. a factory whose parameters do not change with width
-            fail(str(exc))
-        report = next(iter(reports.values()))  # the first rule decides the exit code
-        two = None
-        if len(reports) > 1:
-            from hptransfer.diagnostics.api import calibrate_from_reports
+                reports[rep.rule or str(one)] = rep
+    except (ConfigError, DiagnosticError) as exc:
+        fail(str(exc))
+    except ValueError as exc:  # e.g. a factory whose parameters do not change with width
+        fail(str(exc))
+    report = next(iter(reports.values()))  # the first rule decides the exit code
+    two = calibrate_from_reports(reports) if len(reports) > 1 else None
 
-            two = calibrate_from_reports(reports)
-
-        written: list[Path] = []
-        if out is not None:
-            if len(reports) == 1:
-                written = _write_outputs(report, out)
-            else:
-                from hptransfer.diagnostics.plots import plot_rules
-
-                for name, rep in reports.items():
-                    written += _write_outputs(rep, out / name)
-                written += plot_rules(reports, out / "spectral_rules")
-        if as_json:
-            import json
-            import sys
-
-            if len(reports) == 1:
-                sys.stdout.write(report.to_json() + "\n")
-            else:
-                data = {
-                    "rules": {n: r.to_dict() for n, r in reports.items()},
-                    "exit_rule": next(iter(reports)),
-                    "two_run_calibration": None
-                    if two is None
-                    else {
-                        "wd_exponent": two[0].exponent,
-                        "ci": None if two[0].ci is None else list(two[0].ci),
-                        "from_rules": list(two[1]),
-                    },
-                }
-                sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
+    written: list[Path] = []
+    if out is not None:
+        if len(reports) == 1:
+            written = _write_outputs(report, out)
         else:
-            if not console.is_terminal and console.width < 150:
-                from rich.console import Console
+            from hptransfer.diagnostics.plots import plot_rules
 
-                console = Console(width=150)  # piped output: room for one column per width
-            console.print(render(report))
-            for problem in report.problems:
-                console.print(f"[yellow]warning:[/] {problem}", highlight=False)
-            if report.coord is not None:
-                bad_coord = report.coord.unstable()
-                console.print(
-                    "coordinate check: "
-                    + (
-                        f"[yellow]activation scale moves with width in {', '.join(bad_coord[:6])}[/]"
-                        if bad_coord
-                        else "[green]activation scales flat in width[/]"
-                    )
-                    + f" (|slope| tolerance {report.coord.tolerance:g})"
-                )
-            if len(reports) > 1:
-                console.print(_rules_table(reports, two))
-            if written:
-                console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
-            colour = "green" if report.safe else "red"
-            prefix = f"{report.rule}: " if len(reports) > 1 else ""
-            console.print(f"[bold {colour}]{prefix}{report.summary()}[/]", highlight=False)
-        raise typer.Exit(report.exit_code)
+            for name, rep in reports.items():
+                written += _write_outputs(rep, out / name)
+            written += plot_rules(reports, out / "spectral_rules")
+    if as_json:
+        if len(reports) == 1:
+            sys.stdout.write(report.to_json() + "\n")
+        else:
+            data = {
+                "outcome": report.outcome,
+                "exit_code": report.exit_code,
+                "rules": {n: r.to_dict() for n, r in reports.items()},
+                "exit_rule": next(iter(reports)),
+                "two_run_calibration": None
+                if two is None
+                else {
+                    "wd_exponent": two[0].exponent,
+                    "ci": None if two[0].ci is None else list(two[0].ci),
+                    "from_rules": list(two[1]),
+                    "recommended": two[0].too_wide() is None,
+                    "not_recommended_because": two[0].too_wide(),
+                },
+            }
+            sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
+    else:
+        _print_report(report, reports, two, written)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_report(report: Any, reports: dict[str, Any], two: Any, written: list[Path]) -> None:
+    from rich.console import Console
+
+    from hptransfer.diagnostics.report import render
+
+    out = console
+    if not out.is_terminal and out.width < 150:
+        out = Console(width=150)  # piped output: room for one column per width
+    out.print(render(report))
+    for problem in report.problems:
+        out.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    if report.coord is not None:
+        bad_coord = report.coord.unstable()
+        out.print(
+            "coordinate check: "
+            + (
+                f"[yellow]activation scale moves with width in {', '.join(bad_coord[:6])}[/]"
+                if bad_coord
+                else "[green]activation scales flat in width[/]"
+            )
+            + f" (|slope| tolerance {report.coord.tolerance:g})"
+        )
+    if len(reports) > 1:
+        out.print(_rules_table(reports, two))
+    if written:
+        out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
+    for line in report.missing_evidence():
+        out.print(f"[yellow]to make it conclusive:[/] {line}", highlight=False)
+    colour = {"safe": "green", "drift": "red", "inconclusive": "yellow"}[report.outcome]
+    prefix = f"{report.rule}: " if len(reports) > 1 else ""
+    out.print(f"[bold {colour}]{prefix}{report.summary()}[/] (exit {report.exit_code})", highlight=False)
 
 
 def _rules_table(reports: dict[str, Any], two: Any) -> Any:
@@ -241,14 +311,17 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("rule", "hidden σmax ratio", "pooled alpha [CI]", "drifting", "one-run e*", "val loss"):
-        table.add_column(col, justify="left" if col == "rule" else "right")
+    columns = ["rule", "outcome", "hidden σmax ratio", "pooled alpha [CI]", "drifting", "one-run e*"]
+    columns.append("val loss")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("rule", "outcome") else "right")
     for name, rep in reports.items():
         p, cal = rep.pooled, rep.calibration
         ci = "" if p is None or p.ci is None else f" [{p.ci[0]:+.2f},{p.ci[1]:+.2f}]"
         widest = max(rep.val_loss) if rep.val_loss else None
         table.add_row(
             name,
+            rep.outcome,
             "-" if p is None else f"{p.ratio:.3g}",
             "-" if p is None else f"{p.alpha:+.2f}{ci}",
             f"{len(rep.drifting)}/{len(rep.gated())}",
@@ -258,36 +331,67 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
     if two is not None:
         cal, (a, b) = two
         band = "" if cal.ci is None else f" [{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
-        table.caption = (
+        text = (
             f"two-run calibration ({a} & {b}): sigma_max is width-invariant at "
-            f"wd ∝ width^{cal.exponent:.2f}{band} (muP lr ∝ 1/width); try "
-            f"--rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`."
+            f"wd ∝ width^{cal.exponent:.2f}{band} (muP lr ∝ 1/width); "
         )
+        why = cal.too_wide()
+        if why is None:
+            text += f"try --rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`."
+        else:
+            text += f"no --wd-exponent recommendation: {why}."
+        table.caption = text
         table.caption_justify = "left"
     return table
 
 
-def _train_with_progress(diagnose: Any, err_console: Any, **kwargs: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _progress:
+    """``progress(width, step, steps)`` for :func:`diagnose`: a rich bar on a terminal, else
+    plain lines on stderr (about every tenth of a width's run)."""
 
-    with Progress(
-        TextColumn("[bold]width {task.fields[width]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        tasks: dict[int, Any] = {}
-        for w in kwargs["widths"]:
-            tasks[w] = bar.add_task("train", total=kwargs["steps"], width=w)
+    def __init__(self, rule: str | None, steps: int, *, plain: bool) -> None:
+        self.rule, self.steps, self.plain = rule or "config rule", steps, plain
+        self.bar: Any = None
+        self.tasks: dict[int, Any] = {}
+        self.t0 = time.perf_counter()
+        self.last: dict[int, int] = {}
 
-        def progress(width: int, step: int, total: int) -> None:
-            if width in tasks:
-                bar.update(tasks[width], completed=step, total=total)
+    def __enter__(self) -> _progress:
+        if not self.plain:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        return diagnose(progress=progress, **kwargs)
+            self.bar = Progress(
+                TextColumn(f"[bold]{self.rule} · width {{task.fields[width]}}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, width: int, step: int, total: int) -> None:
+        if self.bar is not None:
+            if width not in self.tasks:
+                self.tasks[width] = self.bar.add_task("train", total=total, width=width)
+            self.bar.update(self.tasks[width], completed=step, total=total)
+            return
+        last = self.last.get(width, -1)
+        if step == total or last < 0 or step - last >= max(1, total // 10):
+            if step == last:
+                return
+            self.last[width] = step
+            sys.stderr.write(
+                f"diagnose: rule {self.rule} · width {width}: step {step}/{total} "
+                f"({time.perf_counter() - self.t0:.0f} s)\n"
+            )
+            sys.stderr.flush()
 
 
 def _write_outputs(report: Any, out: Path) -> list[Path]:

@@ -7,7 +7,8 @@
 * :func:`coord_check`: the muP coordinate check.
 * :mod:`~hptransfer.diagnostics.fit`: the pure-numpy fits, verdicts and calibration.
 
-The torch-facing names load lazily, so ``import hptransfer.diagnostics`` stays light.
+Importing this package imports torch; the torch-free command ``hptransfer suggest`` never
+imports it (the CLI loads it inside ``diagnose`` only).
 
 Example:
     >>> from hptransfer.diagnostics import diagnose
@@ -17,9 +18,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from hptransfer.diagnostics.api import (
+    Coverage,
+    calibrate_from_reports,
+    compare_rules,
+    diagnose,
+    diagnose_checkpoints,
+    load_checkpoints,
+    timescale_coverage,
+)
+from hptransfer.diagnostics.coord import CoordReport, coord_check
 from hptransfer.diagnostics.fit import (
     Calibration,
     PowerLawFit,
@@ -31,26 +39,25 @@ from hptransfer.diagnostics.fit import (
     pooled_fit,
     verdict,
 )
-from hptransfer.diagnostics.report import DiagnosticError, SpectralReport, cross_width_report
-
-_LAZY = {
-    "diagnose": "hptransfer.diagnostics.api",
-    "diagnose_checkpoints": "hptransfer.diagnostics.api",
-    "load_checkpoints": "hptransfer.diagnostics.api",
-    "compare_rules": "hptransfer.diagnostics.api",
-    "calibrate_from_reports": "hptransfer.diagnostics.api",
-    "top_singular_values": "hptransfer.diagnostics.spectral",
-    "model_spectrum": "hptransfer.diagnostics.spectral",
-    "LayerSpectrum": "hptransfer.diagnostics.spectral",
-    "NonFiniteWeightError": "hptransfer.diagnostics.spectral",
-    "SpectralCache": "hptransfer.diagnostics.spectral",
-    "coord_check": "hptransfer.diagnostics.coord",
-    "CoordReport": "hptransfer.diagnostics.coord",
-}
+from hptransfer.diagnostics.report import (
+    EXIT_CODES,
+    DiagnosticError,
+    SpectralReport,
+    cross_width_report,
+)
+from hptransfer.diagnostics.spectral import (
+    LayerSpectrum,
+    NonFiniteWeightError,
+    SpectralCache,
+    model_spectrum,
+    top_singular_values,
+)
 
 __all__ = [
+    "EXIT_CODES",
     "Calibration",
     "CoordReport",
+    "Coverage",
     "DiagnosticError",
     "LayerSpectrum",
     "NonFiniteWeightError",
@@ -71,12 +78,7 @@ __all__ = [
     "load_checkpoints",
     "model_spectrum",
     "pooled_fit",
+    "timescale_coverage",
     "top_singular_values",
     "verdict",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hptransfer.diagnostics' has no attribute {name!r}")

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import re
@@ -25,7 +26,13 @@ from torch import nn
 
 from hptransfer.diagnostics.coord import coord_check
 from hptransfer.diagnostics.fit import Thresholds
-from hptransfer.diagnostics.report import DiagnosticError, SpectralReport, cross_width_report
+from hptransfer.diagnostics.report import (
+    MIN_TIMESCALES,
+    DiagnosticError,
+    SpectralReport,
+    cross_width_report,
+    looks_untrained,
+)
 from hptransfer.diagnostics.spectral import (
     LayerSpectrum,
     NonFiniteWeightError,
@@ -36,14 +43,17 @@ from hptransfer.factories import load_factory
 from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule, get_rule, suggest
 
 __all__ = [
+    "Coverage",
     "ModelSpec",
     "calibrate_from_reports",
+    "check_architectures",
     "compare_rules",
     "diagnose",
     "diagnose_checkpoints",
     "load_checkpoints",
     "resolve_model",
     "rule_exponents",
+    "timescale_coverage",
 ]
 
 ProgressFn = Callable[[int, int, int], None]  # (width, step, total steps)
@@ -142,6 +152,7 @@ def diagnose(
     batch_size: int = 32,
     seed: int = 0,
     record_every: int | None = None,
+    average_last: float = 0.25,
     thresholds: Thresholds | None = None,
     gate: Iterable[str] = ("hidden",),
     coord: bool = True,
@@ -164,7 +175,11 @@ def diagnose(
             calibration of the wd exponent.
         steps: training steps per width. sigma_max reaches its steady state only after several
             AdamW timescales ``tau = 1/(lr·wd)``; the report notes when the run is shorter.
-        record_every: steps between spectra for the history (default ``steps // 10``).
+        record_every: steps between spectra for the history (default ``steps // 20``).
+        average_last: the fitted sigma_max of a layer is the geometric mean of its recorded
+            values over this last fraction of the run (default: the last quarter), not the
+            final value alone: in the AdamW steady state sigma_max fluctuates from step to
+            step, and averaging narrows the slope intervals. 0: the final value only.
         coord: also run the muP coordinate check (``coord_steps`` steps on one batch).
         progress: ``progress(width, step, steps)`` after each recorded step.
 
@@ -187,7 +202,9 @@ def diagnose(
     mkw = dict(model_kwargs or {})
     data = _data(spec, data_kwargs or {}, mkw)
     factory = _factory_for(spec, rule, mkw)
-    every = record_every or max(1, steps // 10)
+    if not 0 <= average_last < 1:
+        raise ConfigError(f"average_last must be in [0, 1), got {average_last}")
+    every = record_every or max(1, steps // 20)
     spectra: dict[int, dict[str, LayerSpectrum]] = {}
     history: dict[int, list[tuple[int, dict[str, float]]]] = {}
     val_loss: dict[int, float] = {}
@@ -245,6 +262,7 @@ def diagnose(
             if not hist or hist[-1][0] != result.steps:
                 hist.append((result.steps, _sigmas(spectra[w])))
             history[w] = hist
+            spectra[w] = _averaged(spectra[w], hist, steps * (1 - average_last) if average_last else None)
             val_loss[w] = result.val_loss
         except (NonFiniteWeightError, DiagnosticError) as exc:
             problems.append(f"width {w}: {exc}")
@@ -265,7 +283,9 @@ def diagnose(
         problems=problems,
     )
     report.history, report.val_loss = history, val_loss
-    report.notes.extend(_timescale_notes(cfg, rule, sorted(spectra), steps))
+    cover = timescale_coverage(cfg, rule, sorted(spectra), steps)
+    report.timescales, report.timescale_advice = cover.covered, cover.advice
+    report.notes.append(cover.note)
     if coord:
         x, y = data.batch(min(batch_size, 16), torch.Generator().manual_seed(seed + 1))
         report.coord = coord_check(
@@ -274,28 +294,74 @@ def diagnose(
     return report
 
 
+def _averaged(
+    spec: dict[str, LayerSpectrum], hist: Sequence[tuple[int, dict[str, float]]], start: float | None
+) -> dict[str, LayerSpectrum]:
+    """``spec`` with each sigma_max replaced by the geometric mean of its history from step
+    ``start`` on (the final spectrum when ``start`` is None or nothing was recorded there)."""
+    if start is None:
+        return spec
+    tail = [d for s, d in hist if s >= start and s > 0]
+    out = {}
+    for name, ls in spec.items():
+        vals = [d[name] for d in tail if name in d and d[name] > 0 and math.isfinite(d[name])]
+        if len(vals) < 2:
+            out[name] = ls
+            continue
+        mean = math.exp(sum(map(math.log, vals)) / len(vals))
+        out[name] = replace(ls, sigma=(mean, *ls.sigma[1:]))
+    return out
+
+
 def _sigmas(spec: Mapping[str, LayerSpectrum]) -> dict[str, float]:
     return {name: s.sigma_max for name, s in spec.items()}
 
 
-def _timescale_notes(cfg: ProxyConfig, rule: str | None, widths: Sequence[int], steps: int) -> list[str]:
+@dataclass(frozen=True)
+class Coverage:
+    """How many AdamW timescales ``tau = 1/(lr·wd)`` of hidden matrices a run covers."""
+
+    taus: dict[int, float]  # width -> tau in steps (inf without weight decay)
+    steps: int
+    covered: float  # steps / the longest tau (inf without weight decay)
+    note: str
+    advice: str  # how to reach MIN_TIMESCALES ("" when covered)
+
+
+def timescale_coverage(cfg: ProxyConfig, rule: str | None, widths: Sequence[int], steps: int) -> Coverage:
+    """AdamW timescales covered by ``steps`` at the slowest width, and what would cover
+    :data:`~hptransfer.diagnostics.report.MIN_TIMESCALES` of them.
+
+    Example:
+        >>> from hptransfer.models import builtin_config
+        >>> cov = timescale_coverage(builtin_config("llama"), "linear", [32, 64], 640)
+        >>> round(cov.covered, 3)   # lr 2^-6, wd 0.1: tau = 640 steps at every width
+        1.0
+    """
     taus = {w: suggest(cfg, w, rule)["hidden"].tau for w in widths}
     finite = [t for t in taus.values() if math.isfinite(t)]
     if not finite:
-        return ["hidden matrices have no weight decay: sigma_max has no AdamW steady state"]
+        note = "hidden matrices have no weight decay: sigma_max has no AdamW steady state"
+        return Coverage(taus, steps, math.inf, note, "")
     longest = max(finite)
-    runs = steps / longest
+    covered = steps / longest
     note = (
         "AdamW timescale tau = 1/(lr·wd) of hidden matrices: "
         + ", ".join(f"{t:.0f}" for t in taus.values())
         + " steps at widths "
         + ", ".join(map(str, widths))
-        + f"; {steps} steps = {runs:.2g} tau at the slowest width"
+        + f"; {steps} steps = {covered:.2g} tau at the slowest width"
     )
-    if runs < 3:
-        note += " (< 3 tau: sigma_max is not at its steady state yet; the law and the calibration "
-        note += "assume it is; train longer or raise lr·wd)"
-    return [note]
+    advice = ""
+    if covered < MIN_TIMESCALES:
+        need_steps = math.ceil(MIN_TIMESCALES * longest)
+        need_wd = cfg.weight_decay * MIN_TIMESCALES / covered
+        advice = (
+            f"train ≥ {need_steps} steps (--steps), or raise the base weight decay to "
+            f"≥ {need_wd:.3g} (--wd; lr·wd sets tau)"
+        )
+        note += f" (< {MIN_TIMESCALES:g} tau: sigma_max is not at its steady state yet)"
+    return Coverage(taus, steps, covered, note, advice)
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
@@ -319,22 +385,138 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
 
 
 _WIDTH_IN_NAME = re.compile(r"(\d+)(?!.*\d)")
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """One checkpoint file as ``{name: tensor}``; any failure is one ConfigError naming the file
+    and the cause (no torch warnings leak)."""
+    if not path.exists():
+        raise ConfigError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} is not a file (a directory?); give state_dict files")
+    with path.open("rb") as fh:
+        head = fh.read(len(_LEGACY_TORCH_MAGIC))
+    if not head:
+        raise ConfigError(f"checkpoint {path} is empty (0 bytes): the save was interrupted?")
+    is_zip = head.startswith(_ZIP_MAGIC)
+    is_legacy = head.startswith(_LEGACY_TORCH_MAGIC)
+    if not (is_zip or is_legacy):
+        kind = "a plain pickle" if head[:1] == b"\x80" else "neither a torch.save archive nor a pickle"
+        raise ConfigError(
+            f"checkpoint {path} is not a torch.save file ({kind}); save the weights with "
+            "torch.save(model.state_dict(), path)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        unsupported = re.search(r"Unsupported global: ([^\n]+?)(?: was not|\n|$)", text)
+        if unsupported:
+            cause = (
+                f"it holds a pickled object ({unsupported.group(1).strip()}), which weights_only=True "
+                "refuses to run; save model.state_dict() instead"
+            )
+        else:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            cause = f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+            cause = "the file is truncated or corrupt (" + cause + ")"
+        raise ConfigError(f"cannot load checkpoint {path}: {cause}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"checkpoint {path} holds no tensors; expected a state_dict (name -> tensor)")
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _matrix_shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in sd.items() if v.ndim >= 2 and v.is_floating_point()}
+
+
+def check_architectures(sds: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Refuse state_dicts of different architectures: the same weight matrices (names and
+    ranks) must be present in every one. Keys of ``sds`` name the sources (file or width).
+
+    Raises:
+        DiagnosticError: a matrix missing from some source, or one whose rank differs.
+    """
+    shapes = {src: _matrix_shapes(sd) for src, sd in sds.items()}
+    srcs = list(shapes)
+    first = srcs[0]
+    for other in srcs[1:]:
+        a, b = shapes[first], shapes[other]
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        if only_a or only_b:
+            common = len(set(a) & set(b))
+            detail = "; ".join(
+                f"only in {src}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''} ({len(names)})"
+                for src, names in ((first, only_a), (other, only_b))
+                if names
+            )
+            raise DiagnosticError(
+                f"{first} and {other} are not the same architecture at two widths: "
+                f"{common} weight matrices in common, {detail}"
+            )
+        rank = [k for k in a if len(a[k]) != len(b[k])]
+        if rank:
+            raise DiagnosticError(
+                f"{first} and {other}: {rank[0]!r} has shape {a[rank[0]]} vs {b[rank[0]]}: "
+                "not the same architecture"
+            )
+
+
+def _check_width_order(entries: list[tuple[int, str, dict[str, torch.Tensor]]]) -> None:
+    """Widths (from names or ``--widths``) must agree with the tensor shapes: larger widths
+    have larger matrices, and some dimension grows by the width ratio."""
+    entries.sort(key=lambda e: sum(math.prod(s) for s in _matrix_shapes(e[2]).values()))
+    for (w_a, src_a, sd_a), (w_b, src_b, sd_b) in itertools.pairwise(entries):
+        sa, sb = _matrix_shapes(sd_a), _matrix_shapes(sd_b)
+        grown = [(k, sa[k], sb[k]) for k in sa if k in sb and len(sa[k]) == len(sb[k]) and sa[k] != sb[k]]
+        if not grown:
+            raise DiagnosticError(
+                f"{src_a} (width {w_a}) and {src_b} (width {w_b}) have the same matrix shapes: "
+                "they are not proxies of different widths"
+            )
+        if w_b <= w_a:
+            k, s_a, s_b = grown[0]
+            raise DiagnosticError(
+                f"the widths contradict the tensor shapes: {src_a} says width {w_a} but is smaller "
+                f"than {src_b} (width {w_b}), e.g. {k} {s_a} vs {s_b}; fix --widths or the file names"
+            )
+        ratios = {b / a for _, s_a, s_b in grown for a, b in zip(s_a, s_b) if a != b and a > 0}
+        target = w_b / w_a
+        if not any(abs(r / target - 1) <= 0.1 for r in ratios):
+            k, s_a, s_b = grown[0]
+            seen = ", ".join(f"×{r:.3g}" for r in sorted(ratios)[:4])
+            raise DiagnosticError(
+                f"the widths contradict the tensor shapes: {src_a} → {src_b} is width ×{target:.3g} "
+                f"({w_a} → {w_b}) but the matrices grow {seen} (e.g. {k} {s_a} → {s_b}); "
+                "fix --widths or the file names"
+            )
 
 
 def load_checkpoints(
     paths: Sequence[str | Path], widths: Sequence[int] | None = None
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """Load state_dicts (``torch.load(weights_only=True)``), keyed by width.
+    """Load state_dicts (``torch.load(weights_only=True)``), keyed by width, narrowest first.
 
     The width is the matching entry of ``widths``, else the last number in the file name
     (``w128.pt`` → 128). A ``{"state_dict": …}`` or ``{"model": …}`` wrapper is unwrapped.
+    The files may come in any order; the widths must agree with the tensor shapes.
 
     Raises:
-        ConfigError: a missing or unreadable file, an unknown width, two files of one width.
+        ConfigError: a missing, empty, unreadable or non-torch file, an unknown width, two
+            files of one width.
+        DiagnosticError: different architectures, or widths that contradict the shapes.
     """
     if widths is not None and len(widths) != len(paths):
         raise ConfigError(f"{len(paths)} checkpoints but {len(widths)} widths; give one width per file")
-    out: dict[int, dict[str, torch.Tensor]] = {}
+    entries: list[tuple[int, str, dict[str, torch.Tensor]]] = []
+    seen: dict[int, str] = {}
     for i, raw in enumerate(paths):
         path = Path(raw)
         if widths is not None:
@@ -343,27 +525,20 @@ def load_checkpoints(
             m = _WIDTH_IN_NAME.search(path.stem)
             if m is None:
                 raise ConfigError(
-                    f"cannot tell the width of {path.name}: name it like w128.pt or pass --widths "
-                    "in the same order as --checkpoints"
+                    f"cannot tell the width of checkpoint {str(raw)!r}: name it like w128.pt or pass "
+                    "--widths in the same order as --checkpoints"
                 )
             w = int(m.group(1))
-        if w in out:
-            raise ConfigError(f"two checkpoints for width {w} ({path.name}); one per width")
-        if not path.exists():
-            raise ConfigError(f"checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConfigError(
-                f"cannot load {path} as a state_dict (weights_only=True): {str(exc).splitlines()[0][:200]}"
-            ) from None
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-        if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ConfigError(f"{path} holds no tensors; expected a state_dict (name -> tensor)")
-        out[w] = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    return out
+        if w < 1:
+            raise ConfigError(f"checkpoint {path}: width must be a positive integer, got {w}")
+        if w in seen:
+            raise ConfigError(f"two checkpoints for width {w} ({seen[w]}, {path.name}); one per width")
+        seen[w] = path.name
+        entries.append((w, str(path), _load_state_dict(path)))
+    if len(entries) >= 2:
+        check_architectures({src: sd for _, src, sd in entries})
+        _check_width_order(entries)
+    return {w: sd for w, _, sd in sorted(entries, key=lambda e: e[0])}
 
 
 def diagnose_checkpoints(
@@ -375,6 +550,8 @@ def diagnose_checkpoints(
     gate: Iterable[str] = ("hidden",),
     k: int = 1,
     tol: float = 1e-4,
+    steps: int | None = None,
+    config: ProxyConfig | None = None,
 ) -> SpectralReport:
     """The spectral diagnostic on saved state_dicts of proxies at several widths (no training).
 
@@ -382,11 +559,22 @@ def diagnose_checkpoints(
         checkpoints: ``{width: state_dict}`` or file paths (see :func:`load_checkpoints`).
         rule: the rule the proxies were trained with (name or :class:`ScalingRule`); enables
             the calibration of the wd exponent.
+        steps / config: how long the proxies trained and their base lr / wd; with both (and a
+            rule name), the report knows how many AdamW timescales the checkpoints cover.
+            Without them the coverage is unknown and the calibration carries a caveat.
 
     A checkpoint with non-finite weights is skipped, named in ``report.problems``.
+
+    Raises:
+        DiagnosticError: fewer than two checkpoints, different architectures, or widths that
+            contradict the tensor shapes.
     """
     if isinstance(checkpoints, Mapping):
-        sds = dict(checkpoints)
+        entries = [(int(w), f"width {w}", dict(sd)) for w, sd in checkpoints.items()]
+        if len(entries) >= 2:
+            check_architectures({src: sd for _, src, sd in entries})
+            _check_width_order(entries)
+        sds = {w: sd for w, _, sd in entries}
     else:
         sds = load_checkpoints(list(checkpoints), widths)
     if len(sds) < 2:
@@ -408,7 +596,7 @@ def diagnose_checkpoints(
         rule_obj = get_rule(rule) if isinstance(rule, str) else rule
         lr_e, wd_e = rule_exponents(rule_obj)
         name = rule_obj.name
-    return cross_width_report(
+    report = cross_width_report(
         spectra,
         thresholds=thresholds,
         gate=gate,
@@ -417,6 +605,29 @@ def diagnose_checkpoints(
         rule=name,
         problems=problems,
     )
+    if steps is not None and config is not None:
+        rule_name = name if isinstance(rule, str) else None
+        cover = timescale_coverage(config, rule_name, sorted(spectra), steps)
+        report.timescales, report.timescale_advice = cover.covered, cover.advice
+        report.notes.append(cover.note)
+    untrained = looks_untrained(report)
+    if untrained:
+        report.notes.append(
+            f"{len(untrained)} of {len(report.gated())} {'/'.join(report.gate)} matrices look untrained "
+            f"(their spectrum is that of a random init at every width, e.g. {untrained[0]}): the law "
+            "and the calibration assume the AdamW steady state, several timescales into training"
+        )
+    if report.calibration is not None and (report.timescales is None or report.timescales < 1):
+        report.notes.append(
+            "steady-state caveat: "
+            + (
+                "the checkpoints' training length is unknown (pass the steps and the config)"
+                if report.timescales is None
+                else f"the checkpoints cover only {report.timescales:.2g} AdamW timescales"
+            )
+            + "; the calibrated exponent holds only if sigma_max had settled (≥ 3 tau = 1/(lr·wd))"
+        )
+    return report
 
 
 def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, tuple[str, str]] | None:

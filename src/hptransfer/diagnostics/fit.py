@@ -5,16 +5,17 @@ fitted as ``log sigma = a + alpha * log d`` (least squares) with a Student-t con
 interval on ``alpha`` (``n - 2`` degrees of freedom, so with two widths the interval is
 undefined and only the point estimate is reported).
 
-Verdict thresholds (:class:`Thresholds`, defaults):
+Verdict thresholds (:class:`Thresholds`, defaults): a layer drifts only when the data support
+it, never on the ratio alone:
 
-* ``ratio = sigma(d_n) / sigma(d_1)`` (observed, smallest to largest width) must lie in
+* *growing* when the lower end of the 95% interval of ``alpha`` exceeds ``alpha_tol = 0.1``, or
+  when the observed ratio ``sigma(d_n) / sigma(d_1)`` exceeds ``1.25`` and the interval lies
+  above zero; *shrinking* symmetrically (upper end below ``-0.1``, or ratio below ``0.8``
+  with the interval below zero);
+* *width-invariant* when the whole interval lies within ``±alpha_tol`` and the ratio within
   ``[0.8, 1.25]``;
-* the slope must not be clearly away from zero: a layer is *growing* when the lower end of
-  the interval of ``alpha`` exceeds ``alpha_tol = 0.1`` (the point estimate when the interval
-  is undefined), *shrinking* when the upper end is below ``-0.1``.
-
-Either condition failing makes the layer drift; otherwise it is *width-invariant* (marked
-*conclusive* when the whole interval lies within ``±alpha_tol``).
+* *inconclusive* otherwise: the interval is too wide to tell (noisy sigma_max, too few widths;
+  with two widths it is undefined, so two widths never give a conclusive verdict).
 
 Calibration: Fan et al. (arXiv 2510.15262) find that at the AdamW steady state
 ``sigma_max ≈ sqrt(lr / wd) * d**0.75`` (torch AdamW convention: the step decays ``p`` by
@@ -41,12 +42,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]
 
 from hptransfer.scaling import WD_EXPONENTS
 
 __all__ = [
     "LAW_EXPONENT",
+    "MAX_CALIBRATION_WIDTH",
     "Calibration",
     "LayerVerdict",
     "PowerLawFit",
@@ -60,6 +62,9 @@ __all__ = [
     "verdict",
 ]
 
+#: Widest calibration interval that still yields a recommended wd exponent (sqrt to linear).
+MAX_CALIBRATION_WIDTH = 0.5
+
 #: Steady-state law exponent of sigma_max in width (Fan et al., arXiv 2510.15262).
 LAW_EXPONENT = 0.75
 
@@ -70,13 +75,14 @@ class Verdict(str, Enum):
     INVARIANT = "width-invariant"
     GROWING = "growing"
     SHRINKING = "shrinking"
+    INCONCLUSIVE = "inconclusive"
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def drifts(self) -> bool:
-        return self is not Verdict.INVARIANT
+        return self in (Verdict.GROWING, Verdict.SHRINKING)
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,9 @@ class Thresholds:
 
     def describe(self) -> str:
         return (
-            f"width-invariant when sigma(largest)/sigma(smallest) is in "
-            f"[{self.ratio_low:g}, {self.ratio_high:g}] and the {self.confidence:.0%} interval of "
-            f"the slope alpha is not entirely beyond ±{self.alpha_tol:g}"
+            f"width-invariant when the {self.confidence:.0%} interval of the slope alpha lies within "
+            f"±{self.alpha_tol:g} and sigma(largest)/sigma(smallest) in [{self.ratio_low:g}, "
+            f"{self.ratio_high:g}]; drift only when the interval supports it"
         )
 
 
@@ -238,52 +244,58 @@ class LayerVerdict:
     """The verdict of one fit, with the reasons spelled out."""
 
     verdict: Verdict
-    conclusive: bool
     reasons: tuple[str, ...] = field(default=())
 
+    @property
+    def conclusive(self) -> bool:
+        return self.verdict is not Verdict.INCONCLUSIVE
+
     def __str__(self) -> str:
-        return str(self.verdict) + ("" if self.conclusive else " (inconclusive)")
+        return str(self.verdict)
 
 
 def verdict(fit: PowerLawFit, thresholds: Thresholds | None = None) -> LayerVerdict:
-    """Width-invariant, growing or shrinking, by the rules of :class:`Thresholds`.
+    """Width-invariant, growing, shrinking or inconclusive, by the rules of :class:`Thresholds`.
 
     Example:
         >>> verdict(fit_power_law([64, 128, 256, 512], [1, 2, 4, 8])).verdict
         <Verdict.GROWING: 'growing'>
+        >>> verdict(fit_power_law([64, 128], [1, 2])).verdict   # two widths: no interval
+        <Verdict.INCONCLUSIVE: 'inconclusive'>
     """
     t = thresholds or Thresholds()
-    lo, hi = fit.alpha_range()
     ratio = fit.ratio
-    reasons: list[str] = []
-    up = down = False
-    if ratio > t.ratio_high:
-        up = True
-        reasons.append(f"ratio {ratio:.3g} > {t.ratio_high:g}")
-    elif ratio < t.ratio_low:
-        down = True
-        reasons.append(f"ratio {ratio:.3g} < {t.ratio_low:g}")
-    if lo > t.alpha_tol:
-        up = True
-        reasons.append(f"alpha > {t.alpha_tol:g} ({fit.describe()})")
-    elif hi < -t.alpha_tol:
-        down = True
-        reasons.append(f"alpha < {-t.alpha_tol:g} ({fit.describe()})")
-    if up and down:
-        # ratio and slope disagree (non-monotone data): follow the fitted slope
-        up, down = fit.alpha > 0, fit.alpha <= 0
-    if up:
-        return LayerVerdict(Verdict.GROWING, True, tuple(reasons))
-    if down:
-        return LayerVerdict(Verdict.SHRINKING, True, tuple(reasons))
-    conclusive = fit.ci is not None and -t.alpha_tol <= lo and hi <= t.alpha_tol
-    if not conclusive:
-        reasons.append(
-            "interval undefined (2 widths)"
-            if fit.ci is None
-            else f"interval [{lo:+.3f}, {hi:+.3f}] reaches beyond ±{t.alpha_tol:g}"
+    if fit.ci is None:
+        return LayerVerdict(
+            Verdict.INCONCLUSIVE,
+            (
+                f"{fit.n} widths leave no degrees of freedom for an interval on alpha "
+                f"(point estimate {fit.alpha:+.3f}, ratio {ratio:.3g}); add a width",
+            ),
         )
-    return LayerVerdict(Verdict.INVARIANT, conclusive, tuple(reasons))
+    lo, hi = fit.ci
+    band = f"[{lo:+.3f}, {hi:+.3f}]"
+    if lo > t.alpha_tol:
+        return LayerVerdict(Verdict.GROWING, (f"alpha > {t.alpha_tol:g} ({fit.describe()})",))
+    if hi < -t.alpha_tol:
+        return LayerVerdict(Verdict.SHRINKING, (f"alpha < {-t.alpha_tol:g} ({fit.describe()})",))
+    if ratio > t.ratio_high and lo > 0:
+        return LayerVerdict(Verdict.GROWING, (f"ratio {ratio:.3g} > {t.ratio_high:g}, alpha {band} > 0",))
+    if ratio < t.ratio_low and hi < 0:
+        return LayerVerdict(Verdict.SHRINKING, (f"ratio {ratio:.3g} < {t.ratio_low:g}, alpha {band} < 0",))
+    reasons: list[str] = []
+    if not (-t.alpha_tol <= lo and hi <= t.alpha_tol):
+        reasons.append(
+            f"alpha interval {band} reaches beyond ±{t.alpha_tol:g} without excluding it: "
+            "too noisy or too few widths to tell"
+        )
+    if not t.ratio_low <= ratio <= t.ratio_high:
+        reasons.append(
+            f"ratio {ratio:.3g} outside [{t.ratio_low:g}, {t.ratio_high:g}] but alpha {band} includes 0"
+        )
+    if reasons:
+        return LayerVerdict(Verdict.INCONCLUSIVE, tuple(reasons))
+    return LayerVerdict(Verdict.INVARIANT)
 
 
 @dataclass(frozen=True)
@@ -301,11 +313,21 @@ class Calibration:
         """The preset (``linear``, ``sqrt``, ``constant``) closest to the estimate."""
         return min(self.presets, key=lambda k: abs(self.presets[k] - self.exponent))
 
-    def presets_in_interval(self) -> list[str]:
+    def too_wide(self, max_width: float = MAX_CALIBRATION_WIDTH) -> str | None:
+        """Why the estimate cannot be recommended (None when it can): an undefined interval,
+        or one wider than ``max_width`` (default: the 0.5 between the ``sqrt`` and ``linear``
+        presets, so the data could not tell those two apart)."""
+        if not math.isfinite(self.exponent):
+            return "the estimate is not finite"
         if self.ci is None:
-            return []
+            return "its interval is undefined (two widths leave no degrees of freedom)"
         lo, hi = self.ci
-        return [k for k, e in self.presets.items() if lo <= e <= hi]
+        if hi - lo > max_width:
+            return (
+                f"its {hi - lo:.2f}-wide interval [{lo:.2f}, {hi:.2f}] is wider than {max_width:g} "
+                "(the gap between the sqrt and linear rules): the data cannot tell the rules apart"
+            )
+        return None
 
     def describe(self) -> str:
         band = (
@@ -314,10 +336,11 @@ class Calibration:
             else f"{self.ci[0]:+.2f} to {self.ci[1]:+.2f}"
         )
         presets = ", ".join(f"{k} = {v:g}" for k, v in self.presets.items())
-        return (
-            f"wd ∝ width^{self.exponent:.2f} ({band}) under muP lr ∝ 1/width; "
-            f"presets: {presets}; nearest: {self.nearest_preset()}"
-        )
+        text = f"wd ∝ width^{self.exponent:.2f} ({band}) under muP lr ∝ 1/width; presets: {presets}; "
+        why = self.too_wide()
+        if why is not None:
+            return text + f"no recommendation: {why}"
+        return text + f"nearest: {self.nearest_preset()}"
 
 
 def calibrate_wd_exponent(

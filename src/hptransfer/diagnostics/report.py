@@ -9,6 +9,14 @@ changes between the smallest and the largest width: ``hidden`` (both dims grow),
 (fan-in grows), ``input`` (fan-out grows) or ``fixed``. The overall verdict (and the exit code
 of ``hptransfer diagnose``) looks at the ``gate`` classes, hidden matrices by default: these are
 the ones the steady-state law ``sigma_max ≈ sqrt(lr/wd)·d^0.75`` speaks about.
+
+Outcomes (:attr:`SpectralReport.outcome`, exit codes of ``hptransfer diagnose``):
+
+* ``safe`` (0): every gated layer conclusively width-invariant, and trained runs cover at least
+  ``min_timescales`` AdamW timescales (sigma_max near its steady state);
+* ``drift`` (1): a gated layer conclusively grows or shrinks, on runs long enough;
+* ``inconclusive`` (3): anything else; :meth:`SpectralReport.missing_evidence` says what would
+  make the run conclusive (more steps, a larger lr·wd, another width).
 """
 
 from __future__ import annotations
@@ -33,9 +41,25 @@ from hptransfer.diagnostics.fit import (
     verdict,
 )
 
-__all__ = ["DiagnosticError", "LayerRow", "SpectralReport", "cross_width_report", "layer_class"]
+__all__ = [
+    "EXIT_CODES",
+    "MIN_TIMESCALES",
+    "DiagnosticError",
+    "LayerRow",
+    "SpectralReport",
+    "cross_width_report",
+    "layer_class",
+    "looks_untrained",
+]
 
 WD_CONVENTION = "torch.optim.AdamW weight_decay (each step decays p by lr·wd·p)"
+
+
+#: Exit codes of ``hptransfer diagnose`` per outcome (2 is bad input).
+EXIT_CODES = {"safe": 0, "drift": 1, "inconclusive": 3}
+
+#: AdamW timescales a run must cover before sigma_max counts as steady.
+MIN_TIMESCALES = 3.0
 
 
 class DiagnosticError(ValueError):
@@ -43,9 +67,14 @@ class DiagnosticError(ValueError):
 
 
 class _Spectrum(Protocol):
-    name: str
-    layer_type: str
-    shape: tuple[int, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layer_type(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
 
     @property
     def sigma_max(self) -> float: ...
@@ -139,28 +168,89 @@ class SpectralReport:
     val_loss: dict[int, float] = field(default_factory=dict)
     coord: Any = None  # a CoordReport when the coordinate check ran
     notes: list[str] = field(default_factory=list)
+    # AdamW timescales tau = 1/(lr·wd) the runs covered at the slowest width (None: unknown,
+    # e.g. checkpoints; inf: no weight decay), and how to cover enough of them
+    timescales: float | None = None
+    timescale_advice: str = ""
+    min_timescales: float = MIN_TIMESCALES
+
+    def inconclusive_layers(self) -> list[str]:
+        """Gated layers whose interval cannot tell invariant from drift."""
+        return [r.name for r in self.gated() if r.verdict is not None and not r.verdict.conclusive]
+
+    def short_run(self) -> bool:
+        """The runs covered fewer than ``min_timescales`` AdamW timescales."""
+        t = self.timescales
+        return t is not None and math.isfinite(t) and t < self.min_timescales
+
+    @property
+    def outcome(self) -> str:
+        """``safe``, ``drift`` or ``inconclusive`` (see the module docstring)."""
+        if not self.gated() or self.short_run():
+            return "inconclusive"
+        if self.drifting:
+            return "drift"
+        return "inconclusive" if self.inconclusive_layers() else "safe"
 
     @property
     def safe(self) -> bool:
-        """No gated layer drifts (the CLI exits 0)."""
-        return not self.drifting
+        """Every gated layer conclusively width-invariant on long enough runs (exit 0)."""
+        return self.outcome == "safe"
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.safe else 1
+        """0 safe, 1 drift, 3 inconclusive (2 is the CLI's bad input)."""
+        return EXIT_CODES[self.outcome]
+
+    def missing_evidence(self) -> list[str]:
+        """Why the outcome is not conclusive, each with what would fix it (empty when it is)."""
+        out: list[str] = []
+        gate = "/".join(self.gate)
+        if not self.gated():
+            out.append(f"no {gate} matrix could be fitted: nothing to judge")
+        if self.short_run():
+            assert self.timescales is not None
+            out.append(
+                f"the runs cover {self.timescales:.2g} AdamW timescales tau = 1/(lr·wd) at the slowest "
+                f"width, fewer than {self.min_timescales:g}: sigma_max is not at its steady state"
+                + (f"; {self.timescale_advice}" if self.timescale_advice else "")
+            )
+        undecided = self.inconclusive_layers()
+        if undecided and not self.drifting:
+            row = self.layers[undecided[0]]
+            why = row.verdict.reasons[0] if row.verdict is not None and row.verdict.reasons else ""
+            more = " …" if len(undecided) > 3 else ""
+            fix = (
+                "add a third width"
+                if len(self.widths) < 3
+                else "add widths (each adds a degree of freedom) or train longer so sigma_max settles"
+            )
+            out.append(
+                f"{len(undecided)} of {len(self.gated())} {gate} matrices are undecided "
+                f"({', '.join(undecided[:3])}{more}; e.g. {why}): {fix}"
+            )
+        return out
 
     def gated(self) -> list[LayerRow]:
         return [r for r in self.layers.values() if r.param_class in self.gate and r.fit is not None]
 
     def summary(self) -> str:
         n = len(self.gated())
-        if self.safe:
-            head = f"safe: all {n} {'/'.join(self.gate)} matrices width-invariant"
-        else:
+        gate = "/".join(self.gate)
+        outcome = self.outcome
+        if outcome == "safe":
+            head = f"safe: all {n} {gate} matrices width-invariant"
+        elif outcome == "drift":
             more = " …" if len(self.drifting) > 4 else ""
             head = (
-                f"drift: {len(self.drifting)} of {n} {'/'.join(self.gate)} matrices "
+                f"drift: {len(self.drifting)} of {n} {gate} matrices "
                 f"{self.overall} ({', '.join(self.drifting[:4])}{more})"
+            )
+        else:
+            seen = f", {len(self.drifting)} drifting" if self.drifting else ""
+            head = (
+                f"inconclusive: {len(self.inconclusive_layers())} of {n} {gate} matrices "
+                f"undecided{seen}; not enough evidence to call it safe"
             )
         if self.pooled is not None:
             head += f"; pooled {self.pooled.describe()}, ratio {self.pooled.ratio:.3g}"
@@ -170,9 +260,14 @@ class SpectralReport:
         return {
             "widths": self.widths,
             "rule": self.rule,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
             "safe": self.safe,
             "overall": str(self.overall),
             "drifting": self.drifting,
+            "inconclusive": self.inconclusive_layers(),
+            "missing_evidence": self.missing_evidence(),
+            "timescales": self.timescales,
             "gate": list(self.gate),
             "thresholds": {
                 "alpha_tol": self.thresholds.alpha_tol,
@@ -197,6 +292,8 @@ class SpectralReport:
                 "trained_lr_exponent": self.calibration.trained_lr_exponent,
                 "presets": dict(self.calibration.presets),
                 "nearest_preset": self.calibration.nearest_preset(),
+                "recommended": self.calibration.too_wide() is None,
+                "not_recommended_because": self.calibration.too_wide(),
                 "weight_decay_convention": WD_CONVENTION,
             },
             "layers": [r.to_dict() for r in self.layers.values()],
@@ -310,13 +407,17 @@ def cross_width_report(
     drifting = [r.name for r in gated if r.verdict is not None and r.verdict.verdict.drifts]
     ups = sum(1 for r in gated if r.verdict is not None and r.verdict.verdict is Verdict.GROWING)
     if not drifting:
-        overall = Verdict.INVARIANT
+        undecided = any(r.verdict is not None and not r.verdict.conclusive for r in gated)
+        overall = Verdict.INCONCLUSIVE if undecided or not gated else Verdict.INVARIANT
     else:
         overall = Verdict.GROWING if 2 * ups >= len(drifting) else Verdict.SHRINKING
     pooled = None
     if gated:
         try:
-            pooled = pooled_fit({r.name: r.sigma for r in gated}, confidence=th.confidence)
+            pooled = pooled_fit(
+                {r.name: {float(w): v for w, v in r.sigma.items()} for r in gated},
+                confidence=th.confidence,
+            )
         except ValueError as exc:
             probs.append(f"pooled fit: {exc}")
     calibration = None
@@ -344,6 +445,21 @@ def cross_width_report(
     )
 
 
+def looks_untrained(report: SpectralReport, slack: float = 1.15) -> list[str]:
+    """Gated layers whose spectrum looks like a random init at every width: sigma_max / rms at
+    most ``slack · (sqrt(m) + sqrt(n))``, the edge of an i.i.d. noise matrix (an orthogonal
+    init sits below it). Training grows outlier singular values above that edge."""
+    out = []
+    for row in report.gated():
+        edges = []
+        for w, shape in row.shapes.items():
+            m, n = _mat(shape)
+            edges.append(row.spectral_to_rms[w] <= slack * (math.sqrt(m) + math.sqrt(n)))
+        if edges and all(edges):
+            out.append(row.name)
+    return out
+
+
 def _mat(shape: Sequence[int]) -> tuple[int, int]:
     return (shape[0], math.prod(shape[1:]))
 
@@ -353,7 +469,12 @@ def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
     from rich import box
     from rich.table import Table
 
-    colours = {Verdict.INVARIANT: "green", Verdict.GROWING: "red", Verdict.SHRINKING: "yellow"}
+    colours = {
+        Verdict.INVARIANT: "green",
+        Verdict.GROWING: "red",
+        Verdict.SHRINKING: "red",
+        Verdict.INCONCLUSIVE: "yellow",
+    }
     table = Table(
         title=(
             f"spectral check · widths {', '.join(map(str, report.widths))}"

@@ -361,10 +361,6 @@ class LayerSpectrum:
         return self.sigma[0]
 
     @property
-    def matrix_shape(self) -> tuple[int, int]:
-        return self.shape[0], math.prod(self.shape[1:])
-
-    @property
     def rms(self) -> float:
         """Root mean square entry, ``‖W‖_F / sqrt(#entries)``."""
         return self.fro / math.sqrt(math.prod(self.shape))
@@ -431,7 +427,9 @@ def model_spectrum(
                 "the checkpoint is corrupt; re-train with a smaller lr or load another checkpoint"
             )
         dtype = mat.dtype if mat.dtype in (torch.float32, torch.float64) else torch.float32
-        groups.setdefault((tuple(mat.shape), dtype), []).append((name, kind, mat, tuple(tensor.shape)))
+        groups.setdefault(((int(mat.shape[0]), int(mat.shape[1])), dtype), []).append(
+            (name, kind, mat, tuple(tensor.shape))
+        )
     out: dict[str, LayerSpectrum] = {}
     for ((m, n), dtype), members in groups.items():
         per = m * n * (4 if dtype == torch.float32 else 8)

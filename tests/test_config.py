@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def test_custom_exponent_config() -> None:
 
 
 def load_config_from_text(text: str) -> ProxyConfig:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same fallback as the package
+        import tomli as tomllib
 
     return ProxyConfig.from_dict(tomllib.loads(text))

@@ -6,7 +6,7 @@ import math
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hptransfer.scaling import (
@@ -62,8 +62,7 @@ def test_base_width_returns_base_hyperparameters(config: ProxyConfig) -> None:
 
 @given(configs, doublings)
 def test_mup_hidden_lr_halves_when_width_doubles(config: ProxyConfig, k: int) -> None:
-    if not config.scaling_rule().is_mup or _at(config, k) < config.min_width:
-        return
+    assume(config.scaling_rule().is_mup and _at(config, k) >= config.min_width)
     a, b = suggest(config, _at(config, k)), suggest(config, _at(config, k + 1))
     assert b[HIDDEN].lr == pytest.approx(a[HIDDEN].lr / 2)
     assert b[VECTOR].lr == pytest.approx(a[VECTOR].lr)  # vector-like lr is width-independent
@@ -74,8 +73,7 @@ def test_mup_hidden_lr_halves_when_width_doubles(config: ProxyConfig, k: int) ->
 @given(configs, doublings)
 def test_wd_follows_the_chosen_exponent(config: ProxyConfig, k: int) -> None:
     rule = config.scaling_rule()
-    if _at(config, k) < config.min_width:
-        return
+    assume(_at(config, k) >= config.min_width)
     a, b = suggest(config, _at(config, k)), suggest(config, _at(config, k + 1))
     e = rule.wd_exponent if rule.wd_exponent is not None else 0.0
     assert b[HIDDEN].weight_decay == pytest.approx(a[HIDDEN].weight_decay * 2**e)
@@ -88,8 +86,7 @@ def test_readout_styles_are_the_same_function_under_adam(config: ProxyConfig, k:
     """lr style (W', lr/m, wd·m^e) and multiplier style (W = m·W', lr, wd·m^(e-1)) must agree:
     the effective readout has the same init, the same per-step decay lr·wd and the same
     effective update size lr·mult."""
-    if not config.scaling_rule().is_mup or _at(config, k) < config.min_width:
-        return
+    assume(config.scaling_rule().is_mup and _at(config, k) >= config.min_width)
     lr_style = suggest(replace(config, readout="lr"), _at(config, k))[OUTPUT]
     mult_style = suggest(replace(config, readout="multiplier"), _at(config, k))[OUTPUT]
     assert mult_style.init_std * mult_style.multiplier == pytest.approx(

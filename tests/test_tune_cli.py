@@ -3,6 +3,7 @@ it leaves behind, and its bad-input messages."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -139,9 +140,13 @@ def test_tune_width_ladder(tmp_path):
     ("args", "message"),
     [
         (["--storage", "foo://me:hunter2@db/x"], r"unknown storage scheme 'foo' in foo://me:\*\*\*@db/x"),
-        (
+        pytest.param(
             ["--storage", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x"],
             r"cannot open storage postgresql\+psycopg://me:\*\*\*@127\.0\.0\.1:1/x",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("psycopg") is None,
+                reason="needs the PostgreSQL driver: pip install 'hptransfer[postgres]'",
+            ),
         ),
         (["--model", "resnet"], "unknown model 'resnet'"),
         (["--model", "no_such_module:make"], "cannot import module 'no_such_module'"),

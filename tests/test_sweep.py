@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hptransfer.cli.main import app
 from hptransfer.scaling import ConfigError
-from hptransfer.sweep import SweepSpec, drift, fit_optimum, log2_grid, run_sweep
+from hptransfer.tuning.sweep import SweepSpec, drift, fit_optimum, log2_grid, run_sweep
 
 torch.set_num_threads(1)
 
@@ -47,10 +47,13 @@ def test_fit_unsorted_diverged_edge_cases():
 
 
 def test_drift_and_grid():
-    from hptransfer.sweep import Optimum
+    from hptransfer.tuning.sweep import Optimum
 
     opts = {256: Optimum(-6.5, 1.0, False, True), 64: Optimum(-7.25, 1.0, False, True)}
     assert drift(opts) == pytest.approx(0.75)
+    # max - min over all widths: the middle width's optimum counts even when the ends agree
+    opts[128] = Optimum(-5.5, 1.0, False, True)
+    assert drift(opts) == pytest.approx(1.75)
     assert [math.log2(v) for v in log2_grid(-3, -1, 0.5)] == [-3, -2.5, -2, -1.5, -1]
 
 
@@ -242,7 +245,7 @@ def test_resume_after_sigkill(tmp_path):
     script = textwrap.dedent(f"""
         import math, os, signal
         from types import SimpleNamespace
-        from hptransfer.sweep import SweepSpec, log2_grid, run_sweep
+        from hptransfer.tuning.sweep import SweepSpec, log2_grid, run_sweep
         def run(width, value, seed):
             with open({str(log)!r}, "a") as fh:
                 fh.write(f"{{width}} {{value}} {{seed}}\\n")

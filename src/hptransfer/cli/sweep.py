@@ -20,7 +20,7 @@ from hptransfer.scaling import ConfigError, load_config
 
 def parse_grid(text: str) -> tuple[float, ...]:
     """``-10:-4`` or ``-10:-4:0.5`` (log2 range, inclusive) or ``-10,-8,-6`` (log2 list)."""
-    from hptransfer.sweep import log2_grid
+    from hptransfer.tuning.sweep import log2_grid
 
     t = text.replace(" ", "")
     try:
@@ -103,7 +103,7 @@ def sweep_cmd(
 
     import torch
 
-    from hptransfer.sweep import SweepSpec, run_sweep
+    from hptransfer.tuning.sweep import SweepSpec, run_sweep
 
     torch.set_num_threads(max(1, threads))
     try:
@@ -152,5 +152,5 @@ def sweep_cmd(
     console.print(table)
     d = result.drift
     if d is not None and not math.isnan(d):
-        console.print(f"drift |Δlog2 {param}*| from width {w[0]} to {w[-1]}: [bold]{d:.2f}[/]")
+        console.print(f"drift (max − min of log2 {param}* over widths {w[0]}..{w[-1]}): [bold]{d:.2f}[/]")
     console.print(f"results: {out}/sweep_{param}.json, .csv; figure: {out}/sweep_{param}.png, .svg")

@@ -1,15 +1,16 @@
 """Learning-rate and weight-decay sweeps across widths: the classic muP transfer plot.
 
 Every run is one Optuna trial in one study (``GridSampler`` over ``(width, base lr, seed)`` or
-``(width, base wd, seed)``), stored in SQLite in the output directory by default, so a killed
-sweep resumes without repeating a finished run, and several workers can share one RDB storage.
+``(width, base wd, seed)``), stored in SQLite in the output directory by default (any storage URL
+:func:`hptransfer.tuning.storage.make_storage` takes otherwise), so a killed sweep resumes without
+repeating a finished run, and several workers can share one RDB storage.
 
 The optimum of each width's curve is fitted by a parabola in log2 around the grid minimum
 (:func:`fit_optimum`, numpy only). This module imports neither torch nor optuna at module
 level: the fit and the checks are usable without them.
 
 Example:
-    >>> from hptransfer.sweep import SweepSpec, run_sweep            # doctest: +SKIP
+    >>> from hptransfer.tuning.sweep import SweepSpec, run_sweep            # doctest: +SKIP
     >>> spec = SweepSpec(task="regression", rule="mup", widths=(64, 256, 1024),
     ...                  grid=tuple(2.0**k for k in range(-10, -3)), steps=200)
     >>> result = run_sweep(spec, out_dir="sweeps/mup-lr")              # doctest: +SKIP
@@ -26,11 +27,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hptransfer.scaling import ConfigError, ProxyConfig, check_width
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = [
     "Optimum",
@@ -81,7 +85,7 @@ def fit_optimum(log2_values: Sequence[float], losses: Sequence[float], *, window
         ValueError: fewer than one finite loss, or mismatched lengths.
 
     Example:
-        >>> fit_optimum([-3, -2, -1, 0], [3.0, 2.0, 2.0, 3.0]).log2
+        >>> round(fit_optimum([-3, -2, -1, 0], [3.0, 2.0, 2.0, 3.0]).log2, 9)
         -1.5
     """
     x = np.asarray(log2_values, dtype=float)
@@ -107,11 +111,18 @@ def fit_optimum(log2_values: Sequence[float], losses: Sequence[float], *, window
 
 
 def drift(optima: Mapping[int, Optimum]) -> float:
-    """``|log2 optimum(largest width) − log2 optimum(smallest width)|``."""
+    """``max − min`` of the log2 optimum over all widths (not first vs last: an optimum that
+    wanders and comes back still drifts).
+
+    Example:
+        >>> drift({64: Optimum(-7.0, 1, False, True), 128: Optimum(-6.0, 1, False, True),
+        ...        256: Optimum(-7.0, 1, False, True)})
+        1.0
+    """
     if len(optima) < 2:
         raise ValueError("drift needs optima at two widths or more")
-    widths = sorted(optima)
-    return abs(optima[widths[-1]].log2 - optima[widths[0]].log2)
+    xs = [o.log2 for o in optima.values()]
+    return max(xs) - min(xs)
 
 
 def log2_grid(start: float, stop: float, step: float = 1.0) -> tuple[float, ...]:
@@ -306,13 +317,12 @@ def _default_train_fn(spec: SweepSpec, factory: Callable[[int], Any] | None) -> 
     from hptransfer.training import train_proxy
 
     cfg = spec.resolved_config()
-    key = "lr" if spec.param == "lr" else "weight_decay"
 
     def run(width: int, value: float, seed: int) -> Any:
         return train_proxy(
             spec.task,
             width,
-            replace(cfg, **{key: value}),
+            replace(cfg, lr=value) if spec.param == "lr" else replace(cfg, weight_decay=value),
             rule=spec.rule,
             steps=spec.steps,
             batch_size=spec.batch_size,
@@ -384,6 +394,8 @@ def run_sweep(
     """
     import optuna
 
+    from hptransfer.tuning.storage import make_storage, mask_url
+
     spec.validate()
     if factory is not None:
         check_factory(factory, spec.widths)
@@ -392,17 +404,20 @@ def run_sweep(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         storage = storage or f"sqlite:///{(out / 'sweep.db').resolve()}"
+    # No heartbeat: a run left RUNNING by a killed sweep is found by its point and retrained by
+    # the loop below (Optuna's heartbeat retry would re-enqueue it outside the sweep's order).
+    store = make_storage(storage, heartbeat_interval=None) if storage is not None else None
+    where = mask_url(storage) if storage is not None else "memory"
     name = study_name or _study_name(spec_dict)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     key = spec.param
-    search_space = {
-        "width": list(spec.widths),
-        key: list(spec.grid),
-        "seed": sorted({s for w in spec.widths for s in spec.seeds_at(w)}),
-    }
+    widths_grid: list[int] = list(spec.widths)
+    value_grid: list[float] = list(spec.grid)
+    seed_grid: list[int] = sorted({s for w in spec.widths for s in spec.seeds_at(w)})
+    search_space: dict[str, Sequence[float]] = {"width": widths_grid, key: value_grid, "seed": seed_grid}
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=store,
         load_if_exists=True,
         direction="minimize",
         sampler=optuna.samplers.GridSampler(search_space, seed=0),
@@ -416,7 +431,7 @@ def run_sweep(
         if fixed != now:
             diff = sorted(k for k in fixed if fixed[k] != now.get(k))
             raise ConfigError(
-                f"study {name!r} in {storage} holds a sweep with other settings (differs in: "
+                f"study {name!r} in {where} holds a sweep with other settings (differs in: "
                 f"{', '.join(diff)}); use another output directory or --study-name, or the same "
                 "settings to resume"
             )
@@ -441,13 +456,13 @@ def run_sweep(
 
     done = done_records()
     pending = [p for p in spec.points() if p not in done]
-    stale = {t._trial_id for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    stale = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     run_fn = train_fn or _default_train_fn(spec, factory)
 
     def objective(trial: optuna.Trial) -> float:
-        w = trial.suggest_categorical("width", search_space["width"])
-        v = trial.suggest_categorical(key, search_space[key])
-        s = trial.suggest_categorical("seed", search_space["seed"])
+        w = trial.suggest_categorical("width", widths_grid)
+        v = trial.suggest_categorical(key, value_grid)
+        s = trial.suggest_categorical("seed", seed_grid)
         point = (int(w), float(v), int(s))
         if point in done:  # a leftover enqueued trial from a killed session: reuse, never retrain
             rec = done[point]
@@ -500,7 +515,7 @@ def run_sweep(
             bar.update(
                 task_id,
                 description=f"{spec_dict['rule']} · width {w} · {key} 2^{math.log2(v):g}"
-                + (f" · seed {s}" if len(search_space["seed"]) > 1 else ""),
+                + (f" · seed {s}" if len(seed_grid) > 1 else ""),
             )
             study.enqueue_trial({"width": w, key: v, "seed": s}, skip_if_exists=False)
             study.optimize(objective, n_trials=1, catch=())
@@ -519,19 +534,19 @@ def run_sweep(
 
 
 def _tidy_stale(
-    study: Any, done: Mapping[tuple[int, float, int], RunRecord], key: str, candidates: set[int]
+    study: optuna.Study, done: Mapping[tuple[int, float, int], RunRecord], key: str, candidates: set[int]
 ) -> None:
     """Mark trials that were already RUNNING when this session began (left by a killed session)
     and whose point has since finished as FAIL; trials other live workers started later are
-    left alone."""
+    left alone. ``candidates``: trial numbers."""
     import optuna
 
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t._trial_id not in candidates:
+        if t.number not in candidates:
             continue
         p = t.params
         if key in p and (int(p["width"]), float(p[key]), int(p["seed"])) in done:
-            study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
 def save_results(result: SweepResult, out_dir: str | Path) -> tuple[Path, Path]:

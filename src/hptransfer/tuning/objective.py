@@ -28,6 +28,7 @@ import inspect
 import itertools
 import math
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,7 +71,7 @@ def reporter(trial: optuna.trial.BaseTrial) -> Callable[[int, float], None]:
         >>> trial = study.ask()
         >>> cb = reporter(trial)
         >>> cb(10, 2.5)
-        >>> trial.storage.get_trial(trial._trial_id).intermediate_values
+        >>> study.trials[0].intermediate_values
         {10: 2.5}
     """
     import optuna
@@ -197,7 +198,8 @@ class TransferObjective:
         self.space = space if space is not None else default_space()
         self.ladder = ladder
         self.catch_errors = catch_errors
-        self._study_units: dict[tuple[int, int], tuple[Any, ...]] = {}
+        # per study object: the units its user attributes record (read once, not per trial)
+        self._study_units: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
         self._pass_steps = _accepts(train, "steps")
         self._pass_config = _accepts(train, "config")
         if ladder is not None:
@@ -226,14 +228,13 @@ class TransferObjective:
         study = getattr(trial, "study", None)
         if study is None:  # FixedTrial and friends: nothing to record into
             return False
-        key = (id(study._storage), study._study_id)
-        units = self._study_units.get(key)
+        units = self._study_units.get(study)
         if units is None:
             attrs = study.user_attrs
             units = tuple(
                 attrs.get(f"hptransfer.{k}") for k in ("rule", "wd_exponent", "base_width", "proxy_width")
             )
-            self._study_units[key] = units
+            self._study_units[study] = units
         return units != (rule, wd_exponent, base_width, self.width)
 
     # -- the objective --------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_checkpoints_widths_flag_and_out_folder(tmp_path: Path) -> None:
     [
         (["--widths", "64"], "at least two"),
         (["--widths", "64,abc"], "'abc' is not an integer"),
-        ([], "give --widths"),
+        (["--widths", "32,64", "--threads", "0"], "--threads must be >= 1"),
         (["--widths", "32,64", "--model", "nosuchmodel"], "unknown model 'nosuchmodel'"),
         (["--widths", "32,64", "--model", "no_such_module_xyz:f"], "cannot import module"),
         (["--widths", "32,64", "--rule", "bogus"], "unknown rule 'bogus'"),
@@ -120,7 +120,7 @@ def test_unnamed_checkpoint_width_is_bad_input(tmp_path: Path) -> None:
     for name in ("first.pt", "second.pt"):
         torch.save({"fc.weight": torch.randn(8, 8)}, tmp_path / name)
     code, _, err = run("--checkpoints", f"{tmp_path / 'first.pt'},{tmp_path / 'second.pt'}")
-    assert code == 2 and "cannot tell the width of first.pt" in err
+    assert code == 2 and "cannot tell the width of checkpoint" in err and "first.pt" in err
 
 
 def test_non_finite_checkpoint_named_and_partial_results_kept(tmp_path: Path) -> None:
@@ -151,7 +151,12 @@ def test_end_to_end_cli_on_tiny_mlp(tmp_path: Path) -> None:
         "8",
     )
     data = json.loads((tmp_path / "report.json").read_text())
-    assert code == (0 if data["safe"] else 1), err
+    assert code == data["exit_code"] == {"safe": 0, "drift": 1, "inconclusive": 3}[data["outcome"]], err
+    # 8 steps cover a sliver of an AdamW timescale: never "safe", and the fix is spelled out
+    assert data["outcome"] == "inconclusive" and data["timescales"] < 1
+    assert any("--steps" in m and "--wd" in m for m in data["missing_evidence"])
+    # stderr is not a terminal here: plain progress lines, not a bar
+    assert "diagnose: rule mup-wd-sqrt · width 16: step 8/8" in err
     assert data["rule"] == "mup-wd-sqrt" and data["widths"] == [16, 32, 64]
     assert data["calibration"] is not None and "tau" in " ".join(data["notes"])
     # training history: init plus the recorded steps, the last at step 8
@@ -247,7 +252,7 @@ def test_cli_compares_rules_and_custom_exponent(tmp_path: Path) -> None:
         str(tmp_path),
     )
     data = json.loads(out)
-    assert code == (0 if data["rules"]["mup-wd-sqrt"]["safe"] else 1), err
+    assert code == data["exit_code"] == data["rules"]["mup-wd-sqrt"]["exit_code"], err
     assert data["exit_rule"] == "mup-wd-sqrt" and set(data["rules"]) == {"mup-wd-sqrt", "mup-wd-linear"}
     assert data["two_run_calibration"]["from_rules"] == ["mup-wd-sqrt", "mup-wd-linear"]
     assert (tmp_path / "spectral_rules.png").exists()
@@ -258,3 +263,111 @@ def test_cli_compares_rules_and_custom_exponent(tmp_path: Path) -> None:
     assert json.loads(out)["rule"] == "mup-wd-0.8", err
     code, _, err = run("--checkpoints", "a.pt,b.pt", "--rule", "sqrt,linear")
     assert code == 2 and "one --rule" in err
+
+
+def test_help_documents_every_exit_code() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for phrase in ("0 safe", "1 drift", "2 bad input", "3 inconclusive", "--threads"):
+        assert phrase in text
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    import pickle
+
+    empty = folder / "w64_empty.pt"
+    empty.write_bytes(b"")
+    plain = folder / "w64_plain.pt"
+    plain.write_bytes(pickle.dumps({"fc.weight": [[1.0, 2.0]]}))
+    noise = folder / "w64_noise.pt"
+    noise.write_bytes(bytes(range(256)) * 4)
+    obj = folder / "w64_obj.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2), "opt": textwrap.TextWrapper()}, obj)
+    return {
+        "empty": (empty, "is empty (0 bytes)"),
+        "plain pickle": (plain, "not a torch.save file (a plain pickle)"),
+        "random bytes": (noise, "not a torch.save file (neither a torch.save archive nor a pickle)"),
+        "object": (obj, "holds a pickled object (textwrap.TextWrapper)"),
+        "directory": (folder, "is not a file"),
+    }
+
+
+def test_unusable_checkpoint_files_are_one_clean_line(tmp_path: Path) -> None:
+    good = _save_proxies(tmp_path, 0.0)[0]
+    for kind, (path, cause) in _bad_files(tmp_path).items():
+        code, _, err = run("--checkpoints", f"{good},{path}", "--widths", "32,64")
+        assert code == 2, kind
+        assert cause in err and str(path) in " ".join(err.split()), (kind, err)
+        assert "Warning" not in err and "weights_only set to False" not in err, (kind, err)
+        assert len(err.strip().splitlines()) <= 3, (kind, err)
+
+
+def test_mixed_architectures_are_refused(tmp_path: Path) -> None:
+    paths = _save_proxies(tmp_path, 0.0)
+    other = tmp_path / "mlp_w64.pt"
+    torch.save({"layers.0.weight": torch.randn(64, 64), "layers.1.weight": torch.randn(1, 64)}, other)
+    code, _, err = run("--checkpoints", f"{paths[0]},{other}")
+    assert code == 2 and "not the same architecture" in err and "0 weight matrices in common" in err
+
+
+def test_checkpoint_order_and_widths_checked_against_shapes(tmp_path: Path) -> None:
+    paths = _save_proxies(tmp_path, -0.25)
+    forward = diagnose_checkpoints(paths)
+    backward = diagnose_checkpoints(paths[::-1])  # wide -> narrow: same widths, same slopes
+    assert forward.widths == backward.widths == WIDTHS
+    assert backward.pooled is not None and forward.pooled is not None
+    assert backward.pooled.alpha == pytest.approx(forward.pooled.alpha, abs=1e-9)
+    assert forward.pooled.alpha == pytest.approx(-0.25, abs=1e-3)
+    # --widths in the wrong order, or the wrong ratio, contradict the tensor shapes
+    code, _, err = run("--checkpoints", ",".join(paths), "--widths", "128,64,32")
+    assert code == 2 and "contradict the tensor shapes" in err
+    code, _, err = run("--checkpoints", ",".join(paths), "--widths", "32,128,512")
+    assert code == 2 and "contradict the tensor shapes" in err and "×4" in err
+
+
+def test_checkpoints_two_widths_exit_3_and_steady_state_caveat(tmp_path: Path) -> None:
+    paths = _save_proxies(tmp_path, 0.0)
+    code, out, err = run("--checkpoints", ",".join(paths[:2]), "--rule", "linear", "--json")
+    data = json.loads(out)
+    assert code == 3 and data["outcome"] == "inconclusive", err
+    assert any("add a third width" in m for m in data["missing_evidence"])
+    assert data["calibration"]["recommended"] is False
+    assert any("steady-state caveat" in n and "unknown" in n for n in data["notes"])
+    # told how long they trained: 100 steps of the llama config (tau = 640) is 0.16 tau
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text("[proxy]\nbase_width = 64\n[hyper]\nlr = 0.015625\nweight_decay = 0.1\n")
+    code, out, _ = run(
+        "--checkpoints", ",".join(paths), "--rule", "linear", "--steps", "100", "--config", str(cfg), "--json"
+    )
+    data = json.loads(out)
+    assert code == 3 and data["timescales"] == pytest.approx(100 / 640)
+    assert any("only 0.16 AdamW timescales" in n for n in data["notes"])
+    assert any("train ≥ 1920 steps" in m for m in data["missing_evidence"])
+
+
+def test_threads_option_sets_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    code, _, _ = run("--model", "mlp", "--widths", "16,32", "--steps", "1", "--no-coord", "--threads", "3")
+    assert code in (0, 1, 3) and seen == [3]
+
+
+def test_compare_rules_runs_each_rule_and_interpolates() -> None:
+    from hptransfer.diagnostics import compare_rules
+    from hptransfer.diagnostics.fit import calibrate_two_rules
+
+    reports, two = compare_rules("mlp", [16, 32, 64], ["sqrt", "linear"], steps=6, batch_size=8, coord=False)
+    assert list(reports) == ["mup-wd-sqrt", "mup-wd-linear"]
+    for name, rep in reports.items():
+        assert rep.rule == name and rep.widths == [16, 32, 64] and rep.pooled is not None
+        assert rep.calibration is not None
+    sqrt_fit, linear_fit = reports["mup-wd-sqrt"].pooled, reports["mup-wd-linear"].pooled
+    assert sqrt_fit is not None and linear_fit is not None
+    # the same initial weights and batches: only the wd exponent differs, so the slopes differ
+    assert sqrt_fit.alpha != linear_fit.alpha
+    assert two is not None
+    cal, pair = two
+    assert pair == ("mup-wd-sqrt", "mup-wd-linear")
+    expected = calibrate_two_rules(sqrt_fit, 0.5, linear_fit, 1.0)
+    assert cal.exponent == pytest.approx(expected.exponent)

@@ -414,7 +414,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        unsupported = re.search(r"Unsupported global: ([^\n]+?)(?: was not|\n|$)", text)
+        unsupported = re.search(r"Unsupported global: (?:GLOBAL )?([^\n]+?)(?: was not|\n|$)", text)
         if unsupported:
             cause = (
                 f"it holds a pickled object ({unsupported.group(1).strip()}), which weights_only=True "

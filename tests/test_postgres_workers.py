@@ -33,11 +33,17 @@ def _pg_url() -> str:
             "OPTUNA_PG_URL is not set: start PostgreSQL with `source .ci/pg.sh; pg_up` "
             "(CI does) to run the multi-worker tests"
         )
-    try:
+    try:  # set but broken must read as a failure, never as a skip: CI's database is down
         make_storage(PG_URL, heartbeat_interval=None)
     except StorageError as exc:
-        pytest.skip(f"PostgreSQL at OPTUNA_PG_URL is unreachable: {exc}")
+        pytest.fail(f"OPTUNA_PG_URL is set but PostgreSQL is unusable: {exc}")
     return PG_URL
+
+
+def test_set_but_unreachable_url_fails_instead_of_skipping(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "PG_URL", "postgresql+psycopg://u:pw@127.0.0.1:1/x")
+    with pytest.raises(pytest.fail.Exception, match="OPTUNA_PG_URL is set but PostgreSQL is unusable"):
+        _pg_url()
 
 
 def _open(url: str, name: str):

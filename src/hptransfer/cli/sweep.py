@@ -111,7 +111,7 @@ def sweep_cmd(
             task=task,
             rule=rule,
             widths=tuple(w),
-            param=param,
+            param="lr" if param == "lr" else "wd",
             grid=g,  # type: ignore[arg-type]
             seeds=tuple(s),
             steps=steps,

@@ -32,6 +32,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 class Attention(nn.Module):
     """Causal multi-head self-attention with rotary embeddings."""
 
+    cos: torch.Tensor  # rotary tables (non-persistent buffers)
+    sin: torch.Tensor
+
     def __init__(self, width: int, head_dim: int, seq_len: int, attention_scale: float | None) -> None:
         super().__init__()
         if width % head_dim:

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hptransfer.scaling import suggest
+from hptransfer.scaling import ProxyConfig, suggest
 from hptransfer.tuning.study import study_config, study_info
 from hptransfer.tuning.transfer import best_config, ranked_trials
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_study"]
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = out_dir / f"{stem}.{ext}"
@@ -44,6 +46,7 @@ def plot_study(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from optuna.exceptions import ExperimentalWarning
     from optuna.visualization.matplotlib import plot_optimization_history
 
@@ -62,8 +65,10 @@ def plot_study(
             f"{study.study_name}: optimisation history at width {proxy_width} (rule {cfg.rule})", fontsize=10
         )
         ax.set_ylabel("validation loss")
-        written += _save(ax.figure, out, f"{prefix}_history")
-        plt.close(ax.figure)
+        fig = ax.figure
+        assert isinstance(fig, Figure)  # Optuna draws into a figure of its own
+        written += _save(fig, out, f"{prefix}_history")
+        plt.close(fig)
 
     trials = ranked_trials(study, cfg)
     names = [n for n in ("lr", "weight_decay") if any(n in t.params for t in trials)]
@@ -74,7 +79,16 @@ def plot_study(
     return written
 
 
-def _slices(study, trials, names, cfg, out, prefix, proxy_width, target_width):  # type: ignore[no-untyped-def]
+def _slices(
+    study: optuna.Study,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    names: Sequence[str],
+    cfg: ProxyConfig,
+    out: Path,
+    prefix: str,
+    proxy_width: int,
+    target_width: int,
+) -> list[Path]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -84,9 +98,10 @@ def _slices(study, trials, names, cfg, out, prefix, proxy_width, target_width): 
     m = target_width / cfg.base_width
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
-        xs = [t.params[name] for t in trials if name in t.params]
-        ys = [t.value for t in trials if name in t.params]
-        numbers = [t.number for t in trials if name in t.params]
+        drawn = [(t.params[name], t.value, t.number) for t in trials if name in t.params]
+        xs = [x for x, _, _ in drawn]
+        ys = [float(y) for _, y, _ in drawn if y is not None]  # ranked trials all have a value
+        numbers = [n for _, _, n in drawn]
         sc = ax.scatter(xs, ys, c=numbers, cmap="viridis", s=18, alpha=0.85)
         ax.set_xscale("log")
         best_value = getattr(best, name)

@@ -14,7 +14,7 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hptransfer.scaling import ConfigError, ParamClass, Plan, ProxyConfig, ScalingRule, suggest
 from hptransfer.tuning.space import TUNABLE
@@ -82,7 +82,7 @@ def best_config(study: optuna.Study, top_k: int = 1) -> ProxyConfig:
         )
     top = trials[:top_k]
     names = [n for n in TUNABLE if any(n in t.params for t in top)]
-    params: dict[str, float] = {}
+    params: dict[str, Any] = {}  # ProxyConfig fields (all floats; Any for dataclasses.replace)
     for name in names:
         values = [float(t.params[name]) for t in top if name in t.params]
         if all(v > 0 for v in values):

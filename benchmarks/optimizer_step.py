@@ -3,9 +3,10 @@ torch AdamW, one-group AdamW, and mup's MuAdamW, on the built-in LLaMA-style pro
 
 Targets (DESIGN.md): ours ≤ 1.02× the hand-made groups, and not slower than MuAdamW.
 
-    python benchmarks/optimizer_step.py            # two sizes, ~1 min on 2 cores
-    python benchmarks/optimizer_step.py --quick    # smoke run
+    python3 benchmarks/optimizer_step.py            # two sizes, ~1 min; writes benchmarks/results/
+    python3 benchmarks/optimizer_step.py --quick    # smoke run, writes nothing
 
+``python3 benchmarks/render_docs.py`` then writes docs/results-optimizer_step.md.
 Last line: ours / hand-made and ours / MuAdamW at the larger size.
 """
 
@@ -14,12 +15,18 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
+from _results import command_line, environment_table, result_document, save_results
 from hptransfer.models import build_model, builtin_config
 from hptransfer.scaling import suggest
 from hptransfer.scaling.torch_adapter import adamw, classify, meta_model
@@ -104,33 +111,121 @@ def bench(width: int, depth: int, rounds: int, steps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
+TARGET_HAND, TARGET_MU = 1.02, 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run (saves no results)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sizes = [(128, 2), (256, 2)] if args.quick else [(256, 2), (1024, 4)]
     rounds, steps = (3, 3) if args.quick else (15, 10)
-    results: dict[tuple[int, int], dict[str, float]] = {}
+    rows = []
     for width, depth in sizes:
-        r = results[(width, depth)] = bench(width, depth, rounds, steps)
+        r = bench(width, depth, rounds, steps)
         n_params = sum(p.numel() for p in build_model("llama", width, depth=depth).parameters())
+        rows.append({"width": width, "depth": depth, "params": n_params, "seconds_per_step": r})
         print(
             f"width {width}, depth {depth} ({n_params / 1e6:.1f}M params): "
             + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in r.items())
         )
-        print(
-            f"  ratios: hptransfer / hand-made {r['hptransfer'] / r['hand-made']:.3f}, "
-            f"hand-made / one group {r['hand-made'] / r['one group']:.3f}"
-            + (f", hptransfer / MuAdamW {r['hptransfer'] / r['MuAdamW']:.3f}" if "MuAdamW" in r else "")
-        )
-    last = results[sizes[-1]]
-    tail = f", {last['hptransfer'] / last['MuAdamW']:.3f}x MuAdamW" if "MuAdamW" in last else ""
-    print(
-        f"optimizer step at width {sizes[-1][0]}: hptransfer groups "
-        f"{last['hptransfer'] / last['hand-made']:.3f}x hand-made groups (target <= 1.02){tail}"
+    results = {"quick": args.quick, "rounds": rounds, "steps_per_round": steps, "threads": 1, "sizes": rows}
+    if args.quick:
+        render(result_document("optimizer_step", results), Path(tempfile.mkdtemp()))
+    else:
+        print(f"results: {save_results('optimizer_step', results)}")
+    print(headline_line(results))
+    return 0
+
+
+# -- docs from the results file (pure) -----------------------------------------------------------
+def _ratio(size: dict[str, Any], a: str, b: str) -> float | None:
+    s = size["seconds_per_step"]
+    return s[a] / s[b] if a in s and b in s else None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a (mup not installed)" if x is None else f"{x:.3f}×"
+
+
+def headline_line(r: dict[str, Any]) -> str:
+    last = r["sizes"][-1]
+    mu = _ratio(last, "hptransfer", "MuAdamW")
+    tail = f", {mu:.3f}x MuAdamW" if mu is not None else ""
+    return (
+        f"optimizer step at width {last['width']}: hptransfer groups "
+        f"{_ratio(last, 'hptransfer', 'hand-made'):.3f}x hand-made groups (target <= {TARGET_HAND}){tail}"
     )
 
 
+def render(data: dict[str, Any], figures: Path) -> str:
+    r = data["results"]
+    variants = list(r["sizes"][0]["seconds_per_step"])
+    head = "| width | depth | params | " + " | ".join(f"{v} (ms)" for v in variants) + " | ours / hand-made "
+    head += "| ours / MuAdamW | hand-made / one group |"
+    lines = [head, "|" + "---|" * (len(variants) + 6)]
+    for size in r["sizes"]:
+        s = size["seconds_per_step"]
+        lines.append(
+            f"| {size['width']} | {size['depth']} | {size['params'] / 1e6:.1f}M | "
+            + " | ".join(f"{s[v] * 1e3:.2f}" for v in variants)
+            + "".join(
+                f" | {_fmt(_ratio(size, a, b))}"
+                for a, b in (
+                    ("hptransfer", "hand-made"),
+                    ("hptransfer", "MuAdamW"),
+                    ("hand-made", "one group"),
+                )
+            )
+            + " |"
+        )
+    last = r["sizes"][-1]
+    hand, mu = _ratio(last, "hptransfer", "hand-made"), _ratio(last, "hptransfer", "MuAdamW")
+    verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    HAND = TARGET_HAND
+    return f"""# Optimizer-step overhead of hptransfer's parameter groups
+
+Generated from `benchmarks/results/optimizer_step.json`, written by `{command_line(data)}`
+({"smoke run: not evidence" if r["quick"] else "full run"}).
+
+One `AdamW.step()` on the built-in LLaMA-style proxy with identical gradients, four ways: one
+group for every parameter; the same (lr, wd) groups made by hand; `hptransfer`'s `adamw(model,
+plan, table)` (groups merged by equal lr and wd, so foreach kernels stay fast); and the `mup`
+package's `MuAdamW`. Median over {r["rounds"]} interleaved rounds of {r["steps_per_round"]} steps
+each (interleaved so that background load hits every variant alike), {r["threads"]} torch thread.
+
+{chr(10).join(lines)}
+
+| target (at the larger size) | measured | |
+|---|---|---|
+| ours ≤ {TARGET_HAND}× the hand-made groups | {_fmt(hand)} | {verdict(hand is not None and hand <= HAND)} |
+| ours not slower than MuAdamW | {_fmt(mu)} | {verdict(mu is not None and mu <= TARGET_MU)} |
+
+## Environment
+
+{environment_table(data["environment"])}
+"""
+
+
+def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    r = data["results"]
+    last = r["sizes"][-1]
+    cmd = "`python3 benchmarks/optimizer_step.py`"
+    return [
+        (
+            f"optimizer step, our groups vs the same groups by hand (≤ {TARGET_HAND}×)",
+            f"**{_fmt(_ratio(last, 'hptransfer', 'hand-made'))}** at width {last['width']} "
+            f"({last['params'] / 1e6:.1f}M params)",
+            cmd,
+        ),
+        (
+            "optimizer step vs mup's MuAdamW (not slower)",
+            f"**{_fmt(_ratio(last, 'hptransfer', 'MuAdamW'))}**",
+            cmd,
+        ),
+    ]
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,8 +13,10 @@ from rich.markup import escape
 
 __all__ = ["console", "err_console", "fail", "parse_ints"]
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: ":name:" in a user's path or study name is printed as written (and the emoji table
+# is never loaded, which suggest's start-up notices).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -10,7 +10,6 @@ returns ``False`` and typer handles it, so help and usage errors are typer's own
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -109,6 +108,8 @@ def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Tab
 def emit_plans(plans: Sequence[Plan], cfg: ProxyConfig, source: str, as_json: bool) -> None:
     """Print ``plans`` (the first is the answer, the rest alternatives) as a table or JSON."""
     if as_json:
+        import json
+
         out: dict[str, Any] = plans[0].to_dict()
         out["config"] = cfg.to_dict()
         if len(plans) > 1:

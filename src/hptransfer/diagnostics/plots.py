@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 
 from hptransfer.diagnostics.report import SpectralReport
 
-__all__ = ["plot_coord", "plot_rules", "plot_sigma_history", "plot_sigma_vs_width", "save"]
+__all__ = ["plot_coord", "plot_rules", "plot_sigma_history", "plot_sigma_vs_width", "save", "styles"]
 
 
 def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
@@ -40,29 +40,62 @@ def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) ->
     return paths
 
 
-def plot_sigma_vs_width(report: SpectralReport, stem: str | Path, *, max_layers: int = 12) -> list[Path]:
-    """sigma_max vs width (log-log) for the gated layers (and the readout), with fitted lines."""
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+
+
+def styles(n: int) -> list[tuple[Any, str]]:
+    """``n`` distinct (colour, marker) pairs: ten colours times ten markers, so up to 100 lines
+    stay tell-apart (colours alone repeat after 10 or 20)."""
+    cmap = plt.get_cmap("tab10")
+    return [(cmap(i % 10), _MARKERS[(i // 10) % len(_MARKERS)]) for i in range(n)]
+
+
+def _legend_outside(ax: Any, n: int, fontsize: float = 6.5) -> None:
+    """Legend to the right of the axes (never over the data), in columns of at most 28."""
+    ax.legend(
+        fontsize=fontsize,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        ncol=max(1, math.ceil(n / 28)),
+        frameon=False,
+    )
+
+
+def plot_sigma_vs_width(report: SpectralReport, stem: str | Path) -> list[Path]:
+    """sigma_max vs width (log-log) for every fitted matrix, with its fitted line.
+
+    Every matrix with a fit is drawn (the title gives the count); gated layers solid, others
+    dotted; drifting layers bold with a "DRIFT" label, undecided ones dashed. The legend sits
+    outside the axes.
+    """
     rows = [r for r in report.layers.values() if r.fit is not None]
     gated = [r for r in rows if r.param_class in report.gate]
     others = [r for r in rows if r.param_class not in report.gate]
-    shown = (gated + others)[:max_layers]
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    cmap = plt.get_cmap("tab20")
-    for i, row in enumerate(shown):
+    shown = gated + others
+    fig, ax = plt.subplots(figsize=(8.0, 5.2))
+    for row, (colour, marker) in zip(shown, styles(len(shown))):
         assert row.fit is not None and row.verdict is not None
         ws = sorted(row.sigma)
-        style = "-" if row.param_class in report.gate else ":"
-        colour = cmap(i % 20)
-        ax.plot(ws, [row.sigma[w] for w in ws], "o", color=colour, ms=4)
+        is_gated = row.param_class in report.gate
+        drifts = is_gated and row.verdict.verdict.drifts
+        undecided = is_gated and not row.verdict.conclusive
+        style = ":" if not is_gated else ("--" if undecided else "-")
+        lw = 2.6 if drifts else 1.1
+        ax.plot(ws, [row.sigma[w] for w in ws], marker, color=colour, ms=6 if drifts else 4, ls="none")
         grid = [min(ws) * (max(ws) / min(ws)) ** (t / 20) for t in range(21)]
         ci = "" if row.fit.ci is None else f" ±{(row.fit.ci[1] - row.fit.ci[0]) / 2:.2f}"
+        tag = "DRIFT " if drifts else ""
         ax.plot(
             grid,
             [row.fit.predict(w) for w in grid],
             style,
             color=colour,
-            lw=1.2,
-            label=f"{row.name} ({row.param_class}): α={row.fit.alpha:+.2f}{ci}, {row.verdict.verdict}",
+            lw=lw,
+            marker=marker,
+            markevery=[10],
+            ms=4,
+            label=f"{tag}{row.name} ({row.param_class}): α={row.fit.alpha:+.2f}{ci}, {row.verdict.verdict}",
         )
     if report.pooled is not None:
         p = report.pooled
@@ -81,9 +114,12 @@ def plot_sigma_vs_width(report: SpectralReport, stem: str | Path, *, max_layers:
     ax.set_xlabel("width")
     ax.set_ylabel("σ_max (top singular value)")
     title = "σ_max vs width" + (f" · rule {report.rule}" if report.rule else "")
-    title += " · SAFE" if report.safe else f" · DRIFT ({report.overall})"
-    ax.set_title(title)
-    ax.legend(fontsize=6.5, loc="best")
+    title += f" · {report.outcome.upper()}"
+    if report.drifting:
+        title += f" ({len(report.drifting)} drifting)"
+    title += f"\nall {len(shown)} fitted matrices drawn ({len(gated)} {'/'.join(report.gate)}, solid)"
+    ax.set_title(title, fontsize=10)
+    _legend_outside(ax, len(shown) + (report.pooled is not None))
     ax.grid(True, which="both", alpha=0.3)
     return save(fig, stem)
 
@@ -112,39 +148,58 @@ def plot_sigma_history(report: SpectralReport, stem: str | Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"σ_max ({'/'.join(report.gate)} matrices)")
-    ax.set_title("σ_max over training" + (f" · rule {report.rule}" if report.rule else ""))
-    ax.legend(fontsize=8)
+    ax.set_title(
+        "σ_max over training"
+        + (f" · rule {report.rule}" if report.rule else "")
+        + f"\nthin: each of the {len(gate_names)} {'/'.join(report.gate)} matrices; bold: geometric mean",
+        fontsize=10,
+    )
+    _legend_outside(ax, len(widths), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return save(fig, stem)
 
 
 def plot_coord(coord: Any, stem: str | Path, *, max_panels: int = 5) -> list[Path]:
-    """The coordinate check: mean |activation| vs width per module, one panel per step."""
+    """The coordinate check: mean |activation| vs width per module, one panel per step.
+
+    Every module gets its own (colour, marker) pair; modules whose scale moves with width
+    (``coord.unstable()``) are drawn bold and labelled UNSTABLE. The legend sits outside.
+    """
     steps = list(range(coord.steps + 1))
     if len(steps) > max_panels:
         idx = [round(i * (len(steps) - 1) / (max_panels - 1)) for i in range(max_panels)]
         steps = sorted(set(idx))
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.4), sharey=True, squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.6), sharey=True, squeeze=False)
     modules = list(coord.slopes)
+    bad = coord.unstable()
     for ax, step in zip(axes[0], steps):
-        for i, name in enumerate(modules):
+        for name, (colour, marker) in zip(modules, styles(len(modules))):
             ws = [w for w in coord.widths if name in coord.data[w][step]]
             ys = [coord.data[w][step][name] for w in ws]
             if ws and all(y > 0 for y in ys):
-                ax.plot(ws, ys, "o-", ms=3, lw=1, color=cmap(i % 20), label=name)
+                flagged = name in bad
+                ax.plot(
+                    ws,
+                    ys,
+                    "-",
+                    marker=marker,
+                    ms=5 if flagged else 3,
+                    lw=2.4 if flagged else 0.9,
+                    color=colour,
+                    label=("UNSTABLE " if flagged else "") + name,
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"step {step}", fontsize=9)
         ax.set_xlabel("width")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("mean |activation|")
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    bad = coord.unstable()
+    _legend_outside(axes[0][-1], len(modules), fontsize=6)
     fig.suptitle(
         "coordinate check"
         + (f" · rule {coord.rule}" if coord.rule else "")
-        + (f" · unstable: {', '.join(bad[:4])}" if bad else " · flat in width"),
+        + f" · {len(modules)} modules"
+        + (f" · unstable: {', '.join(bad[:4])}{' …' if len(bad) > 4 else ''}" if bad else " · flat in width"),
         fontsize=10,
     )
     return save(fig, stem)
@@ -159,10 +214,20 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
     for ax, name in zip(axes[0], names):
         rep = reports[name]
         th = rep.thresholds
+        drifting = set(rep.drifting)
+        clipped = 0
         for row in rep.gated():
             ws = sorted(row.sigma)
+            rel = [row.sigma[w] / row.sigma[ws[0]] for w in ws]
+            clipped += any(not 1 / clip <= r <= clip for r in rel)
+            flagged = row.name in drifting
             ax.plot(
-                ws, [row.sigma[w] / row.sigma[ws[0]] for w in ws], "-", color="tab:blue", lw=0.6, alpha=0.45
+                ws,
+                rel,
+                "-",
+                color="tab:red" if flagged else "tab:blue",
+                lw=1.6 if flagged else 0.6,
+                alpha=0.9 if flagged else 0.45,
             )
         if rep.pooled is not None:
             p = rep.pooled
@@ -175,7 +240,13 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
                 ms=4,
                 label=f"pooled α={p.alpha:+.2f}",
             )
-            ax.legend(fontsize=7, loc="upper left")
+        ax.plot(
+            [], [], "-", color="tab:blue", lw=0.6, label=f"{len(rep.gated())} {'/'.join(rep.gate)} matrices"
+        )
+        ax.plot([], [], "-", color="tab:red", lw=1.6, label=f"{len(drifting)} drifting")
+        if clipped:
+            ax.plot([], [], " ", label=f"{clipped} leave the clipped y range")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         ax.axhspan(th.ratio_low, th.ratio_high, color="tab:green", alpha=0.12)
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xscale("log", base=2)
@@ -184,9 +255,10 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
         ax.set_xticks(rep.widths, [str(w) for w in rep.widths])
         ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.3g}"
         ax.set_title(
-            f"{name}\nratio {ratio} · {'safe' if rep.safe else 'DRIFT: ' + str(rep.overall)}",
+            f"{name}\nratio {ratio} · "
+            + (f"DRIFT: {rep.overall}" if rep.outcome == "drift" else rep.outcome),
             fontsize=9,
-            color="black" if rep.safe else "tab:red",
+            color={"safe": "black", "drift": "tab:red"}.get(rep.outcome, "tab:orange"),
         )
         ax.set_xlabel("width")
         ax.grid(True, which="both", alpha=0.3)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from hptransfer.cli.main import app
 from hptransfer.models import builtin_config
 from hptransfer.scaling import suggest
-from hptransfer.tuning import config_from_study, load_study, study_info
+from hptransfer.tuning import config_from_study, default_space, load_study, study_info, study_space
 
 runner = CliRunner()
 
@@ -162,6 +162,67 @@ def test_tune_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
     assert code == 2
     assert re.search(message, " ".join(err.split())), err
     assert "hunter2" not in err + out and "Traceback" not in err
+
+
+def test_tune_searches_the_space_given_and_records_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    space = tmp_path / "space.toml"
+    space.write_text("[lr]\nlow = 0.001\nhigh = 0.01\n[output_mult]\nlow = 0.5\nhigh = 2.0\nlog = false\n")
+    common = ["tune", "--model", "mlp", "--width", "32", "--trials", "2", "--steps", "5", "--storage", url]
+    code, out, err = run(*common, "--study", "file", "--space", str(space), "--sampler-seed", "0", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    wanted = {
+        "lr": {"low": 0.001, "high": 0.01, "log": True},
+        "output_mult": {"low": 0.5, "high": 2.0, "log": False},
+    }
+    assert data["search_space"] == wanted
+    study = load_study(url, "file")
+    assert study_space(study).to_dict() == wanted  # recorded with the study
+    for t in study.trials:
+        assert set(t.params) == {"lr", "output_mult"}
+        assert 0.001 <= t.params["lr"] <= 0.01 and 0.5 <= t.params["output_mult"] <= 2.0
+    # --no-tune (repeatable or comma-separated) leaves names out of the default space
+    code, out, err = run(*common, "--study", "fixed", "--no-tune", "weight_decay,init_std", "--no-tune", "lr")
+    assert code == 0, err
+    assert "searched: " in out and "weight_decay" not in out.split("searched: ")[1].splitlines()[0]
+    study = load_study(url, "fixed")
+    names = set(study_space(study).to_dict())
+    assert names and not names & {"lr", "weight_decay", "init_std", "attn_mult"}
+    for t in study.trials:
+        assert set(t.params) == names
+    assert config_from_study(url, "fixed").lr == builtin_config("mlp").lr  # kept at the config's value
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        (None, ["--space", "{tmp}/missing.toml"], "search space file not found"),
+        ("[lr]\nlow = 1\n", ["--space", "{tmp}/s.toml"], "malformed search space"),
+        ("[bogus]\nlow = 1\nhigh = 2\n", ["--space", "{tmp}/s.toml"], "cannot tune 'bogus'"),
+        ("lr = 3\n", ["--space", "{tmp}/s.toml"], "maps each base hyperparameter to"),
+        ("[lr\n", ["--space", "{tmp}/s.toml"], "not valid TOML"),
+        (None, ["--no-tune", "attn_mult"], "--no-tune attn_mult: not in the search space"),
+        (None, ["--no-tune", "lr,weight_decay,init_std,output_mult"], "leaves nothing to tune"),
+    ],
+)
+def test_tune_space_bad_input(content, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        (tmp_path / "s.toml").write_text(content)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run("tune", "--model", "mlp", "--steps", "2", "--trials", "1", *args)
+    assert code == 2 and message in " ".join(err.split()), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "hptransfer.db").exists()  # refused before a study is made
+
+
+def test_tune_help_shows_the_search_space():
+    code, out, _ = run("tune", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "--space" in text and "--no-tune" in text
+    for name in default_space().ranges:
+        assert name in text
 
 
 def test_cli_import_does_not_load_torch():

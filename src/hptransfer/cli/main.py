@@ -110,14 +110,18 @@ def suggest_cmd(
 
 def _add(name: str, module: ModuleType) -> None:
     """Add ``module``'s command ``<name>_cmd`` (help: ``module.HELP``/``SHORT_HELP`` if set, else
-    its docstring). A module still on the old ``register(app)`` form registers itself."""
+    its docstring; ``module.EPILOG`` after the options). A module still on the old
+    ``register(app)`` form registers itself."""
     command = getattr(module, f"{name}_cmd", None)
     if command is None:
         module.register(app)
         return
-    app.command(name, help=getattr(module, "HELP", None), short_help=getattr(module, "SHORT_HELP", None))(
-        command
-    )
+    app.command(
+        name,
+        help=getattr(module, "HELP", None),
+        short_help=getattr(module, "SHORT_HELP", None),
+        epilog=getattr(module, "EPILOG", None),
+    )(command)
 
 
 _add("diagnose", diagnose)

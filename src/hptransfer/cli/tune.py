@@ -8,13 +8,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from hptransfer.cli.common import console, fail, parse_ints
 from hptransfer.cli.suggest import emit_plans
 from hptransfer.scaling import ConfigError, load_config
+from hptransfer.tuning.run import describe_space, load_space
+from hptransfer.tuning.space import TUNABLE, default_space
+
+EPILOG = (
+    "Search space: base hyperparameters at the base width (ProxyConfig fields), by default "
+    + describe_space(default_space())
+    + " (attn_mult only for a model with attention). --space FILE replaces it (TOML or JSON, "
+    "one table per name: low, high, log); --no-tune NAME keeps NAME at the config's value. "
+    "Tunable: " + ", ".join(TUNABLE) + ". The space is recorded in the study."
+)
 
 
 def tune_cmd(
@@ -86,6 +96,14 @@ def tune_cmd(
         int | None,
         typer.Option("--sampler-seed", help="TPE seed (default: random, so parallel workers differ)."),
     ] = None,
+    space_file: Annotated[
+        Path | None,
+        typer.Option("--space", help="Search space file (TOML/JSON): {name: {low, high, log}}."),
+    ] = None,
+    no_tune: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer needs Optional on 3.10)
+        typer.Option("--no-tune", help="Leave a base hyperparameter out of the search (repeatable)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Tune base hyperparameters on a narrow proxy; print them carried to a target width.
@@ -104,6 +122,8 @@ def tune_cmd(
         torch.set_num_threads(1)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         cfg = load_config(config) if config is not None else None
+        space = load_space(space_file) if space_file is not None else None
+        fixed = [n.strip() for item in no_tune or () for n in item.split(",") if n.strip()]
         progress = Progress(
             TextColumn("[bold]tuning[/]"),
             BarColumn(),
@@ -137,6 +157,8 @@ def tune_cmd(
                 target_width=target_width,
                 task=task,
                 config=cfg,
+                space=space,
+                fixed=fixed,
                 ladder_widths=ladder_widths,
                 reduction_factor=eta,
                 eval_every=eval_every,
@@ -168,6 +190,7 @@ def tune_cmd(
             "best_value": st.best_value,
             "best_trial": st.best_trial.number,
             "base_hyperparameters": tuned,
+            "search_space": result.space.to_dict() if result.space is not None else None,
             "trials": states,
             "seconds": result.seconds,
             "figures": [str(p) for p in result.figures],
@@ -182,6 +205,8 @@ def tune_cmd(
         + f" · best validation loss {st.best_value:.4g} at width {result.proxy_width} "
         f"(trial {st.best_trial.number}) · {result.seconds:.0f} s"
     )
+    if result.space is not None:
+        console.print(f"searched: {describe_space(result.space)}", highlight=False)
     console.print(
         "base hyperparameters (at base width "
         f"{result.best.base_width}): " + ", ".join(f"{k} = {v:.4g}" for k, v in tuned.items())

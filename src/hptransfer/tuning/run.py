@@ -5,6 +5,8 @@ Torch is imported only when training starts.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-__all__ = ["PRUNERS", "TuneResult", "make_pruner", "tune"]
+__all__ = ["PRUNERS", "TuneResult", "describe_space", "load_space", "make_pruner", "tune"]
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -35,8 +37,73 @@ class TuneResult:
     best: ProxyConfig  # base config with the best trial's base hyperparameters
     plan: Plan  # ``best`` carried to the target width
     proxy_width: int
+    space: SearchSpace | None = None  # what the trials of this call searched
     figures: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """A search space from a TOML (``.toml``) or JSON (``.json``) file: one table per base
+    hyperparameter, ``{low, high, log}`` (``log`` defaults to true)::
+
+        [lr]
+        low = 0.0002
+        high = 0.1
+        [output_mult]
+        low = 0.125
+        high = 8
+        log = true
+
+    Raises:
+        ConfigError: missing or unreadable file, bad syntax, an unknown name or a bad range.
+    """
+    import json
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"search space file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read search space file {p}: {exc}") from None
+    kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
+    try:
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid {kind}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(
+            f"{p}: a search space maps each base hyperparameter to {{low, high, log}}, "
+            "e.g. lr = {low = 0.0002, high = 0.1}"
+        )
+    try:
+        return SearchSpace.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def _bound(x: float, log: bool) -> str:
+    k = math.log2(x) if log and x > 0 else math.nan
+    return f"2^{k:g}" if math.isfinite(k) and k == round(k) and k != 0 else f"{x:g}"
+
+
+def describe_space(space: SearchSpace) -> str:
+    """One line per base hyperparameter, e.g. ``lr 2^-12..2^-3 (log)``.
+
+    Example:
+        >>> from hptransfer.tuning import Range
+        >>> describe_space(SearchSpace({"lr": Range(2**-12, 2**-3), "output_mult": Range(0.5, 3, log=False)}))
+        'lr 2^-12..2^-3 (log); output_mult 0.5..3 (linear)'
+    """
+    return "; ".join(
+        f"{name} {_bound(r.low, r.log)}..{_bound(r.high, r.log)} ({'log' if r.log else 'linear'})"
+        for name, r in space.ranges.items()
+    )
 
 
 def make_pruner(name: str, *, steps: int, eval_every: int | None) -> optuna.pruners.BasePruner:
@@ -70,6 +137,7 @@ def tune(
     task: str | None = None,
     config: ProxyConfig | None = None,
     space: SearchSpace | None = None,
+    fixed: Sequence[str] = (),
     ladder_widths: Sequence[int] = (),
     reduction_factor: int = 3,
     eval_every: int | None = None,
@@ -94,6 +162,9 @@ def tune(
         force: add to a study created under another rule or base width.
         out: folder for the figures (none when ``None``).
         target_width: the width to carry the best trial to (default 8 × width).
+        space: base hyperparameter ranges (default :func:`default_space`, without
+            ``attn_mult`` for a model without attention); recorded in the study.
+        fixed: names to leave out of ``space``: they keep the config's value.
         ladder_widths: smaller widths tried first (width as a fidelity, see :class:`WidthLadder`);
             the last rung is ``width``.
         eval_every: report the validation loss every this many steps (enables pruning).
@@ -131,6 +202,15 @@ def tune(
         space = default_space()
         if cfg.heads_at(cfg.base_width) is None:  # no attention: nothing for attn_mult to do
             space = space.without("attn_mult")
+    unknown = [n for n in fixed if n not in space.ranges]
+    if unknown:
+        raise ConfigError(
+            f"--no-tune {', '.join(unknown)}: not in the search space ({', '.join(space.ranges)})"
+        )
+    if fixed:
+        if set(space.ranges) <= set(fixed):
+            raise ConfigError("--no-tune leaves nothing to tune; drop one of the names or use --space FILE")
+        space = space.without(*fixed)
     study = open_study(
         study_name or f"{choice.name.replace(':', '.')}-w{w}",
         cfg,
@@ -165,5 +245,11 @@ def tune(
 
         figures = plot_study(study, out, target)
     return TuneResult(
-        study=study, best=best, plan=plan, proxy_width=w, figures=figures, seconds=time.perf_counter() - start
+        study=study,
+        best=best,
+        plan=plan,
+        proxy_width=w,
+        space=space,
+        figures=figures,
+        seconds=time.perf_counter() - start,
     )

@@ -47,7 +47,10 @@ def test_unknown_keys_are_refused_with_their_name(extra: dict[str, int]) -> None
 def test_embedded_default_is_the_documented_proxy() -> None:
     cfg = default_config()
     assert (cfg.name, cfg.base_width, cfg.head_dim, cfg.rule) == ("llama-256", 256, 64, "mup-wd-linear")
-    assert cfg == ProxyConfig(head_dim=64)  # dataclass defaults: the same, but no attention
+    # dataclass defaults (which keep the model's own init and have no attention) plus those keys
+    assert cfg == ProxyConfig(
+        name="llama-256", head_dim=64, init_std=0.02, embed_init_std=0.02, output_init_std=0.0
+    )
 
 
 def test_rule_may_be_a_plain_string_and_sections_are_optional() -> None:
@@ -100,7 +103,9 @@ def test_custom_exponent_config() -> None:
     cfg = replace(default_config(), rule="custom", wd_exponent=0.75)
     assert cfg.scaling_rule().wd_exponent == 0.75
     # keys a file leaves out take the dataclass defaults (no attention unless head_dim/n_heads)
-    assert load_config_from_text("[rule]\nname='custom'\nwd_exponent=0.75\n") == replace(cfg, head_dim=None)
+    assert load_config_from_text("[rule]\nname='custom'\nwd_exponent=0.75\n") == replace(
+        cfg, name="proxy", head_dim=None, init_std=None, embed_init_std=None, output_init_std=None
+    )
 
 
 def load_config_from_text(text: str) -> ProxyConfig:

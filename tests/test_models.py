@@ -76,7 +76,7 @@ def test_init_std_scales_with_width(rule):
         torch.manual_seed(0)
         model = build_model("mlp", w)
         plan = suggest(cfg, w, rule)
-        parametrize(model, plan, meta_model(lambda v: build_model("mlp", v), 2 * w))
+        parametrize(model, plan, lambda v: build_model("mlp", v))
         stds[w] = model.hidden[0].weight.std().item()
         assert model.readout.weight.abs().max().item() == 0  # output_init_std = 0
         assert model.input.weight.std().item() == pytest.approx(cfg.init_std, rel=0.05)

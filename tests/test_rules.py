@@ -29,7 +29,9 @@ configs = st.builds(
     head_dim=st.sampled_from([16, 32, 64]),
     lr=st.floats(1e-5, 1.0),
     weight_decay=st.floats(0.0, 10.0),
+    vector_lr_mult=st.floats(0.01, 100.0),
     init_std=st.floats(1e-4, 1.0),
+    embed_init_std=st.floats(1e-4, 1.0),
     output_init_std=st.floats(0.0, 1.0),
     output_mult=st.floats(0.01, 100.0),
     attn_mult=st.floats(0.01, 100.0),
@@ -48,12 +50,14 @@ def _at(config: ProxyConfig, k: int) -> int:
 def test_base_width_returns_base_hyperparameters(config: ProxyConfig) -> None:
     plan = suggest(config, config.base_width)
     assert plan.width_mult == 1
+    base_std = {VECTOR: config.embed_init_std, HIDDEN: config.init_std, OUTPUT: config.output_init_std}
     for cls in ParamClass:
         g = plan[cls]
-        assert g.lr == pytest.approx(config.lr)
-        assert g.lr_scale == pytest.approx(1.0)
+        lr_mult = config.vector_lr_mult if cls is VECTOR else 1.0
+        assert g.lr == pytest.approx(config.lr * lr_mult)
+        assert g.lr_scale == pytest.approx(lr_mult)
         assert g.multiplier == pytest.approx(config.output_mult if cls is OUTPUT else 1.0)
-        assert g.init_std == pytest.approx(config.output_init_std if cls is OUTPUT else config.init_std)
+        assert g.init_std == pytest.approx(base_std[cls])
     wd_on = config.scaling_rule().wd_exponent is None
     assert plan[HIDDEN].weight_decay == pytest.approx(config.weight_decay)
     assert plan[VECTOR].weight_decay == pytest.approx(config.weight_decay if wd_on else 0.0)
@@ -68,6 +72,7 @@ def test_mup_hidden_lr_halves_when_width_doubles(config: ProxyConfig, k: int) ->
     assert b[VECTOR].lr == pytest.approx(a[VECTOR].lr)  # vector-like lr is width-independent
     assert b[HIDDEN].init_std == pytest.approx(a[HIDDEN].init_std / math.sqrt(2))
     assert b[HIDDEN].lr_scale * config.lr == pytest.approx(b[HIDDEN].lr)
+    assert b[VECTOR].lr == pytest.approx(config.lr * config.vector_lr_mult)
 
 
 @given(configs, doublings)
@@ -94,6 +99,38 @@ def test_readout_styles_are_the_same_function_under_adam(config: ProxyConfig, k:
     )
     assert mult_style.lr * mult_style.weight_decay == pytest.approx(lr_style.lr * lr_style.weight_decay)
     assert mult_style.lr * mult_style.multiplier == pytest.approx(lr_style.lr * lr_style.multiplier)
+    # keeping the model's own init: the readout's effective scale moves the same way
+    m = _at(config, k) / config.base_width
+    assert m**mult_style.init_exponent * mult_style.multiplier == pytest.approx(
+        m**lr_style.init_exponent * lr_style.multiplier
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+@pytest.mark.parametrize("readout", ["lr", "multiplier"])
+def test_optimizer_rows(optimizer: str, readout: str) -> None:
+    """lr exponents per optimizer as in Tensor Programs V / mup's MuAdam and MuSGD, and the
+    per-step decay lr·wd of every class moves as under AdamW."""
+    rule = get_rule("linear", optimizer=optimizer, readout=readout)  # type: ignore[arg-type]
+    adamw = get_rule("linear", readout=readout)  # type: ignore[arg-type]
+    lr = {c: rule.exponents[c].lr for c in ParamClass}
+    expected = {
+        ("adamw", "lr"): (0, -1, -1),
+        ("adam", "lr"): (0, -1, -1),
+        ("sgd", "lr"): (1, 0, -1),
+        ("adamw", "multiplier"): (0, -1, 0),
+        ("adam", "multiplier"): (0, -1, 0),
+        ("sgd", "multiplier"): (1, 0, 1),
+    }[(optimizer, readout)]
+    assert (lr[VECTOR], lr[HIDDEN], lr[OUTPUT]) == expected
+    for c in (HIDDEN, OUTPUT):
+        ex, ref = rule.exponents[c], adamw.exponents[c]
+        assert ex.lr + ex.wd == pytest.approx(ref.lr + ref.wd)
+        assert ex.init_std == ref.init_std and ex.multiplier == ref.multiplier
+    assert rule.optimizer == optimizer
+    # linear under SGD keeps lr·wd per class constant: hidden wd does not move (mup's MuSGD)
+    if optimizer == "sgd":
+        assert rule.exponents[HIDDEN].wd == 0
 
 
 def test_exact_values_for_the_default_at_4096() -> None:

@@ -212,14 +212,75 @@ def test_nothing_is_stored_on_parameters_and_state_dict_round_trips() -> None:
         assert len(param_groups(m, plan, table)) == 2
 
 
-def test_attention_warning() -> None:
-    plan = suggest(CFG, 512)
-    with pytest.warns(UserWarning, match="attention_scale"):
-        parametrize(TinyTransformer(512), plan, meta_model(TinyTransformer, 256))
+class SdpaBlock(nn.Module):
+    """Attention inside a class whose name says nothing about attention; fixed head count."""
+
+    def __init__(self, width: int, heads: int = 2, scale: float | None = None) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, scale
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+def _heads_cfg():  # two heads whose size grows with width: muP's 1/d_head differs from SP
+    return replace(CFG, head_dim=None, n_heads=2)
+
+
+def test_attention_check_sees_sdpa_whatever_the_class_name() -> None:
+    plan = suggest(_heads_cfg(), 512)  # d_head 256; base 128: scale (1/sqrt(128)) * 128/256
+    x = torch.randn(2, 5, 512)
+    model = SdpaBlock(512)
+    parametrize(model, plan, lambda w: SdpaBlock(w))
+    with pytest.warns(
+        UserWarning, match=r"attention logits are scaled by 0\.0625 but the plan wants 0\.0441942"
+    ):
+        model(x)
+    with warnings.catch_warnings():  # the check runs once, then its hooks are gone
+        warnings.simplefilter("error")
+        model(x)
+        ok = SdpaBlock(512, scale=plan.attention_scale)
+        parametrize(ok, plan, lambda w: SdpaBlock(w), example_inputs=(x,))  # checked now: silent
+        ignored = SdpaBlock(512)
+        parametrize(ignored, plan, lambda w: SdpaBlock(w), attention="ignore")
+        ignored(x)
+        # head size fixed as width grows: muP's scale is SP's 1/sqrt(d_head), nothing to warn
+        fixed = SdpaBlock(512, heads=8)
+        parametrize(fixed, suggest(replace(CFG, head_dim=64), 512), lambda w: SdpaBlock(w, heads=w // 64))
+        fixed(x)
+
+
+def test_attention_apply_rewrites_the_scale() -> None:
+    plan = suggest(_heads_cfg(), 512)
+    x = torch.randn(2, 5, 512)
+    model, wanted = SdpaBlock(512), SdpaBlock(512, scale=plan.attention_scale)
+    wanted.load_state_dict(model.state_dict())
+    parametrize(model, plan, lambda w: SdpaBlock(w), attention="apply", init=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        parametrize(TinyTransformer(512), plan, meta_model(TinyTransformer, 256), attention_handled=True)
-        parametrize(TinyTransformer(512), suggest(CFG, 512, "sp"), meta_model(TinyTransformer, 256))
+        assert torch.allclose(model(x), wanted(x), atol=1e-6)
+        assert torch.allclose(model(x), wanted(x), atol=1e-6)  # every forward, not just the first
+
+
+def test_attention_written_by_hand_is_named() -> None:
+    class ByHand(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.q = nn.Linear(width, width)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = self.q(x).unsqueeze(1)
+            return (q @ q.transpose(-1, -2)).softmax(-1) @ q
+
+    model = ByHand(256)
+    parametrize(model, suggest(_heads_cfg(), 256), ByHand)
+    with pytest.warns(UserWarning, match="computes attention by hand"):
+        model(torch.randn(2, 5, 256))
 
 
 def test_mup_training_step_is_width_stable() -> None:
@@ -230,7 +291,7 @@ def test_mup_training_step_is_width_stable() -> None:
         torch.manual_seed(0)
         plan = suggest(replace(CFG, output_init_std=0.02), width, rule)  # gradients must flow
         model = make_mlp(width)
-        table = parametrize(model, plan, meta_model(make_mlp, width // 2 if width > 256 else width * 2))
+        table = parametrize(model, plan, make_mlp)
         opt = adamw(model, plan, table)
         x = torch.randn(64, 16)
         before = model[:3](x).detach()

@@ -7,16 +7,25 @@ A config is a TOML or JSON file with three tables (every key optional, unknown k
     base_width = 256      # width the base hyperparameters were tuned at
     head_dim = 64         # fixed head size (heads grow with width); or n_heads = 4
     [hyper]
-    lr = 0.00390625       # AdamW lr of hidden matrices at the base width
+    lr = 0.00390625       # lr of hidden matrices at the base width
     weight_decay = 0.1    # torch AdamW weight_decay (multiplied by lr in the step)
-    init_std = 0.02       # init std of hidden matrices and embeddings at the base width
-    output_init_std = 0.0 # readout init std at the base width (0 = zero init, as muP advises)
+    vector_lr_mult = 1.0  # lr of vector-like params (embeddings, biases, norm gains) = lr * this
+    init_scale = 1.0      # multiplies the init of hidden matrices
+    embed_init_scale = 1.0  # multiplies the init of embeddings / input layers
+    # init_std = 0.02       # redraw hidden matrices as N(0, init_std²) at the base width
+    # embed_init_std = 0.02 # redraw embeddings / input layers as N(0, embed_init_std²)
+    # output_init_std = 0.0 # readout init std at the base width (0 = zero init)
     output_mult = 1.0     # readout forward multiplier at the base width
     attn_mult = 1.0       # attention logit multiplier; 1 = 1/sqrt(d_head) at the base width
     [rule]
     name = "mup-wd-linear"  # sp | mup | mup-wd-linear | mup-wd-sqrt | mup-wd-constant | custom
     # wd_exponent = 0.75    # custom weight-decay width exponent
     # readout = "lr"        # "lr" (readout lr/m) or "multiplier" (mup-style output/m)
+    # optimizer = "adamw"   # adamw | adam (coupled L2) | sgd
+
+Init: a key left out (``init_std``, ``embed_init_std``, ``output_init_std``) keeps the model's own
+init at the base width and applies only the rule's width correction elsewhere; the scales
+multiply whichever init is used.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hptransfer.scaling.rules import DEFAULT_RULE, ScalingRule, get_rule
+from hptransfer.scaling.rules import DEFAULT_RULE, OPTIMIZERS, ScalingRule, get_rule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,19 +57,24 @@ class ConfigError(ValueError):
 class ProxyConfig:
     """Base (proxy-width) hyperparameters and the rule that carries them to other widths."""
 
-    name: str = "llama-256"
+    name: str = "proxy"
     base_width: int = 256
     head_dim: int | None = None  # None (and no n_heads): a model without attention
     n_heads: int | None = None
     lr: float = 2.0**-8
     weight_decay: float = 0.1
-    init_std: float = 0.02
-    output_init_std: float = 0.0
+    vector_lr_mult: float = 1.0
+    init_scale: float = 1.0
+    embed_init_scale: float = 1.0
+    init_std: float | None = None  # None: keep the model's own init (rule-corrected)
+    embed_init_std: float | None = None
+    output_init_std: float | None = None
     output_mult: float = 1.0
     attn_mult: float = 1.0
     rule: str = DEFAULT_RULE
     wd_exponent: float | None = None
     readout: str = "lr"
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         _check_int("proxy.base_width", self.base_width, minimum=1)
@@ -76,12 +90,18 @@ class ProxyConfig:
         if divisor and self.base_width % divisor:
             what = "head_dim" if self.head_dim else "n_heads"
             raise ConfigError(f"proxy.base_width={self.base_width} is not divisible by {what}={divisor}")
-        for key in ("lr", "init_std", "output_mult", "attn_mult"):
+        for key in ("lr", "vector_lr_mult", "init_scale", "embed_init_scale", "output_mult", "attn_mult"):
             _check_float(f"hyper.{key}", getattr(self, key), positive=True)
-        for key in ("weight_decay", "output_init_std"):
-            _check_float(f"hyper.{key}", getattr(self, key), positive=False)
+        _check_float("hyper.weight_decay", self.weight_decay, positive=False)
+        for key in ("init_std", "embed_init_std", "output_init_std"):
+            if getattr(self, key) is not None:
+                _check_float(f"hyper.{key}", getattr(self, key), positive=key != "output_init_std")
         if self.readout not in ("lr", "multiplier"):
             raise ConfigError(f"rule.readout must be 'lr' or 'multiplier', got {self.readout!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"rule.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if self.wd_exponent is not None:
             _check_float("rule.wd_exponent", self.wd_exponent, positive=False, allow_negative=True)
         try:
@@ -91,7 +111,12 @@ class ProxyConfig:
 
     # -- derived ---------------------------------------------------------------------------
     def scaling_rule(self) -> ScalingRule:
-        return get_rule(self.rule, wd_exponent=self.wd_exponent, readout=self.readout)  # type: ignore[arg-type]
+        return get_rule(
+            self.rule,
+            wd_exponent=self.wd_exponent,
+            readout=self.readout,  # type: ignore[arg-type]
+            optimizer=self.optimizer,  # type: ignore[arg-type]
+        )
 
     @property
     def min_width(self) -> int:
@@ -156,18 +181,26 @@ class ProxyConfig:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> ProxyConfig:
-        return load_config(path)
-
 
 # file layout: section -> {key in file: dataclass attribute}
 _SECTIONS: dict[str, dict[str, str]] = {
     "proxy": {"name": "name", "base_width": "base_width", "head_dim": "head_dim", "n_heads": "n_heads"},
     "hyper": {
-        k: k for k in ("lr", "weight_decay", "init_std", "output_init_std", "output_mult", "attn_mult")
+        k: k
+        for k in (
+            "lr",
+            "weight_decay",
+            "vector_lr_mult",
+            "init_scale",
+            "embed_init_scale",
+            "init_std",
+            "embed_init_std",
+            "output_init_std",
+            "output_mult",
+            "attn_mult",
+        )
     },
-    "rule": {"name": "rule", "wd_exponent": "wd_exponent", "readout": "readout"},
+    "rule": {"name": "rule", "wd_exponent": "wd_exponent", "readout": "readout", "optimizer": "optimizer"},
 }
 assert {a for s in _SECTIONS.values() for a in s.values()} == {f.name for f in fields(ProxyConfig)}
 

@@ -27,14 +27,20 @@ class GroupHyper:
 
     ``lr_scale`` is ``lr / plan.base_lr``: torch optimisers keep it when a multiplicative
     scheduler (``LambdaLR``, warmup-cosine) scales every group's lr by the same factor.
+
+    ``init_std`` is an explicit init std at this width (matrices redrawn as N(0, std²)), or
+    ``None``: the model's own init is kept, corrected by ``m ** init_exponent`` relative to the
+    base width. ``init_scale`` multiplies either.
     """
 
     param_class: ParamClass
     lr: float
     lr_scale: float
     weight_decay: float
-    init_std: float
+    init_std: float | None
     multiplier: float
+    init_scale: float = 1.0
+    init_exponent: float = 0.0
 
     @property
     def tau(self) -> float:
@@ -48,6 +54,8 @@ class GroupHyper:
             "lr_scale": self.lr_scale,
             "weight_decay": self.weight_decay,
             "init_std": self.init_std,
+            "init_scale": self.init_scale,
+            "init_exponent": self.init_exponent,
             "multiplier": self.multiplier,
             "tau": None if math.isinf(self.tau) else self.tau,
         }
@@ -65,10 +73,29 @@ class Plan:
     n_heads: int | None = None
     head_dim: int | None = None
     attention_scale: float | None = None
+    base_output_mult: float = 1.0
+    zero_biases: bool = False
 
     @property
     def width_mult(self) -> float:
         return self.width / self.base_width
+
+    @property
+    def optimizer(self) -> str:
+        """The optimizer these numbers are for (``adamw``, ``adam`` or ``sgd``)."""
+        return self.rule.optimizer
+
+    @property
+    def tied_output_multiplier(self) -> float:
+        """Forward multiplier of a readout that shares its weight with the embedding.
+
+        The shared weight is vector-like (lr and init as the embedding), so under muP the
+        readout's output is scaled by ``output_mult / m`` instead (mup's ``MuSharedReadout``);
+        under SP it stays ``output_mult``.
+        """
+        if not self.rule.is_mup:
+            return self.base_output_mult
+        return self.base_output_mult / self.width_mult
 
     def __getitem__(self, key: ParamClass | str) -> GroupHyper:
         return self.groups[ParamClass(key)]
@@ -85,6 +112,8 @@ class Plan:
             "n_heads": self.n_heads,
             "head_dim": self.head_dim,
             "attention_scale": self.attention_scale,
+            "tied_output_multiplier": self.tied_output_multiplier,
+            "optimizer": self.optimizer,
             "weight_decay_convention": "torch.optim.AdamW (decay step = lr * weight_decay * p)",
             "groups": {str(c): g.to_dict() for c, g in self.groups.items()},
         }
@@ -144,21 +173,30 @@ def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = No
         scaling = rule
     m = w / config.base_width
     base_init = {
-        ParamClass.VECTOR: config.init_std,
+        ParamClass.VECTOR: config.embed_init_std,
         ParamClass.HIDDEN: config.init_std,
         ParamClass.OUTPUT: config.output_init_std,
     }
+    base_scale = {
+        ParamClass.VECTOR: config.embed_init_scale,
+        ParamClass.HIDDEN: config.init_scale,
+        ParamClass.OUTPUT: 1.0,
+    }
+    base_lr_mult = {ParamClass.VECTOR: config.vector_lr_mult, ParamClass.HIDDEN: 1.0, ParamClass.OUTPUT: 1.0}
     base_mult = {ParamClass.VECTOR: 1.0, ParamClass.HIDDEN: 1.0, ParamClass.OUTPUT: config.output_mult}
     groups: dict[ParamClass, GroupHyper] = {}
     for cls, ex in scaling.exponents.items():
-        lr_scale = m**ex.lr
+        lr_scale = base_lr_mult[cls] * m**ex.lr
+        std = base_init[cls]
         groups[cls] = GroupHyper(
             param_class=cls,
             lr=config.lr * lr_scale,
             lr_scale=lr_scale,
             weight_decay=config.weight_decay * m**ex.wd if ex.decay else 0.0,
-            init_std=base_init[cls] * m**ex.init_std,
+            init_std=None if std is None else std * m**ex.init_std,
             multiplier=base_mult[cls] * m**ex.multiplier,
+            init_scale=base_scale[cls],
+            init_exponent=ex.init_std,
         )
     heads = config.heads_at(w)
     attention_scale = None
@@ -177,4 +215,6 @@ def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = No
         n_heads=heads[0] if heads else None,
         head_dim=heads[1] if heads else None,
         attention_scale=attention_scale,
+        base_output_mult=config.output_mult,
+        zero_biases=config.init_std is not None,
     )

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Literal
 
 __all__ = [
+    "OPTIMIZERS",
     "RULES",
     "WD_EXPONENTS",
     "ClassExponents",
@@ -52,6 +53,15 @@ class ParamClass(str, Enum):
 
 
 ReadoutStyle = Literal["lr", "multiplier"]
+OptimizerKind = Literal["adamw", "adam", "sgd"]
+
+#: Optimizers a rule can target, and the torch class each one means.
+#: ``adamw``: ``torch.optim.AdamW`` (decoupled decay, ``p <- p - lr*wd*p``);
+#: ``adam``: ``torch.optim.Adam`` with coupled L2 (``grad + wd*p``, then Adam);
+#: ``sgd``: ``torch.optim.SGD`` (coupled L2, per-step decay ``lr*wd``).
+OPTIMIZERS: Mapping[str, str] = MappingProxyType(
+    {"adamw": "torch.optim.AdamW", "adam": "torch.optim.Adam", "sgd": "torch.optim.SGD"}
+)
 
 # Named weight-decay width exponents e in lambda = lambda_base * m**e for matrix-like params.
 WD_EXPONENTS: Mapping[str, float] = MappingProxyType(
@@ -97,6 +107,7 @@ class ScalingRule:
     readout: ReadoutStyle = "lr"
     wd_exponent: float | None = None  # for matrix-like params; None for sp
     attention_exponent: float = 0.5  # attention logits scaled by d_head ** -attention_exponent
+    optimizer: OptimizerKind = "adamw"
 
     @property
     def is_mup(self) -> bool:
@@ -108,35 +119,65 @@ class ScalingRule:
         wd_exponent: float | None,
         *,
         readout: ReadoutStyle = "lr",
+        optimizer: OptimizerKind = "adamw",
         name: str | None = None,
         description: str = "",
     ) -> ScalingRule:
-        """muP for Adam-type optimisers (Tensor Programs V, table 3) with a weight-decay width
-        exponent ``wd_exponent`` on matrix-like parameters.
+        """muP (Tensor Programs V, table 3) with a weight-decay width exponent ``wd_exponent``
+        on matrix-like parameters, for ``optimizer`` (``adamw``, ``adam`` or ``sgd``).
 
         ``wd_exponent=None`` keeps weight decay as it is at every width on every class
         (the ``mup`` preset); any number ``e`` sets ``lambda = lambda_base * m**e`` on hidden
-        matrices and zero weight decay on vector-like parameters.
+        matrices under AdamW and zero weight decay on vector-like parameters.
 
         ``readout="lr"``: the readout trains at ``lr/m`` with init std ``~ 1/fan_in`` and no
         width multiplier. ``readout="multiplier"``: mup-package style, output multiplied by
-        ``1/m`` in the forward pass and trained at the base lr. The two are the same function
-        under Adam (the update is scale-invariant), so the multiplier style carries the
-        equivalent weight decay ``m**(e-1)`` (``e = 0`` for ``mup``). Never both: that
-        double-scales the readout.
+        ``1/m`` in the forward pass, init kept. The two are the same function (``W' = W/m``),
+        so the multiplier style carries the lr and weight decay that make them equal. Never
+        both: that double-scales the readout.
+
+        Learning rates per optimizer (``m`` = width multiplier), as in mup's ``MuAdam`` /
+        ``MuSGD``:
+
+        ============  ========  ========  =====================  ==========================
+        optimizer     vector    hidden    readout (``lr``)       readout (``multiplier``)
+        ============  ========  ========  =====================  ==========================
+        adamw, adam   1         1/m       1/m                    1
+        sgd           m         1         1/m                    m
+        ============  ========  ========  =====================  ==========================
+
+        Weight decay keeps the per-step decay rate ``lr*wd`` of the AdamW rule on every
+        optimizer: coupled Adam uses AdamW's numbers (as mup's ``MuAdam`` does); SGD's decay
+        step is ``lr*wd`` too, so its ``wd`` exponent is AdamW's plus the gap between the two
+        lr exponents (``linear`` then keeps ``lr*wd`` constant per class, as mup's ``MuSGD``).
         """
         if readout not in ("lr", "multiplier"):
             raise ValueError(f"readout must be 'lr' or 'multiplier', got {readout!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if wd_exponent is not None and not math.isfinite(wd_exponent):
             raise ValueError(f"wd_exponent must be a finite number, got {wd_exponent!r}")
         e = 0.0 if wd_exponent is None else float(wd_exponent)
-        vector = ClassExponents(lr=0.0, wd=0.0, init_std=0.0, decay=wd_exponent is None)
-        hidden = ClassExponents(lr=-1.0, wd=e, init_std=-0.5)
+        # AdamW rows (lr, wd exponents); the other optimizers are derived from them below.
+        adamw_rows: dict[ParamClass, tuple[float, float]] = {
+            ParamClass.VECTOR: (0.0, 0.0),
+            ParamClass.HIDDEN: (-1.0, e),
+            ParamClass.OUTPUT: (-1.0, e) if readout == "lr" else (0.0, e - 1.0),
+        }
+        lr_exp = dict(_LR_EXPONENTS[optimizer])
+        if readout == "multiplier":
+            lr_exp[ParamClass.OUTPUT] = lr_exp[ParamClass.VECTOR]  # a vector-like weight times 1/m
+        # Same per-step decay rate lr*wd as the AdamW rule: wd exponent shifts by the lr gap.
+        wd_exp = {c: adam_lr + adam_wd - lr_exp[c] for c, (adam_lr, adam_wd) in adamw_rows.items()}
+        vector = ClassExponents(lr=lr_exp[ParamClass.VECTOR], wd=0.0, init_std=0.0, decay=wd_exponent is None)
+        hidden = ClassExponents(lr=lr_exp[ParamClass.HIDDEN], wd=wd_exp[ParamClass.HIDDEN], init_std=-0.5)
         if readout == "lr":
-            output = ClassExponents(lr=-1.0, wd=e, init_std=-1.0)
+            output = ClassExponents(lr=lr_exp[ParamClass.OUTPUT], wd=wd_exp[ParamClass.OUTPUT], init_std=-1.0)
         else:
-            # W_eff = W/m: same function as the lr style with W' = W/m, lr' = lr/m, wd' = m*wd.
-            output = ClassExponents(lr=0.0, wd=e - 1.0, init_std=0.0, multiplier=-1.0)
+            # W_eff = W/m: the same function as the lr style with W' = W/m.
+            output = ClassExponents(
+                lr=lr_exp[ParamClass.OUTPUT], wd=wd_exp[ParamClass.OUTPUT], init_std=0.0, multiplier=-1.0
+            )
         if name is None:
             name = "mup" if wd_exponent is None else f"mup-wd-{_exponent_label(wd_exponent)}"
             if readout == "multiplier":
@@ -150,6 +191,23 @@ class ScalingRule:
             readout=readout,
             wd_exponent=wd_exponent,
             attention_exponent=1.0,
+            optimizer=optimizer,
+        )
+
+    def with_optimizer(self, optimizer: OptimizerKind) -> ScalingRule:
+        """The same rule for another optimizer (``adamw``, ``adam`` or ``sgd``)."""
+        if optimizer == self.optimizer:
+            return self
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if not self.is_mup:
+            return replace(self, optimizer=optimizer)  # sp: nothing scales with width
+        return ScalingRule.mup(
+            self.wd_exponent,
+            readout=self.readout,
+            optimizer=optimizer,
+            name=self.name,
+            description=self.description,
         )
 
     def with_readout(self, readout: ReadoutStyle) -> ScalingRule:
@@ -159,9 +217,20 @@ class ScalingRule:
         return ScalingRule.mup(
             self.wd_exponent,
             readout=readout,
+            optimizer=self.optimizer,
             name=base + ("+readout-mult" if readout == "multiplier" else ""),
             description=self.description,
         )
+
+
+# muP learning-rate exponents of m per optimizer (readout in the "lr" style).
+_LR_EXPONENTS: Mapping[str, Mapping[ParamClass, float]] = MappingProxyType(
+    {
+        "adamw": {ParamClass.VECTOR: 0.0, ParamClass.HIDDEN: -1.0, ParamClass.OUTPUT: -1.0},
+        "adam": {ParamClass.VECTOR: 0.0, ParamClass.HIDDEN: -1.0, ParamClass.OUTPUT: -1.0},
+        "sgd": {ParamClass.VECTOR: 1.0, ParamClass.HIDDEN: 0.0, ParamClass.OUTPUT: -1.0},
+    }
+)
 
 
 def _exponent_label(e: float) -> str:
@@ -218,7 +287,11 @@ _ALIASES = {
 
 
 def get_rule(
-    name: str, *, wd_exponent: float | None = None, readout: ReadoutStyle | None = None
+    name: str,
+    *,
+    wd_exponent: float | None = None,
+    readout: ReadoutStyle | None = None,
+    optimizer: OptimizerKind | None = None,
 ) -> ScalingRule:
     """Look up a preset by name (``sp``, ``mup``, ``mup-wd-linear``, ``mup-wd-sqrt``,
     ``mup-wd-constant``; short forms ``linear``, ``sqrt``, ``constant``), or ``custom`` with an
@@ -243,4 +316,6 @@ def get_rule(
         raise ValueError(f"unknown rule {name!r}; choose one of: {known}")
     if readout is not None:
         rule = rule.with_readout(readout)
+    if optimizer is not None:
+        rule = rule.with_optimizer(optimizer)
     return rule

@@ -7,11 +7,16 @@ parameter lives in a side table keyed by parameter name (:class:`ParamTable`), n
 Typical use::
 
     plan = suggest(config, width=4096)
-    model = MyModel(width=4096)
-    table = classify(model, reference=MyModel(width=256))  # or overrides={...}
-    apply_init(model, plan, table)
-    apply_multipliers(model, plan, table)
+    model = make_model(4096)
+    table = parametrize(model, plan, reference=make_model)   # the factory: any width works
     opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr)
+
+Init policy: the model keeps the init its author wrote. At the base width nothing changes
+(except what the config asks for: an explicit ``init_std``, a zero readout, an init scale). At
+other widths only the muP correction is applied, relative to the model's own init and per
+class: a fan-in-scaled init (torch's default) already scales right for hidden matrices, a
+fixed-std init (GPT-2's ``normal_(0, 0.02)``) is rescaled by ``m**-0.5``, the readout takes its
+extra factor, vector-like parameters keep their scale.
 """
 
 from __future__ import annotations
@@ -20,29 +25,37 @@ import math
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from hptransfer.scaling.plan import Plan
 from hptransfer.scaling.rules import ParamClass
 
 __all__ = [
+    "AttentionProbe",
     "ClassificationError",
     "ParamInfo",
     "ParamTable",
     "adamw",
     "apply_init",
     "apply_multipliers",
+    "build_optimizer",
+    "check_attention",
     "classify",
     "meta_model",
     "param_groups",
     "parametrize",
     "scaled_lrs",
 ]
+
+Reference = nn.Module | Callable[[int], nn.Module]
 
 
 class ClassificationError(ValueError):
@@ -51,7 +64,13 @@ class ClassificationError(ValueError):
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """What hptransfer knows about one parameter."""
+    """What hptransfer knows about one parameter.
+
+    ``fan_in_grows``: the dimension the layer reads from grows with width (decides how a
+    fan-in-scaled init moves with width). ``readouts``: for a weight tied between an embedding
+    and one or more readout modules, the names of those modules (their output is scaled by
+    ``plan.tied_output_multiplier``).
+    """
 
     name: str
     param_class: ParamClass
@@ -59,6 +78,13 @@ class ParamInfo:
     reference_shape: tuple[int, ...] | None
     module_type: str
     reason: str
+    fan_in_grows: bool = False
+    readouts: tuple[str, ...] = ()
+
+    @property
+    def grows(self) -> bool | None:
+        """Whether any dimension grows with width (None without a reference)."""
+        return None if self.reference_shape is None else self.shape != self.reference_shape
 
     @property
     def width_ratio(self) -> float | None:
@@ -88,6 +114,10 @@ class ParamTable(Mapping[str, ParamInfo]):
         pc = ParamClass(param_class)
         return [n for n, info in self._infos.items() if info.param_class is pc]
 
+    def tied(self) -> list[str]:
+        """Names of weights shared between an embedding and a readout."""
+        return [n for n, info in self._infos.items() if info.readouts]
+
     def counts(self) -> dict[str, int]:
         return {str(c): len(self.by_class(c)) for c in ParamClass}
 
@@ -95,42 +125,82 @@ class ParamTable(Mapping[str, ParamInfo]):
         return f"ParamTable({self.counts()})"
 
 
-_VECTOR_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+_VECTOR_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+)
 if hasattr(nn, "RMSNorm"):
     _VECTOR_MODULES = (*_VECTOR_MODULES, nn.RMSNorm)
 
-
 _BIASED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
 
-def _owners(model: nn.Module) -> dict[str, nn.Module]:
-    """Parameter name -> the module that holds it (first owner for tied parameters)."""
-    owners: dict[str, nn.Module] = {}
-    for mod_name, module in model.named_modules():
-        for p_name, _ in module.named_parameters(recurse=False):
+def _fan_in_dim(module: nn.Module | None) -> int | None:
+    """Which weight dimension a layer reads from, or None where its orientation is unknown."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return 0
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Bilinear)):
+        return 1
+    # Hugging Face's Conv1D (GPT-2 and relatives) stores its weight as (in, out).
+    if type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers"):
+        return 0
+    return None
+
+
+def _owners_all(model: nn.Module) -> dict[int, list[tuple[str, nn.Module]]]:
+    """id(parameter) -> every (full name, owning module), in registration order."""
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, param in module.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
-            owners.setdefault(full, module)
+            entries = owners.setdefault(id(param), [])
+            if all(full != n for n, _ in entries):
+                entries.append((full, module))
     return owners
 
 
+def _owners(model: nn.Module) -> dict[str, nn.Module]:
+    """Parameter name -> the module that holds it (the embedding, for a tied weight)."""
+    out: dict[str, nn.Module] = {}
+    all_owners = _owners_all(model)
+    for name, param in model.named_parameters():
+        entries = all_owners.get(id(param), [])
+        emb = [m for _, m in entries if isinstance(m, _EMBEDDINGS)]
+        out[name] = emb[0] if emb else (entries[0][1] if entries else model)
+    return out
+
+
 def _classify_shape(
-    shape: tuple[int, ...], ref: tuple[int, ...], module: nn.Module | None
-) -> tuple[ParamClass, str]:
+    name: str, shape: tuple[int, ...], ref: tuple[int, ...], module: nn.Module | None
+) -> tuple[ParamClass, str, bool]:
+    """(class, reason, fan_in_grows) from which dims differ between the model and reference."""
     if len(shape) != len(ref):
         raise ClassificationError(f"rank differs ({tuple(ref)} vs {tuple(shape)})")
-    if isinstance(module, _VECTOR_MODULES) or len(shape) < 2:
-        return ParamClass.VECTOR, f"{type(module).__name__ if module else 'vector'} / rank {len(shape)}"
-    # torch convention for Linear, ConvNd and plain matrices: dim 0 = fan-out, dim 1 = fan-in.
-    out_grows, in_grows = shape[0] != ref[0], shape[1] != ref[1]
-    if any(a != b for a, b in zip(shape[2:], ref[2:])):
+    grows = [a != b for a, b in zip(shape, ref)]
+    if len(shape) < 2 or isinstance(module, _VECTOR_MODULES):
+        kind = type(module).__name__ if module is not None else "vector"
+        return ParamClass.VECTOR, f"{kind} / rank {len(shape)}", False
+    if any(grows[2:]) and not isinstance(module, nn.MultiheadAttention):
         raise ClassificationError(f"a kernel dimension changes with width ({tuple(ref)} vs {tuple(shape)})")
-    if in_grows and out_grows:
-        return ParamClass.HIDDEN, "fan-in and fan-out grow"
-    if in_grows:
-        return ParamClass.OUTPUT, "fan-in grows, fan-out fixed"
-    if out_grows:
-        return ParamClass.VECTOR, "fan-out grows, fan-in fixed (input layer)"
-    return ParamClass.VECTOR, "no dimension grows"
+    fan_in_dim = _fan_in_dim(module)
+    fan_out_dim = None if fan_in_dim is None else 1 - fan_in_dim
+    if grows[0] and grows[1]:
+        return ParamClass.HIDDEN, "fan-in and fan-out grow", True
+    if not (grows[0] or grows[1]):
+        return ParamClass.VECTOR, "no dimension grows", False
+    if fan_in_dim is None or fan_out_dim is None:
+        raise ClassificationError(
+            f"one dimension of {tuple(shape)} grows but a {type(module).__name__} does not say which "
+            "is fan-in (a readout stored as (in, out) is used as x @ W); add an override: "
+            "'output' if the growing dim is read from, 'vector' if it is written to"
+        )
+    if grows[fan_in_dim]:
+        return ParamClass.OUTPUT, "fan-in grows, fan-out fixed (readout or bottleneck)", True
+    return ParamClass.VECTOR, "fan-out grows, fan-in fixed (input layer)", False
 
 
 def _compile_overrides(
@@ -149,11 +219,16 @@ def _compile_overrides(
     return out
 
 
+def _override_hint(name: str, cls: str = "hidden") -> str:
+    return f"overrides={{{re.escape(name)!r}: {cls!r}}}"
+
+
 def classify(
     model: nn.Module,
     reference: nn.Module | None = None,
     *,
     overrides: Mapping[str, ParamClass | str] | None = None,
+    width_ratio: float | None = None,
 ) -> ParamTable:
     """Tell each parameter's class from which of its dimensions grow with width.
 
@@ -161,23 +236,33 @@ def classify(
         model: the model to train (any ``nn.Module``).
         reference: the same architecture at another width (build it on the meta device with
             :func:`meta_model` to spend no memory). Like mup's base shapes: dims that differ
-            grow with width.
+            grow with width. :func:`parametrize` also takes the factory itself.
         overrides: ``{regex: class}``, searched in parameter names, first match wins; takes
             precedence over shapes. Enough on its own when every parameter is covered.
+        width_ratio: model width / reference width, when known (else the ratio most dims
+            share); a dim that grows unlike it is refused.
+
+    A weight shared by an embedding and a readout (tied, as in GPT-2) is one parameter with two
+    roles: it is classified vector-like (lr and init as the embedding) and its readout modules
+    are listed in ``ParamInfo.readouts``, so :func:`apply_multipliers` scales their output by
+    ``plan.tied_output_multiplier`` (``output_mult / m`` under muP, as mup's
+    ``MuSharedReadout`` does). Registration order does not matter.
 
     Raises:
-        ClassificationError: a parameter neither the reference nor an override explains, or
-            a reference with different parameter names.
+        ClassificationError: a parameter neither the reference nor an override explains, a
+            dimension that grows unlike the width (e.g. as width²), or a reference with
+            different parameter names or the same shapes.
 
     Example:
         >>> table = classify(MyModel(1024), reference=meta_model(MyModel, 256))  # doctest: +SKIP
     """
     rules = _compile_overrides(overrides)
-    owners = _owners(model)
+    all_owners = _owners_all(model)
+    named = list(model.named_parameters())
     ref_shapes: dict[str, tuple[int, ...]] | None = None
     if reference is not None:
         ref_shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
-        names = [n for n, _ in model.named_parameters()]
+        names = [n for n, _ in named]
         missing = [n for n in names if n not in ref_shapes]
         extra = [n for n in ref_shapes if n not in set(names)]
         if missing or extra:
@@ -188,34 +273,55 @@ def classify(
                 + (f"extra {extra[:3]}" if extra else "")
                 + "; build it from the same factory at another width"
             )
-        if all(ref_shapes[n] == tuple(p.shape) for n, p in model.named_parameters()):
+        if named and all(ref_shapes[n] == tuple(p.shape) for n, p in named):
             raise ClassificationError(
                 "reference model has the same shapes as the model, so no dimension is seen to "
-                "grow; build the reference at a different width"
+                "grow; pass the factory itself (parametrize(model, plan, reference=make_model)) "
+                "or build the reference at a different width"
             )
+    if width_ratio is None:
+        width_ratio = _common_ratio(named, ref_shapes)
     infos: dict[str, ParamInfo] = {}
     unexplained: list[str] = []
-    for name, param in model.named_parameters():
-        module = owners.get(name)
+    for name, param in named:
+        entries = all_owners.get(id(param), [(name, model)])
+        embeddings = [m for _, m in entries if isinstance(m, _EMBEDDINGS)]
+        module = embeddings[0] if embeddings else entries[0][1]
+        readouts = tuple(n.rsplit(".", 1)[0] for n, m in entries if embeddings and m not in embeddings)
         shape = tuple(param.shape)
         ref = ref_shapes[name] if ref_shapes is not None else None
         forced = next((cls for pat, cls in rules if pat.search(name)), None)
+        fan_in_grows = False
         if forced is not None:
             cls, reason = forced, "override"
+            if ref is not None:
+                fan_in_dim = _fan_in_dim(module)
+                fan_in_grows = (
+                    fan_in_dim is not None
+                    and len(shape) > fan_in_dim
+                    and shape[fan_in_dim] != ref[fan_in_dim]
+                )
+        elif readouts:
+            cls, reason = (
+                ParamClass.VECTOR,
+                f"tied embedding/readout (readout {', '.join(readouts)} scaled by output_mult/m)",
+            )
         elif ref is not None:
             try:
-                cls, reason = _classify_shape(shape, ref, module)
+                cls, reason, fan_in_grows = _classify_shape(name, shape, ref, module)
             except ClassificationError as exc:
                 raise ClassificationError(
-                    f"cannot classify {name!r}: {exc}; add an override such as "
-                    f"overrides={{{re.escape(name)!r}: 'hidden'}}"
+                    f"cannot classify {name!r}: {exc}; e.g. {_override_hint(name, 'output')}"
                 ) from None
+            _check_growth(name, shape, ref, width_ratio)
+            if param.ndim == 1 and name.endswith("bias"):  # does its layer's fan-in grow?
+                fan_in_grows = _bias_fan_in_grows(name, module, ref_shapes)
         elif param.ndim < 2 or isinstance(module, _VECTOR_MODULES):
             cls, reason = ParamClass.VECTOR, "rank < 2 or embedding/norm"
         else:
             unexplained.append(name)
             continue
-        infos[name] = ParamInfo(name, cls, shape, ref, type(module).__name__ if module else "", reason)
+        infos[name] = ParamInfo(name, cls, shape, ref, type(module).__name__, reason, fan_in_grows, readouts)
     if unexplained:
         shown = ", ".join(unexplained[:4]) + (" …" if len(unexplained) > 4 else "")
         raise ClassificationError(
@@ -223,6 +329,45 @@ def classify(
             "reference=<the same model at another width> or overrides={regex: class}"
         )
     return ParamTable(infos)
+
+
+def _common_ratio(
+    named: Sequence[tuple[str, nn.Parameter]], ref_shapes: Mapping[str, tuple[int, ...]] | None
+) -> float | None:
+    """The growth ratio most dims share between the model and the reference (the width ratio)."""
+    if ref_shapes is None:
+        return None
+    ratios = Counter(
+        round(a / b, 6) for n, p in named for a, b in zip(p.shape, ref_shapes.get(n, ())) if a != b and b
+    )
+    return ratios.most_common(1)[0][0] if ratios else None
+
+
+def _check_growth(name: str, shape: tuple[int, ...], ref: tuple[int, ...], ratio: float | None) -> None:
+    """A dim must grow like the width (rounding allowed: SwiGLU's 8/3·d, multiples of 256)."""
+    if ratio is None or ratio == 1:
+        return
+    for dim, (a, b) in enumerate(zip(shape, ref)):
+        if a == b or not b:
+            continue
+        power = math.log(a / b) / math.log(ratio)
+        if not 0.75 <= power <= 1.25:
+            raise ClassificationError(
+                f"cannot classify {name!r}: dim {dim} grows {a / b:g}× while the width grows "
+                f"{ratio:g}× (∝ width^{power:.3g}); muP has no rule for it here: add "
+                f"{_override_hint(name)} (or 'vector'/'output') to choose its rule"
+            )
+
+
+def _bias_fan_in_grows(
+    bias_name: str, module: nn.Module | None, ref_shapes: Mapping[str, tuple[int, ...]] | None
+) -> bool:
+    weight = getattr(module, "weight", None)
+    fan_in_dim = _fan_in_dim(module)
+    if not isinstance(weight, torch.Tensor) or fan_in_dim is None or ref_shapes is None:
+        return False
+    ref = ref_shapes.get(bias_name.rsplit(".", 1)[0] + ".weight")
+    return ref is not None and weight.shape[fan_in_dim] != ref[fan_in_dim]
 
 
 def meta_model(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
@@ -238,39 +383,103 @@ def _named_trainable(model: nn.Module, table: ParamTable) -> Iterator[tuple[str,
         yield name, param, table[name]
 
 
+# -- optimizer groups ------------------------------------------------------------------------
+
+
 def param_groups(
-    model: nn.Module, plan: Plan, table: ParamTable, *, include_frozen: bool = False
+    model: nn.Module,
+    plan: Plan,
+    table: ParamTable,
+    groups: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    include_frozen: bool = False,
 ) -> list[dict[str, Any]]:
-    """AdamW param groups for ``plan``: one group per distinct (lr, weight decay).
+    """Optimizer param groups for ``plan``: one group per distinct (lr, weight decay).
 
     Each group's lr is ``plan.base_lr * group['lr_scale']``, so multiplicative schedulers
     (``LambdaLR``, warmup-cosine) keep the rule; see :func:`scaled_lrs` for schedulers that
     take absolute lrs. Groups also carry ``hp_classes`` (which classes they hold).
+
+    ``groups``: your own param groups (``[{"params": [...], "betas": ..., "lr": ...}, ...]``),
+    as mup's ``MuAdam`` takes them. Each is split by class and keeps its other keys; its
+    ``lr`` (default ``plan.base_lr``) and ``weight_decay`` (default the config's) are read as
+    base values and carried by the rule. The numbers are for ``plan.optimizer`` (AdamW,
+    coupled-L2 Adam or SGD; see :func:`build_optimizer`). A vector-like parameter none of whose
+    dims grows (an output bias) keeps the base lr under every optimizer, as in mup.
     """
-    merged: dict[tuple[float, float], dict[str, Any]] = {}
-    for _, param, info in _named_trainable(model, table):
-        if not (param.requires_grad or include_frozen):
-            continue
-        hyper = plan[info.param_class]
-        key = (hyper.lr, hyper.weight_decay)
-        group = merged.setdefault(
-            key,
-            {
-                "params": [],
-                "lr": hyper.lr,
-                "weight_decay": hyper.weight_decay,
-                "lr_scale": hyper.lr_scale,
-                "hp_classes": [],
-            },
-        )
-        group["params"].append(param)
-        if str(info.param_class) not in group["hp_classes"]:
-            group["hp_classes"].append(str(info.param_class))
+    if groups is None:
+        groups = [{"params": [p for _, p in model.named_parameters()]}]
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    merged: dict[tuple[int, float, float], dict[str, Any]] = {}
+    m = plan.width_mult
+    for index, user_group in enumerate(groups):
+        if "params" not in user_group:
+            raise ValueError(f"param group {index} has no 'params'")
+        params = user_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        extra = {k: v for k, v in user_group.items() if k not in ("params", "lr", "weight_decay")}
+        base_lr = float(user_group.get("lr", plan.base_lr))
+        for param in params:
+            name = name_of.get(id(param))
+            if name is None:
+                raise ClassificationError(f"a parameter in group {index} is not in this model")
+            if name not in table:
+                raise ClassificationError(
+                    f"parameter {name!r} is not in the table; classify this model again"
+                )
+            if not (param.requires_grad or include_frozen):
+                continue
+            info = table[name]
+            hyper = plan[info.param_class]
+            ex = plan.rule.exponents[info.param_class]
+            lr_scale, wd = hyper.lr_scale, hyper.weight_decay
+            if info.param_class is ParamClass.VECTOR and info.grows is False:
+                lr_scale /= m**ex.lr  # no dim grows (an output bias): width-independent (as mup)
+            if "weight_decay" in user_group:
+                wd = float(user_group["weight_decay"]) * m**ex.wd if ex.decay else 0.0
+            lr = base_lr * lr_scale
+            key = (index, lr, wd)
+            group = merged.setdefault(
+                key,
+                {
+                    **extra,
+                    "params": [],
+                    "lr": lr,
+                    "weight_decay": wd,
+                    "lr_scale": lr_scale * base_lr / plan.base_lr,
+                    "hp_classes": [],
+                },
+            )
+            group["params"].append(param)
+            if str(hyper.param_class) not in group["hp_classes"]:
+                group["hp_classes"].append(str(hyper.param_class))
     return list(merged.values())
+
+
+_OPTIMIZER_CLASSES: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+def build_optimizer(
+    model: nn.Module,
+    plan: Plan,
+    table: ParamTable,
+    groups: Iterable[Mapping[str, Any]] | None = None,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    """The torch optimizer the plan's rule is for (``torch.optim.AdamW``, ``Adam`` with
+    coupled L2, or ``SGD``) over :func:`param_groups`; kwargs go to it (betas, momentum…)."""
+    cls = _OPTIMIZER_CLASSES[plan.optimizer]
+    return cls(param_groups(model, plan, table, groups), lr=plan.base_lr, **kwargs)
 
 
 def adamw(model: nn.Module, plan: Plan, table: ParamTable, **kwargs: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over :func:`param_groups`; kwargs go to AdamW (betas, eps, fused…)."""
+    if plan.optimizer != "adamw":
+        raise ValueError(f"the plan is for {plan.optimizer!r}; use build_optimizer(...)")
     return torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr, **kwargs)
 
 
@@ -281,44 +490,123 @@ def scaled_lrs(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
     return [lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
 
 
+# -- init ------------------------------------------------------------------------------------
+
+
+def _torch_default_bound(module: nn.Module | None) -> float | None:
+    """The bound of torch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` init of a Linear or
+    Conv layer's weight and bias (fan-in as torch computes it), or None for other modules."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(module, _BIASED_LAYERS) or not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+        return None
+    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+    return 1.0 / math.sqrt(fan_in) if fan_in else None
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+
+def _fan_in_scaled(
+    param: torch.Tensor, module: nn.Module | None, ref_param: torch.Tensor | None, fan_in_ratio: float
+) -> bool:
+    """Does this parameter's own init shrink as 1/sqrt(fan_in) (torch's default), or keep a
+    fixed std (GPT-2's 0.02)? Told from torch's uniform bound, else from a real reference at
+    another width, else assumed fixed."""
+    bound = _torch_default_bound(module)
+    values = param.detach().float()
+    if bound is not None and values.numel():
+        peak, rms = float(values.abs().max()), _rms(values)
+        if peak <= bound * (1 + 1e-5) and rms >= 0.4 * bound:
+            return True
+    if ref_param is not None and not ref_param.is_meta and fan_in_ratio != 1:
+        r, r_ref = _rms(values), _rms(ref_param)
+        if r > 0 and r_ref > 0:
+            observed = math.log(r / r_ref)
+            return abs(observed + 0.5 * math.log(fan_in_ratio)) < abs(observed)
+    return False
+
+
 @torch.no_grad()
 def apply_init(
-    model: nn.Module, plan: Plan, table: ParamTable, *, generator: torch.Generator | None = None
+    model: nn.Module,
+    plan: Plan,
+    table: ParamTable,
+    *,
+    reference: nn.Module | None = None,
+    generator: torch.Generator | None = None,
 ) -> None:
-    """Initialise every matrix (rank >= 2) as N(0, plan[class].init_std²); zero std means zeros.
+    """Initialise ``model`` for ``plan``, keeping the model's own init by default.
 
-    Biases of Linear/Conv layers start at zero: torch's default bias init shrinks as
-    1/sqrt(fan_in), which muP's Θ(1) vector-like class does not want. Other rank-1 parameters
-    (norm gains) keep their module's init. Repeatable: calling it twice gives the same
-    distribution, not a rescaled one.
+    Per class, with ``m = plan.width_mult``:
+
+    * explicit std (``plan[c].init_std`` set, from the config's ``init_std``,
+      ``embed_init_std`` or ``output_init_std``): matrices are redrawn as N(0, std²) (std 0:
+      zeros), and Linear/Conv biases start at zero (the original behaviour of our proxies);
+    * otherwise the model's own init is kept and multiplied by
+      ``init_scale * m**init_exponent`` relative to what it was at the base width: a
+      fan-in-scaled init (torch's default, told from its uniform bound) already shrinks as
+      ``m**-0.5`` on growing fan-ins, so hidden matrices keep it and the readout takes the extra
+      ``m**-0.5`` (``m**-1`` in all); a fixed-std init (normal(0, 0.02) at every width) takes the
+      full factor. Vector-like parameters keep their scale (biases of torch's default init are
+      brought back to their base-width scale, as mup's ``rescale_params`` does).
+
+    At the base width with default scales nothing changes. Call it once, on a freshly built
+    model (it corrects the init the model was built with). ``reference``: a real (not meta)
+    model at another width, which tells a fixed from a fan-in-scaled normal init exactly.
     """
     owners = _owners(model)
+    m = plan.width_mult
+    ref_params = dict(reference.named_parameters()) if reference is not None else {}
     for name, param, info in _named_trainable(model, table):
         if param.is_meta:
             continue
-        if param.ndim < 2:
-            if name.endswith("bias") and isinstance(owners.get(name), _BIASED_LAYERS):
+        hyper = plan[info.param_class]
+        module = owners.get(name)
+        is_bias = param.ndim < 2
+        if is_bias:
+            if not name.endswith("bias") or not isinstance(module, _BIASED_LAYERS):
+                continue  # norm gains and other vectors keep their init
+            if plan.zero_biases:
                 param.zero_()
+                continue
+        if not is_bias and hyper.init_std is not None:
+            std = hyper.init_std * hyper.init_scale
+            if std == 0:
+                param.zero_()
+            else:
+                param.normal_(0.0, std, generator=generator)
             continue
-        std = plan[info.param_class].init_std
-        if std == 0:
-            param.zero_()
-        else:
-            param.normal_(0.0, std, generator=generator)
+        scale = 1.0 if is_bias else hyper.init_scale
+        exponent = 0.0 if is_bias else hyper.init_exponent
+        factor = scale * m**exponent
+        if m != 1 and info.fan_in_grows:
+            ref = ref_params.get(name)
+            if _fan_in_scaled(param, module, ref, m):
+                factor *= math.sqrt(m)  # undo the fan-in shrink: relative to the base width
+        if factor != 1.0:
+            param.mul_(factor)
 
+
+# -- forward multipliers ---------------------------------------------------------------------
 
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
 
 
 def apply_multipliers(model: nn.Module, plan: Plan, table: ParamTable) -> list[nn.Module]:
-    """Multiply the input of each readout module by ``plan['output'].multiplier`` (a forward
-    pre-hook, like mup's ``MuReadout``; the bias is not scaled). Re-applying replaces the
-    hook, so the multiplier never compounds. Returns the modules hooked."""
+    """Multiply the input of each readout module by its multiplier (a forward pre-hook, like
+    mup's ``MuReadout``; the bias is not scaled): ``plan['output'].multiplier`` for a readout
+    of its own, ``plan.tied_output_multiplier`` for one tied to the embedding. Re-applying
+    replaces the hook, so the multiplier never compounds. Returns the modules hooked."""
+    modules = dict(model.named_modules())
     owners = _owners(model)
-    mult = plan[ParamClass.OUTPUT].multiplier
-    hooked: list[nn.Module] = []
+    targets: list[tuple[nn.Module, float]] = []
     for name in table.by_class(ParamClass.OUTPUT):
-        module = owners[name]
+        targets.append((owners[name], plan[ParamClass.OUTPUT].multiplier))
+    for name in table.tied():
+        targets.extend((modules[r], plan.tied_output_multiplier) for r in table[name].readouts)
+    hooked: list[nn.Module] = []
+    for module, mult in targets:
         if module in hooked:
             continue
         old = _HOOKS.pop(module, None)
@@ -334,37 +622,223 @@ def apply_multipliers(model: nn.Module, plan: Plan, table: ParamTable) -> list[n
     return hooked
 
 
-def _has_attention(model: nn.Module) -> bool:
-    return any(
-        isinstance(m, nn.MultiheadAttention) or re.search(r"attn|attention", type(m).__name__, re.I)
-        for m in model.modules()
-    )
+# -- attention -------------------------------------------------------------------------------
+
+
+class AttentionProbe(TorchFunctionMode):
+    """Watches (or rewrites) the logit scale of every ``scaled_dot_product_attention`` call,
+    and counts softmaxes over square trailing dims (attention written by hand, whose scale
+    cannot be seen). Class and module names play no part."""
+
+    def __init__(self, rewrite: float | None = None) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+        self.scales: list[float] = []
+        self.manual = 0
+        self.fixed = 0  # calls whose scale cannot be changed (nn.MultiheadAttention)
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func is F.scaled_dot_product_attention:
+            query = args[0] if args else kwargs["query"]
+            scale = kwargs.get("scale")  # keyword-only in torch
+            self.scales.append(float(scale) if scale is not None else query.shape[-1] ** -0.5)
+            if self.rewrite is not None:
+                kwargs["scale"] = self.rewrite
+        elif func is F.multi_head_attention_forward:
+            # nn.MultiheadAttention: always 1/sqrt(d_head), not reachable from outside.
+            embed_dim = args[3] if len(args) > 3 else kwargs["embed_dim_to_check"]
+            heads = args[4] if len(args) > 4 else kwargs["num_heads"]
+            self.scales.append((embed_dim // heads) ** -0.5)
+            self.fixed += 1
+        elif func in (torch.softmax, F.softmax, torch.Tensor.softmax) and not self.scales:
+            t = args[0] if args else None
+            if isinstance(t, torch.Tensor) and t.ndim >= 3 and t.shape[-1] == t.shape[-2]:
+                self.manual += 1
+        return func(*args, **kwargs)
+
+
+def _attention_message(probe: AttentionProbe, plan: Plan) -> str | None:
+    want = plan.attention_scale
+    if probe.scales:
+        seen = sorted(set(round(s, 9) for s in probe.scales))
+        if want is None:
+            return (
+                f"model calls scaled_dot_product_attention (logit scale {seen[0]:g}) but the config "
+                "has no head_dim or n_heads: set one so the plan carries the attention scale"
+            )
+        if all(math.isclose(s, want, rel_tol=1e-4) for s in seen):
+            return None
+        shown = ", ".join(f"{s:g}" for s in seen[:3])
+        if probe.fixed:
+            return (
+                f"nn.MultiheadAttention scales logits by {shown} (1/sqrt(d_head), fixed) but the plan "
+                f"wants {want:g} at width {plan.width}: scale the query projection by their ratio, "
+                "or use scaled_dot_product_attention(..., scale=plan.attention_scale)"
+            )
+        return (
+            f"attention logits are scaled by {shown} but the plan wants {want:g} at width "
+            f"{plan.width} (attn_mult/sqrt(d_head) at the base width, ∝ 1/d_head under muP): pass "
+            "scale=plan.attention_scale to scaled_dot_product_attention, or parametrize(..., "
+            "attention='apply') to rewrite it, or attention='ignore' if you handle it"
+        )
+    if probe.manual and want is not None:
+        return (
+            "model computes attention by hand (softmax over a square score matrix), so its scale "
+            f"cannot be checked: scale the logits by plan.attention_scale ({want:g} at width "
+            f"{plan.width}), then pass attention='ignore'"
+        )
+    return None
+
+
+def check_attention(model: nn.Module, plan: Plan, *example_args: Any, **example_kwargs: Any) -> str | None:
+    """Run one forward pass (no grad) and return a warning text if the attention logits are not
+    scaled as ``plan`` says, else None."""
+    probe = AttentionProbe()
+    with torch.no_grad(), probe:
+        model(*example_args, **example_kwargs)
+    return _attention_message(probe, plan)
+
+
+_ATTENTION_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _install_attention_hooks(model: nn.Module, plan: Plan, mode: str) -> None:
+    for handle in _ATTENTION_HOOKS.pop(model, []):
+        handle.remove()
+    if mode == "ignore" or (mode == "apply" and plan.attention_scale is None):
+        return
+    state: dict[str, Any] = {}
+
+    def enter(_mod: nn.Module, _args: Any) -> None:
+        if torch.compiler.is_compiling():
+            if mode == "apply":
+                raise RuntimeError(
+                    "parametrize(..., attention='apply') cannot rewrite attention inside "
+                    "torch.compile: pass scale=plan.attention_scale to scaled_dot_product_attention"
+                )
+            return
+        probe = AttentionProbe(rewrite=plan.attention_scale if mode == "apply" else None)
+        probe.__enter__()
+        state["probe"] = probe
+
+    def leave(_mod: nn.Module, _args: Any, _out: Any) -> None:
+        probe = state.pop("probe", None)
+        if probe is None:
+            return
+        probe.__exit__(None, None, None)
+        if mode == "check":
+            for handle in _ATTENTION_HOOKS.pop(model, []):
+                handle.remove()
+            message = _attention_message(probe, plan)
+            if message:
+                warnings.warn(message, stacklevel=2)
+
+    _ATTENTION_HOOKS[model] = [
+        model.register_forward_pre_hook(enter),
+        model.register_forward_hook(leave, always_call=True),
+    ]
+
+
+# -- all in one ------------------------------------------------------------------------------
+
+
+def _reference_for(
+    model: nn.Module, plan: Plan, reference: Reference | None
+) -> tuple[nn.Module | None, float | None]:
+    """(reference module, the width ratio model/reference it should show, when known)."""
+    if reference is None or isinstance(reference, nn.Module):
+        return reference, None
+    if not callable(reference):
+        raise TypeError(f"reference must be an nn.Module or a factory width -> nn.Module, got {reference!r}")
+    if plan.width != plan.base_width:
+        # A real base-width model: its shapes tell what grows, its values how the init scales.
+        with torch.random.fork_rng(devices=[]):
+            built = reference(plan.base_width)
+        return built, plan.width_mult
+    return meta_model(reference, 2 * plan.width), 0.5
 
 
 def parametrize(
     model: nn.Module,
     plan: Plan,
-    reference: nn.Module | None = None,
+    reference: Reference | None = None,
     *,
     overrides: Mapping[str, ParamClass | str] | None = None,
     init: bool = True,
+    attention: Literal["check", "apply", "ignore"] = "check",
     attention_handled: bool = False,
+    example_inputs: tuple[Any, ...] | None = None,
 ) -> ParamTable:
     """Classify, initialise and hook ``model`` for ``plan`` in one call; returns the table.
 
-    Under muP, attention logits must be scaled by ``plan.attention_scale`` (∝ 1/d_head); a
-    module's own ``1/sqrt(d_head)`` cannot be seen or changed from outside, so this warns when
-    the model has attention and ``attention_handled`` is False.
+    Args:
+        model: the model to train, built at ``plan.width``.
+        plan: from :func:`~hptransfer.scaling.suggest`.
+        reference: the factory ``width -> nn.Module`` (recommended: works at every width,
+            the base width included), or the same model built at the base width (on the meta
+            device with :func:`meta_model` to save memory; or at another width when ``model``
+            is at the base width).
+        overrides: ``{regex: class}`` for parameters the shapes cannot explain.
+        init: apply :func:`apply_init` (keeps the model's own init at the base width).
+        attention: ``"check"`` watches the first forward pass and warns when the logit scale of
+            ``scaled_dot_product_attention`` differs from ``plan.attention_scale`` (or attention
+            is computed by hand); ``"apply"`` rewrites the scale of every such call to
+            ``plan.attention_scale`` (a torch function mode around each forward; costs a little
+            Python per op); ``"ignore"`` trusts the model. ``attention_handled=True`` is the old
+            spelling of ``"ignore"``.
+        example_inputs: run the attention check now on these inputs instead of on the first
+            forward.
+
+    Raises:
+        ClassificationError: a parameter that cannot be classified, or a model whose width is
+            not ``plan.width``.
     """
-    table = classify(model, reference, overrides=overrides)
-    if init:
-        apply_init(model, plan, table)
+    if attention not in ("check", "apply", "ignore"):
+        raise ValueError(f"attention must be 'check', 'apply' or 'ignore', got {attention!r}")
+    if attention_handled and attention == "check":
+        attention = "ignore"
+    ref_module, expected_ratio = _reference_for(model, plan, reference)
+    if expected_ratio is None and ref_module is not None and plan.width_mult != 1:
+        expected_ratio = plan.width_mult  # a module reference is at the base width
+    _check_plan_width(model, plan, ref_module, expected_ratio)
+    table = classify(model, ref_module, overrides=overrides, width_ratio=expected_ratio)
+    if init:  # past the width check, a reference is at the base width whenever m != 1
+        apply_init(model, plan, table, reference=ref_module)
     apply_multipliers(model, plan, table)
-    if plan.rule.is_mup and not attention_handled and _has_attention(model):
-        warnings.warn(
-            "model has attention: under muP scale the logits by plan.attention_scale "
-            f"({plan.attention_scale:g} at width {plan.width}, ∝ 1/d_head) instead of "
-            "1/sqrt(d_head); pass attention_handled=True once it does",
-            stacklevel=2,
-        )
+    if attention == "check" and example_inputs is not None:
+        message = check_attention(model, plan, *example_inputs)
+        if message:
+            warnings.warn(message, stacklevel=2)
+    else:
+        _install_attention_hooks(model, plan, attention if example_inputs is None else "ignore")
     return table
+
+
+def _check_plan_width(
+    model: nn.Module, plan: Plan, reference: nn.Module | None, expected: float | None
+) -> None:
+    """Every growing dim grew by one ratio, and not the plan's: the model (or the reference) is
+    not at the width the plan is for."""
+    if reference is None or expected is None:
+        return
+    ref_shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
+    ratios = {
+        round(a / b, 6)
+        for n, p in model.named_parameters()
+        for a, b in zip(p.shape, ref_shapes.get(n, ()))
+        if a != b and b
+    }
+    if len(ratios) == 1 and not math.isclose(seen := ratios.pop(), expected, rel_tol=1e-4):
+        m = plan.width_mult
+        raise ClassificationError(
+            f"the plan is for width {plan.width} (base {plan.base_width}, m = {m:g}) but the model's "
+            f"growing dims are {seen:g}× the reference's: build the model at width {plan.width} and the "
+            f"reference at the base width {plan.base_width}, or pass the factory as reference"
+        )

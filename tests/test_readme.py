@@ -13,11 +13,36 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, re.S)
 
 
-def test_ci_runs_the_readme_test_command_verbatim() -> None:
+def test_ci_runs_the_readme_set_up_commands_verbatim() -> None:
+    """.ci/run reads the two set-up commands out of the README, runs them first in a fresh venv, and
+    runs the test command again after installing the extras."""
+    import subprocess
+    import sys
+
     setup, test = _blocks("bash")[:2]
     assert "hptransfer suggest --width 4096" in setup and "torch==2.13.0" in setup
-    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test.strip() in ci_lines
+    got = [
+        subprocess.run(
+            [sys.executable, str(ROOT / ".ci" / "readme_command.py"), name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for name in ("setup", "test")
+    ]
+    assert got == [setup.strip(), test.strip()]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for line in (
+        'SETUP="$(python3 .ci/readme_command.py setup)"',
+        'TESTS="$(python3 .ci/readme_command.py test)"',
+        'python3 -m venv "$VENV"',
+    ):
+        assert line in ci.splitlines()
+    # order: fresh venv, README setup, README tests, then extras, then lint/types/tests again
+    order = ["python3 -m venv", 'eval "$SETUP"', "run_tests\n", "'.[dev,postgres,foreign]'", "mypy\n"]
+    positions = [ci.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert ci.count("\nrun_tests\n") == 2
 
 
 def test_python_examples_run_or_compile() -> None:

@@ -183,12 +183,12 @@ def test_tune_searches_the_space_given_and_records_it(tmp_path):
         assert set(t.params) == {"lr", "output_mult"}
         assert 0.001 <= t.params["lr"] <= 0.01 and 0.5 <= t.params["output_mult"] <= 2.0
     # --no-tune (repeatable or comma-separated) leaves names out of the default space
-    code, out, err = run(*common, "--study", "fixed", "--no-tune", "weight_decay,init_std", "--no-tune", "lr")
+    code, out, err = run(*common, "--study", "fixed", "--no-tune", "weight_decay,init_scale", "--no-tune", "lr")
     assert code == 0, err
     assert "searched: " in out and "weight_decay" not in out.split("searched: ")[1].splitlines()[0]
     study = load_study(url, "fixed")
     names = set(study_space(study).to_dict())
-    assert names and not names & {"lr", "weight_decay", "init_std", "attn_mult"}
+    assert names and not names & {"lr", "weight_decay", "init_scale", "init_std"}
     for t in study.trials:
         assert set(t.params) == names
     assert config_from_study(url, "fixed").lr == builtin_config("mlp").lr  # kept at the config's value

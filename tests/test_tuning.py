@@ -69,7 +69,14 @@ def test_space_maps_trial_to_config_and_any_width():
 
 def test_default_space_is_log_scale_and_rejects_bad_ranges():
     space = default_space(attn_mult=None)
-    assert "attn_mult" not in space and {"lr", "weight_decay", "init_std", "output_mult"} <= set(space)
+    assert "attn_mult" not in space and set(space) == {
+        "lr",
+        "weight_decay",
+        "vector_lr_mult",
+        "init_scale",
+        "embed_init_scale",
+        "output_mult",
+    }
     assert all(r.log for r in space.ranges.values())
     with pytest.raises(ValueError, match="low > 0"):
         Range(0.0, 1.0)

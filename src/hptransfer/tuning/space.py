@@ -1,8 +1,9 @@
 """Search spaces in width-independent base units.
 
 Every parameter of a :class:`SearchSpace` is a field of :class:`~hptransfer.scaling.ProxyConfig`
-(``lr``, ``weight_decay``, ``init_std``, ``output_init_std``, ``output_mult``, ``attn_mult``): a
-*base* hyperparameter, defined at the config's base width. A trial's values therefore make a
+(``lr``, ``weight_decay``, the multipliers ``vector_lr_mult``, ``init_scale``,
+``embed_init_scale``, ``output_mult``, ``attn_mult``, and the explicit init stds): a *base*
+hyperparameter, defined at the config's base width. A trial's values therefore make a
 ``ProxyConfig`` (``dataclasses.replace`` on the base config) and ``suggest(config, width)`` carries
 that trial to any width. Optuna parameter names are the field names, so ``study.best_params`` reads
 as a config.
@@ -25,7 +26,18 @@ if TYPE_CHECKING:
 __all__ = ["TUNABLE", "Range", "SearchSpace", "default_space"]
 
 #: ProxyConfig fields a search space may tune (all are width-independent base values).
-TUNABLE = ("lr", "weight_decay", "init_std", "output_init_std", "output_mult", "attn_mult")
+TUNABLE = (
+    "lr",
+    "weight_decay",
+    "vector_lr_mult",
+    "init_scale",
+    "embed_init_scale",
+    "output_mult",
+    "attn_mult",
+    "init_std",
+    "embed_init_std",
+    "output_init_std",
+)
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,6 @@ class SearchSpace:
                 raise
             raise ConfigError(f"malformed search space {dict(data)!r}: {exc}") from None
 
-    def with_range(self, name: str, low: float, high: float, log: bool = True) -> SearchSpace:
-        """A copy with ``name``'s range set (added if absent)."""
-        return SearchSpace({**self.ranges, name: Range(low, high, log)})
-
     def without(self, *names: str) -> SearchSpace:
         """A copy without ``names`` (they stay at the base config's values)."""
         return SearchSpace({k: v for k, v in self.ranges.items() if k not in names})
@@ -125,28 +133,38 @@ class SearchSpace:
 
 def default_space(
     *,
-    lr: tuple[float, float] = (2.0**-12, 2.0**-3),
+    lr: tuple[float, float] | None = (2.0**-12, 2.0**-3),
     weight_decay: tuple[float, float] | None = (1e-3, 1.0),
-    init_std: tuple[float, float] | None = (2.0**-8, 2.0**-3),
+    vector_lr_mult: tuple[float, float] | None = (2.0**-3, 2.0**3),
+    init_scale: tuple[float, float] | None = (2.0**-2, 2.0**2),
+    embed_init_scale: tuple[float, float] | None = (2.0**-3, 2.0**3),
     output_mult: tuple[float, float] | None = (2.0**-3, 2.0**3),
     attn_mult: tuple[float, float] | None = (2.0**-2, 2.0**2),
+    init_std: tuple[float, float] | None = None,
+    embed_init_std: tuple[float, float] | None = None,
     output_init_std: tuple[float, float] | None = None,
 ) -> SearchSpace:
     """The usual proxy space, every range on a log scale; ``None`` leaves a parameter out.
 
-    Defaults: lr 2^-12..2^-3, weight decay 1e-3..1 (torch AdamW's coefficient), init std
-    2^-8..2^-3, output multiplier 2^-3..2^3, attention multiplier 2^-2..2^2 (1 = SP's
-    1/sqrt(d_head) at the base width). The readout init stays at the base config's value
-    (zero for muP) unless ``output_init_std`` is given.
+    Defaults: lr 2^-12..2^-3 and weight decay 1e-3..1 (torch AdamW's coefficient), and the
+    multipliers, 1 meaning "as the model was written": the lr of vector-like parameters
+    (embeddings, biases, norm gains) relative to hidden matrices 2^-3..2^3, the scale of the
+    model's own init of hidden matrices 2^-2..2^2 and of embeddings 2^-3..2^3, the output
+    multiplier 2^-3..2^3 and the attention multiplier 2^-2..2^2 (1 = SP's 1/sqrt(d_head) at the
+    base width). Explicit init stds (redrawing the model's init) are searched only when given.
     """
     ranges: dict[str, Range] = {}
     for name, bounds in (
         ("lr", lr),
         ("weight_decay", weight_decay),
-        ("init_std", init_std),
-        ("output_init_std", output_init_std),
+        ("vector_lr_mult", vector_lr_mult),
+        ("init_scale", init_scale),
+        ("embed_init_scale", embed_init_scale),
         ("output_mult", output_mult),
         ("attn_mult", attn_mult),
+        ("init_std", init_std),
+        ("embed_init_std", embed_init_std),
+        ("output_init_std", output_init_std),
     ):
         if bounds is not None:
             ranges[name] = Range(float(bounds[0]), float(bounds[1]), log=True)

@@ -211,6 +211,35 @@ def test_study_url_carries_the_best_trial(tmp_path: Path) -> None:
     assert code == 0 and "best of study" in out
 
 
+def test_study_carries_every_tuned_value_to_width(tmp_path: Path) -> None:
+    """Whatever the search space tunes (every ProxyConfig field in TUNABLE), `suggest --study`
+    carries it: the config it prints holds the trial's values and the plan is that config's."""
+    from dataclasses import replace
+
+    from hptransfer.tuning import TUNABLE, SearchSpace, TransferObjective, open_study
+    from hptransfer.tuning.space import Range
+
+    url = f"sqlite:///{tmp_path / 'all.db'}"
+    cfg = default_config()
+    space = SearchSpace({name: Range(1e-3, 10.0) for name in TUNABLE})
+    values = {name: 0.013 * (i + 2) for i, name in enumerate(TUNABLE)}
+    study = open_study("all", cfg, storage=url, space=space)
+    study.enqueue_trial(values)
+    study.optimize(TransferObjective(lambda plan, trial: 1.0, cfg, space=space), n_trials=1)
+    code, out, err = run("suggest", "--width", "2048", "--study", url, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    for name, value in values.items():
+        assert data["config"]["hyper"][name] == pytest.approx(value), name
+    expected = suggest(replace(cfg, **values), 2048).to_dict()
+    for cls, group in expected["groups"].items():  # equal up to the storage's float round trip
+        for key, value in group.items():
+            got = data["groups"][cls][key]
+            assert got == (pytest.approx(value) if isinstance(value, float) else value), (cls, key)
+    assert data["attention_scale"] == pytest.approx(expected["attention_scale"])
+    assert data["groups"] != suggest(cfg, 2048).to_dict()["groups"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

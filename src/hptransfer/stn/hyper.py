@@ -39,6 +39,7 @@ DEFAULT_TRANSFORMS: dict[str, Transform] = {
     "label_smoothing": "logit",
     "input_mask": "logit",
     "weight_decay": "log",
+    "l2": "log",
     "input_noise": "log",
 }
 #: hyperparameters that are probabilities: bounds must lie in [0, 1) (dropout 1 drops everything)
@@ -59,7 +60,8 @@ class HyperSpec:
     """One tuned hyperparameter.
 
     Args:
-        name: ``dropout``, ``dropout.<module path>``, ``weight_decay``, ``weight_decay.<layer>``,
+        name: ``dropout``, ``dropout.<module path>``, ``weight_decay`` (AdamW's decoupled decay;
+            ``weight_decay.hidden|output|vector|<layer>``), ``l2`` (an L2 term; ``l2.<layer>``),
             ``input_noise``, ``input_mask``, ``label_smoothing`` (see :mod:`hptransfer.stn.tuner`).
         init: starting value, inside ``[low, high]`` (strictly inside for ``logit``).
         low, high: bounds. ``logit`` needs finite ``low < high``; ``log`` needs ``0 < low < high``

@@ -363,42 +363,48 @@ def to_stn(
     net = copy.deepcopy(model)
     ctx = HyperContext(n_hyper)
 
+    def replacement(child: nn.Module, path: str) -> nn.Module | None:
+        new: nn.Module | None = None
+        if type(child) is nn.Linear:
+            new = StnLinear(
+                child.in_features,
+                child.out_features,
+                ctx,
+                child.bias is not None,
+                delta=delta,
+                gate_std=gate_std,
+            )
+            with torch.no_grad():
+                new.weight.copy_(child.weight)
+                if child.bias is not None:
+                    new.bias.copy_(child.bias)  # type: ignore[union-attr]
+        elif type(child) is nn.Conv2d:
+            new = StnConv2d(child, ctx, delta=delta, gate_std=gate_std)
+        elif type(child) is nn.Embedding:
+            new = StnEmbedding(child, ctx, delta=delta, gate_std=gate_std)
+        elif isinstance(child, nn.Dropout):
+            new = StnDropout(float(child.p), f"net.{path}" if path else "net", ctx)
+        if new is not None:
+            params = list(child.parameters())
+            new.to(params[0].device if params else torch.device("cpu"))
+        return new
+
     def convert(parent: nn.Module, prefix: str) -> None:
         for name, child in list(parent.named_children()):
             path = f"{prefix}{name}"
             if path in skip:
                 continue
-            new: nn.Module | None = None
-            if type(child) is nn.Linear:
-                new = StnLinear(
-                    child.in_features,
-                    child.out_features,
-                    ctx,
-                    child.bias is not None,
-                    delta=delta,
-                    gate_std=gate_std,
-                )
-                with torch.no_grad():
-                    new.weight.copy_(child.weight)
-                    if child.bias is not None:
-                        new.bias.copy_(child.bias)  # type: ignore[union-attr]
-            elif type(child) is nn.Conv2d:
-                new = StnConv2d(child, ctx, delta=delta, gate_std=gate_std)
-            elif type(child) is nn.Embedding:
-                new = StnEmbedding(child, ctx, delta=delta, gate_std=gate_std)
-            elif isinstance(child, nn.Dropout):
-                new = StnDropout(float(child.p), f"net.{path}", ctx)
+            new = replacement(child, path)
             if new is not None:
-                new.to(
-                    next(child.parameters()).device
-                    if any(True for _ in child.parameters())
-                    else torch.device("cpu")
-                )
                 setattr(parent, name, new)
             else:
                 convert(child, f"{path}.")
 
-    convert(net, "")
+    root = replacement(net, "")
+    if root is not None:  # the model is a single layer
+        net = root
+    else:
+        convert(net, "")
     stn = StnModel(net, ctx, delta)
     if not stn.stn_layers():
         raise ValueError(

@@ -8,7 +8,8 @@ Tasks (all generated locally from a seed; train / validation / test splits):
   dropout and MSE loss.
 
 :func:`train_fixed` trains the plain model at fixed hyperparameter values with exactly the
-regularisers the STN tuner applies (same names, same L2 convention ``wd/2 ||W||^2``), so a run of
+regularisers the STN tuner applies (same names: ``l2`` adds ``c/2 ||W||^2`` to the loss,
+``weight_decay`` is AdamW's decoupled decay; both on Linear/Conv2d weights), so a run of
 :class:`~hptransfer.stn.tuner.StnTuner` and a search over fixed values (Optuna, random search)
 optimise the same objective.
 
@@ -98,7 +99,7 @@ def _classify(
         width=width,
         default_hypers=[
             HyperSpec("dropout", 0.1, 0.0, 0.9),
-            HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+            HyperSpec("l2", 1e-3, 1e-6, 1.0),
             HyperSpec("input_noise", 0.05, 1e-3, 2.0),
             HyperSpec("label_smoothing", 0.05, 0.0, 0.5),
         ],
@@ -123,7 +124,7 @@ def _regression(
         width=width,
         default_hypers=[
             HyperSpec("dropout", 0.1, 0.0, 0.9),
-            HyperSpec("weight_decay", 1e-3, 1e-6, 1.0),
+            HyperSpec("l2", 1e-3, 1e-6, 1.0),
             HyperSpec("input_noise", 0.05, 1e-3, 2.0),
         ],
         description=f"teacher-network regression (noise 0.5), {n_train} training points",
@@ -164,7 +165,7 @@ def train_fixed(
     modules = dict(model.named_modules())
     for name in values:
         base = base_name(name)
-        if base not in ("dropout", "weight_decay", "input_noise", "input_mask", "label_smoothing"):
+        if base not in ("dropout", "l2", "weight_decay", "input_noise", "input_mask", "label_smoothing"):
             raise ValueError(f"train_fixed: unknown hyperparameter {name!r}")
         if "." in name and name.split(".", 1)[1] not in modules:
             raise ValueError(f"train_fixed: {name!r} names no module of the model")
@@ -172,19 +173,28 @@ def train_fixed(
         if isinstance(mod, nn.Dropout):
             mod.p = float(values.get(f"dropout.{path}", values.get("dropout", mod.p)))
     wd: list[tuple[float, torch.Tensor]] = []
+    decayed: dict[int, float] = {}  # AdamW weight decay per parameter (Linear/Conv2d weights)
     for path, mod in modules.items():
-        if isinstance(mod, (nn.Linear, nn.Conv2d)) or (f"weight_decay.{path}" in values):
-            coef = values.get(
-                f"weight_decay.{path}",
-                values.get("weight_decay", 0.0) if isinstance(mod, (nn.Linear, nn.Conv2d)) else 0.0,
-            )
+        matrix = isinstance(mod, (nn.Linear, nn.Conv2d))
+        if matrix or (f"l2.{path}" in values):
+            coef = values.get(f"l2.{path}", values.get("l2", 0.0) if matrix else 0.0)
             if coef:
                 wd.append((float(coef), mod.weight))  # type: ignore[arg-type]
+        if matrix or (f"weight_decay.{path}" in values):
+            coef = values.get(f"weight_decay.{path}", values.get("weight_decay", 0.0) if matrix else 0.0)
+            if coef:
+                decayed[id(mod.weight)] = float(coef)
     noise = float(values.get("input_noise", 0.0))
     mask = float(values.get("input_mask", 0.0))
     smoothing = float(values.get("label_smoothing", 0.0))
-    opt = torch.optim.Adam(
-        model.parameters(), lr=lr or task.lr, **adam_kwargs(next(model.parameters()).device)
+    params = list(model.parameters())
+    groups: dict[float, list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault(decayed.get(id(p), 0.0), []).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": ps, "weight_decay": c} for c, ps in groups.items()],
+        lr=lr or task.lr,
+        **adam_kwargs(params[0].device),
     )
     x, y = task.train
     n = x.shape[0]

@@ -61,7 +61,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from hptransfer.stn.hyper import HyperParams, HyperSpec, base_name
-from hptransfer.stn.layers import StnConv2d, StnLinear, StnModel, to_stn
+from hptransfer.stn.layers import StnConv2d, StnEmbedding, StnLayer, StnLinear, StnModel, to_stn
+
+PARAM_CLASSES = ("hidden", "output", "vector")
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -80,6 +83,7 @@ __all__ = [
     "StnConfig",
     "StnDivergedError",
     "StnResult",
+    "StnRunawayWarning",
     "StnTuner",
     "TensorBatches",
     "adam_kwargs",
@@ -104,42 +108,66 @@ class StnDivergedError(RuntimeError):
     """A non-finite loss; the message names the step and the last good checkpoint."""
 
 
+class StnRunawayWarning(UserWarning):
+    """The hyperparameters ran to a bound or the run ended worse than where tuning started."""
+
+
 @dataclass
 class StnConfig:
-    """Settings of the alternating loop.
+    """Settings of the alternating loop: one set of defaults, shared by the CLI and the Python API.
+
+    The defaults were chosen on the ridge known-answer task (start 100x below and 100x above the
+    optimum: every run ends within 0.05 in log of it) and the built-in ``classify`` task.
 
     Args:
         lr: Adam learning rate of the model weights (elementwise, response and gates).
         hyper_lr: Adam learning rate of the unconstrained hyperparameters and of ``rho``.
         tau: weight of the entropy bonus (keeps sigma from collapsing; 1e-3 is the papers' range).
         hyper_betas: Adam betas of the hyperparameter optimiser. No momentum by default: the
-            hypergradient lags the weights, and momentum made the hyperparameters overshoot and
-            oscillate (measured on the built-in ``classify`` task: beta1 0.9 -> 0 lowered the final
-            validation loss by 0.012).
-        t_train, t_val: training and validation steps per cycle (STN 2:1; Delta-STN code 5:1).
-        warmup_steps: training steps before the first hyperparameter update.
-        delta: Delta-STN (centred response, gates start at zero) instead of STN.
-        linearize: Delta-STN only: linearise the output in the response (forward-mode JVP) and
+            hypergradient lags the weights, and momentum made the hyperparameters overshoot.
+        t_train, t_val: training and validation steps per cycle (5:1, as in the Delta-STN code).
+        warmup_steps: training steps before the first hyperparameter update; ``None``:
+            ``warmup_frac`` of the training budget.
+        warmup_frac: share of the training budget used for warm-up when ``warmup_steps`` is None.
+        delta: centred response (Delta-STN, Bae & Grosse 2020): the hypernetwork sees
+            ``n(u') - stopgrad(n(u))`` and its gates start at zero, so the elementwise weights are
+            the weights at the current hyperparameters and the gates learn only the slope. The
+            default: with the uncentred input of the original STN the response learned almost no
+            slope (cosine with the true ``dw*/du`` about 0 on the ridge task), and Adam scaled that
+            noise up to full steps; from a start 100x above the optimum it ran to the upper bound.
+        linearize: with ``delta``: linearise the output in the response (forward-mode JVP) and
             update base weights on the unperturbed, response weights on the perturbed loss, as in
-            the paper. Exact but costs about 4-6x a plain step on small CPU models (forward-mode
-            AD overhead), hence off by default; without it Delta-STN keeps the centred response
-            and trains all weights on the perturbed loss (the cost of STN).
+            the paper. Exact but costs about 4-6x a plain step on small CPU models.
+        trust: tracking trust region on hyper steps: a step may move the weights the response
+            predicts (``|dW/du| * |du|``, RMS over all conditioned weights) by at most
+            ``trust * lr * t_train``, what Adam can move them in one cycle. Keeps the
+            hyperparameters from outrunning the weights (None: no limit).
+        anneal: share of the tuning phase at the end over which the hyper learning rate decays
+            linearly to zero, so the final values settle instead of jittering (0: constant).
         tune_sigma: learn the perturbation scales (else they stay at the specs' ``sigma``).
+        per_example: one perturbation per example instead of one per minibatch (the papers'
+            variance reduction). Costs a second matmul per layer (the gated term cannot be folded
+            into the weights); weight decay is then applied at the mean perturbation.
         checkpoint_every: steps between checkpoints (0: only at the end).
-        seed: seeds torch's global RNG when the tuner is built.
+        seed: seeds torch's global RNG before anything random: the model when :class:`StnTuner`
+            is given a factory, the response weights, perturbations and batch order.
         grad_clip: max global grad norm of the weights (None: no clipping).
     """
 
     lr: float = 1e-3
-    hyper_lr: float = 3e-3
+    hyper_lr: float = 0.03
     tau: float = 1e-3
     hyper_betas: tuple[float, float] = (0.0, 0.999)
-    t_train: int = 2
+    t_train: int = 5
     t_val: int = 1
-    warmup_steps: int = 0
-    delta: bool = False
+    warmup_steps: int | None = None
+    warmup_frac: float = 0.25
+    delta: bool = True
     linearize: bool = False
+    trust: float | None = 0.5
+    anneal: float = 0.3
     tune_sigma: bool = True
+    per_example: bool = False
     checkpoint_every: int = 200
     seed: int = 0
     grad_clip: float | None = None
@@ -147,14 +175,28 @@ class StnConfig:
     def __post_init__(self) -> None:
         for key in ("lr", "hyper_lr"):
             v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{key} must be a finite number > 0, got {v!r}")
         if not (math.isfinite(self.tau) and self.tau >= 0):
             raise ValueError(f"tau must be >= 0, got {self.tau!r}")
         if self.t_train < 1 or self.t_val < 1:
             raise ValueError(f"t_train and t_val must be >= 1, got {self.t_train}, {self.t_val}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0:
+        if (self.warmup_steps is not None and self.warmup_steps < 0) or self.checkpoint_every < 0:
             raise ValueError("warmup_steps and checkpoint_every must be >= 0")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        if not 0.0 <= self.anneal <= 1.0:
+            raise ValueError(f"anneal must be in [0, 1], got {self.anneal!r}")
+        if self.trust is not None and not (math.isfinite(self.trust) and self.trust > 0):
+            raise ValueError(f"trust must be a finite number > 0 or None, got {self.trust!r}")
+        if self.linearize and not self.delta:
+            raise ValueError("linearize needs delta=True (the linearised Delta-STN)")
+        if self.linearize and self.per_example:
+            raise ValueError("per_example and linearize cannot be combined")
+
+    def warmup_for(self, steps: int) -> int:
+        """Warm-up steps for a training budget of ``steps``."""
+        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_frac * steps)
 
 
 @dataclass
@@ -291,36 +333,56 @@ class StnTuner:
     """Tune regularisation hyperparameters of ``model`` within one training run.
 
     Args:
-        model: a plain ``nn.Module``; its Linear/Conv2d/Embedding layers are copied into STN layers
-            and its ``nn.Dropout`` modules become tunable (the original model is not modified).
+        model: a plain ``nn.Module``, or a function of no arguments that builds one (then it is
+            built after seeding with ``config.seed``, so the initial weights are reproducible too).
+            Its ``nn.Linear``/``nn.Conv2d``/``nn.Embedding`` layers (exact types, not subclasses)
+            are copied into hyperparameter-conditioned layers, its ``nn.Dropout`` modules become
+            tunable; the original model is not modified.
         hypers: the hyperparameters to tune (names in the module docstring).
         loss: ``"cross_entropy"`` (outputs ``(..., C)``, integer targets), ``"mse"``, or a function
             ``(output, target) -> scalar`` (then label smoothing is unavailable).
         config: loop settings (:class:`StnConfig`).
+        skip: module paths (and their children) to keep plain, e.g. ``("head",)`` for a readout
+            that should not respond to the hyperparameters.
+        classes: parameter name -> ``"hidden"``, ``"output"`` or ``"vector"`` (or the
+            :class:`~hptransfer.scaling.torch_adapter.ParamTable` of a width-parametrized model),
+            for ``weight_decay.<class>``. Default: Linear/Conv2d weights hidden, the rest vector.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Callable[[], nn.Module],
         hypers: Sequence[HyperSpec],
         *,
         loss: LossName | LossFn = "cross_entropy",
         config: StnConfig | None = None,
+        skip: Sequence[str] = (),
+        classes: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or StnConfig()
         torch.manual_seed(self.config.seed)
+        if not isinstance(model, nn.Module):
+            if not callable(model):
+                raise TypeError(f"model must be an nn.Module or a function that builds one, got {model!r}")
+            model = model()
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+            torch.manual_seed(self.config.seed + 1)  # the STN's own draws do not depend on the model
         self.plain = model
         hypers = [replace(s, integer=True) if base_name(s.name) == "input_mask" else s for s in hypers]
         self.hyper = HyperParams(hypers)
         if isinstance(loss, str) and loss not in ("cross_entropy", "mse"):
             raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable, got {loss!r}")
         self.loss = loss
-        self.model: StnModel = to_stn(model, len(self.hyper), delta=self.config.delta)
+        self._classes = dict(classes or {})
+        self.model: StnModel = to_stn(model, len(self.hyper), delta=self.config.delta, skip=tuple(skip))
         device = next(self.model.parameters()).device
         self.device = device
         self.hyper.to(device)
         self._bind()
         self._layers = self.model.stn_layers()
+        self.warnings: list[str] = []
+        self._budget = 0
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr, **adam_kwargs(device))
         hparams = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
         self.hopt = torch.optim.Adam(
@@ -333,6 +395,7 @@ class StnTuner:
             "loss": [],
             "eval_step": [],
             "eval_loss": [],
+            "hypergrad": [],
         }
         for name in self.hyper.names:
             self.trajectory[f"value/{name}"] = []
@@ -346,25 +409,48 @@ class StnTuner:
         drops = [p.removeprefix("net.") for p in self.model.dropouts()]
         if drops:
             names += ["dropout"] + [f"dropout.{p}" for p in drops]
-        names += ["weight_decay"] + [
-            f"weight_decay.{p.removeprefix('net.')}" for p in self.model.stn_layers()
-        ]
+        layer_paths = [p.removeprefix("net.") if p != "net" else "" for p in self.model.stn_layers()]
+        names += ["l2"] + [f"l2.{p}" for p in layer_paths if p]
+        names += ["weight_decay"] + [f"weight_decay.{c}" for c in PARAM_CLASSES]
+        names += [f"weight_decay.{p}" for p in layer_paths if p]
         names += ["input_noise", "input_mask"]
         if self.loss == "cross_entropy":
             names.append("label_smoothing")
         return names
 
+    def param_classes(self) -> dict[str, str]:
+        """Class of each parameter of the plain model (``hidden``, ``output`` or ``vector``):
+        the ``classes`` given to the tuner, else Linear/Conv2d weights are ``hidden`` and
+        everything else (embeddings, biases, norm gains) is ``vector``."""
+        out: dict[str, str] = {}
+        layers = self.model.stn_layers()
+        for name, _ in self.plain.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            layer = layers.get(f"net.{owner}" if owner else "net")
+            matrix = isinstance(layer, (StnLinear, StnConv2d)) and leaf == "weight"
+            out[name] = "hidden" if matrix else "vector"
+        for name, cls in self._classes.items():
+            if name not in out:
+                raise ValueError(f"classes: {name!r} is not a parameter of the model")
+            cls = str(getattr(cls, "cls", cls)).lower().split(".")[-1]
+            if cls not in PARAM_CLASSES:
+                raise ValueError(f"classes: {name!r} -> {cls!r}; use one of {', '.join(PARAM_CLASSES)}")
+            out[name] = cls
+        return out
+
     def _bind(self) -> None:
         avail = self.available()
         self._drop: dict[str, int] = {}  # dropout module path -> hyper index
-        self._wd: dict[str, int] = {}  # stn layer path -> hyper index
+        self._wd: dict[str, int] = {}  # stn layer path -> index of its L2 coefficient
+        self._awd: dict[str, int] = {}  # plain parameter name -> index of its AdamW weight decay
         self._idx: dict[str, int] = {}  # input_noise / input_mask / label_smoothing -> index
         drops, layers = self.model.dropouts(), self.model.stn_layers()
-        general = {
-            "dropout": list(drops),
-            "weight_decay": [p for p, m in layers.items() if isinstance(m, (StnLinear, StnConv2d))],
-        }
-        specific: dict[str, dict[str, int]] = {"dropout": {}, "weight_decay": {}}
+        classes = self.param_classes()
+        matrices = [p for p, m in layers.items() if isinstance(m, (StnLinear, StnConv2d))]
+        general: dict[str, list[str]] = {"dropout": list(drops), "l2": matrices}
+        specific: dict[str, dict[str, int]] = {"dropout": {}, "l2": {}}
+        awd_general: dict[str, int] = {}
+        awd_specific: dict[str, int] = {}
         for i, spec in enumerate(self.hyper.specs):
             name, base = spec.name, base_name(spec.name)
             if base in ("lr", "learning_rate"):
@@ -384,7 +470,16 @@ class StnTuner:
                     f"{name}: train_only=False is not supported: every built-in "
                     "hyperparameter acts on the training objective only"
                 )
-            if name in general:
+            if base == "weight_decay":
+                suffix = name.partition(".")[2]
+                if suffix in ("", "hidden", "output", "vector"):
+                    wanted = {"": ("hidden", "output")}.get(suffix, (suffix,))
+                    for pname, cls in classes.items():
+                        if cls in wanted:
+                            awd_general.setdefault(pname, i)
+                else:  # one layer's weight
+                    awd_specific[f"{suffix}.weight"] = i
+            elif name in general:
                 for p in general[name]:
                     (self._drop if base == "dropout" else self._wd).setdefault(p, i)
             elif base in specific:
@@ -392,7 +487,42 @@ class StnTuner:
             else:
                 self._idx[name] = i
         self._drop.update(specific["dropout"])
-        self._wd.update(specific["weight_decay"])
+        self._wd.update(specific["l2"])
+        self._awd = {**awd_general, **awd_specific}
+        empty = [s.name for s in self.hyper.specs if base_name(s.name) == "weight_decay"]
+        empty = [n for n in empty if self.hyper.names.index(n) not in self._awd.values()]
+        if empty:
+            raise ValueError(
+                f"{empty[0]}: no parameter of that class in this model (pass classes= to name them, "
+                "e.g. the table of hptransfer.scaling.torch_adapter.classify)"
+            )
+        # where each decayed parameter lives: (STN layer, is the layer's weight) or a plain parameter
+        stn_params = dict(self.model.named_parameters())
+        self._awd_targets: list[tuple[int, StnLayer | None, nn.Parameter]] = []
+        for pname, i in self._awd.items():
+            owner, _, leaf = pname.rpartition(".")
+            layer = layers.get(f"net.{owner}" if owner else "net")
+            if layer is not None and leaf == "weight":
+                self._awd_targets.append((i, layer, layer.weight))
+            else:
+                self._awd_targets.append((i, None, stn_params[f"net.{pname}"]))
+
+    @torch.no_grad()
+    def _decoupled_decay(self, vals: list[float]) -> None:
+        """AdamW's decoupled decay at the sampled values, before the Adam step (as torch does):
+        a layer's effective weight ``W(h)`` shrinks by ``lr * wd * W(h)`` (the elementwise weight
+        absorbs it), any other parameter by ``lr * wd * p``."""
+        lr = float(self.opt.param_groups[0]["lr"])
+        for i, layer, param in self._awd_targets:
+            coef = lr * vals[i]
+            if not coef:
+                continue
+            if layer is None:
+                param.mul_(1.0 - coef)
+                continue
+            cached = layer._last
+            w = cached[2] if cached is not None and cached[0] is layer.ctx.h else layer.effective()[0]
+            param.sub_(w.detach(), alpha=coef)
 
     # -- one step ------------------------------------------------------------------------------
     def _net_input(self, u: torch.Tensor) -> torch.Tensor:
@@ -513,6 +643,8 @@ class StnTuner:
                 p.grad = g
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self._awd_targets:
+            self._decoupled_decay(vals)
         self.opt.step()
         ctx.h, ctx.rates = None, {}
         for layer in self._layers.values():
@@ -532,20 +664,68 @@ class StnTuner:
         obj = loss - self.config.tau * self.hyper.entropy()
         params = [self.hyper.u] + ([self.hyper.rho] if self.config.tune_sigma else [])
         grads = torch.autograd.grad(obj, params, allow_unused=True)
+        ctx.h = None
+        if grads[0] is not None:
+            self.trajectory["hypergrad"].append(grads[0].tolist())
         self.hopt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
             p.grad = g
-        self.hopt.step()
-        self.hyper.project_()
-        ctx.h = None
+        scale = self._hyper_lr_scale()
+        for group in self.hopt.param_groups:
+            group["lr"] = self.config.hyper_lr * scale
+        if scale > 0.0:
+            before = self.hyper.u.detach().clone()
+            self.hopt.step()
+            if self.config.trust is not None:
+                self._trust_region(before)
+            self.hyper.project_()
         return value
+
+    def _hyper_lr_scale(self) -> float:
+        """Linear decay to 0 over the last ``anneal`` share of the tuning phase."""
+        c = self.config
+        if not c.anneal or not self._budget:
+            return 1.0
+        warm = c.warmup_for(self._budget)
+        progress = (self.n_train - warm) / max(1, self._budget - warm)
+        return min(1.0, max(0.0, (1.0 - progress) / c.anneal))
 
     def _phase(self) -> str:
         c = self.config
-        if self.n_train < c.warmup_steps:
+        warm = c.warmup_for(self._budget)
+        if self.n_train < warm:
             return "train"
-        target = ((self.n_train - c.warmup_steps) // c.t_train) * c.t_val
+        target = ((self.n_train - warm) // c.t_train) * c.t_val
         return "val" if self.n_val < target else "train"
+
+    @torch.no_grad()
+    def response_rms(self) -> torch.Tensor:
+        """RMS over every conditioned weight of ``dW/du_j``, per hyperparameter ``j``: how far one
+        unit of ``u`` moves the weights according to the learned response."""
+        n = len(self.hyper)
+        total = torch.zeros(n, device=self.device)
+        count = 0
+        for layer in self._layers.values():
+            gate = layer.gate.detach()  # (gates, n)
+            if isinstance(layer, StnEmbedding):
+                col = layer.hweight.detach().pow(2).sum(dim=0)  # per embedding dim
+                total += (gate.pow(2) * col[:, None]).sum(dim=0)
+            else:
+                out = layer.weight.shape[0]
+                row = layer.hweight.detach().reshape(out, -1).pow(2).sum(dim=1)
+                total += (gate[:out].pow(2) * row[:, None]).sum(dim=0)
+                if layer.hbias is not None:
+                    total += (gate[out:].pow(2) * layer.hbias.detach().pow(2)[:, None]).sum(dim=0)
+            count += layer.weight.numel() + (0 if layer.bias is None else layer.bias.numel())
+        return (total / max(count, 1)).sqrt() / self.hyper.scale
+
+    @torch.no_grad()
+    def _trust_region(self, before: torch.Tensor) -> None:
+        """Shrink the last hyper step so the predicted weight change stays trackable."""
+        lr = float(self.opt.param_groups[0]["lr"])
+        cap = self.config.trust * lr * self.config.t_train / self.response_rms().clamp_min(1e-12)  # type: ignore[operator]
+        step = self.hyper.u - before
+        self.hyper.u.copy_(before + torch.maximum(torch.minimum(step, cap), -cap))
 
     # -- evaluation and export -----------------------------------------------------------------
     @torch.no_grad()
@@ -681,6 +861,7 @@ class StnTuner:
             raise ValueError(f"the training budget must be >= 1 step, got {steps}")
         streams = {"train": _Stream(train, "train"), "val": _Stream(val, "validation")}
         eval_data = val if eval_data is None else eval_data
+        self._budget = steps
         if resume:
             if checkpoint is None:
                 raise ValueError("resume needs a checkpoint path")
@@ -709,6 +890,9 @@ class StnTuner:
             self._record_eval(eval_data)
         if checkpoint is not None:
             self.save(checkpoint, streams)
+        self.warnings = self._runaway_warnings()
+        for message in self.warnings:
+            warnings.warn(message, StnRunawayWarning, stacklevel=2)
         return StnResult(
             values=self.values(),
             sigma=self.hyper.sigma_dict(),
@@ -718,7 +902,51 @@ class StnTuner:
             val_steps=self.n_val,
             wall_s=time.perf_counter() - start,
             checkpoint=None if checkpoint is None else str(checkpoint),
+            extra={"warnings": list(self.warnings)},
         )
+
+    def _runaway_warnings(self) -> list[str]:
+        """Signs that a hyperparameter ran away: pinned at a bound it did not start at, or moved
+        far (more than 0.5 in unconstrained units) while its hypergradient had no consistent sign
+        (|t| < 1 over the tuning phase): a random walk that Adam's normalisation scaled up."""
+        out: list[str] = []
+        values = self.values()
+        grads = torch.tensor(
+            self.trajectory.get("hypergrad") or [[0.0] * len(self.hyper)], dtype=torch.float64
+        )
+        n = grads.shape[0]
+        t_stat = grads.mean(0) / (grads.std(0) / math.sqrt(n)).clamp_min(1e-300) if n > 2 else None
+        for j, spec in enumerate(self.hyper.specs):
+            v = values[spec.name]
+            lo, hi = spec.low, spec.high
+            if spec.transform == "log":
+                span = math.log(hi) - math.log(lo) if math.isfinite(hi) else math.inf
+                near_lo = math.log(v) - math.log(lo) < 0.01 * span
+                near_hi = math.isfinite(hi) and math.log(hi) - math.log(v) < 0.01 * span
+            else:
+                near_lo, near_hi = v - lo < 0.01 * (hi - lo), hi - v < 0.01 * (hi - lo)
+            started = spec.init
+            if (near_lo and not abs(started - lo) <= 0.01 * abs(hi - lo)) or (
+                near_hi and not abs(hi - started) <= 0.01 * abs(hi - lo)
+            ):
+                bound = "lower" if near_lo else "upper"
+                out.append(
+                    f"{spec.name} ran to its {bound} bound ({v:.4g}, started at {started:.4g}): the "
+                    "optimum may lie beyond it (widen the bounds) or the tuning ran away (lower "
+                    "hyper_lr, longer warm-up, or try linearize=True)"
+                )
+                continue
+            path = [spec.to_unconstrained(x) for x in self.trajectory[f"value/{spec.name}"]]
+            u0 = spec.to_unconstrained(started)
+            excursion = max((abs(u - u0) for u in path if math.isfinite(u)), default=0.0)
+            if t_stat is not None and excursion > 0.5 and abs(float(t_stat[j])) < 1.0:
+                out.append(
+                    f"{spec.name} moved {excursion:.2f} (unconstrained units) from {started:.4g} to "
+                    f"{v:.4g} without a consistent hypergradient (t = {float(t_stat[j]):+.1f} over "
+                    f"{n} hyper steps): likely a random walk, not a trend; the value is unreliable "
+                    "(more steps, a longer warm-up or a lower hyper_lr)"
+                )
+        return out
 
     def _record(self, phase: str, loss: float) -> dict[str, Any]:
         t = self.trajectory

@@ -20,9 +20,9 @@ __all__ = ["DEFAULT_STEPS", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cm
 #: covers >= 3 AdamW timescales and finishes in a few minutes on 2 CPU cores
 #: (benchmarks/diagnose_time.py measures it).
 DEFAULT_WIDTHS = "16,32,48,64,96,128"
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 256
 #: Base weight decay of the built-in proxies in `diagnose` (their config's 0.1 gives
-#: tau = 640 steps; 1.0 gives 64, so 300 steps cover 4.7 timescales). --wd or --config override it.
+#: tau = 640 steps; 1.0 gives 64, so 256 steps cover 4 timescales). --wd or --config override it.
 BUILTIN_DIAGNOSE_WD = 1.0
 
 HELP = f"""Train proxies at several widths (or read their checkpoints) and check that the top

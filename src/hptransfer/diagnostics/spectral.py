@@ -114,13 +114,17 @@ def top_singular_values(
         k: how many values.
         tol: relative tolerance on the values (see the module docstring for the stop rule).
         max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``).
-        block: Krylov block size (default ``k + 4``; larger resolves clusters faster).
+        block: Krylov block size (default 2 for ``k = 1``, else ``k + 4``). Each step reads
+            ``a`` twice whatever the block, so the block trades steps against work per step:
+            for the top value a block of 2 was fastest in benchmarks/spectral.py.
         v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
         precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
-            bfloat16 copy of ``a`` (about 3x faster products on CPUs with AMX/AVX512-BF16),
-            then refine in float32 from the bfloat16 Ritz vectors, so the tolerance still
-            applies to ``a`` itself. Slower than float32 on CPUs without bfloat16 units.
+            bfloat16 copy of ``a``, then refine in float32 from the bfloat16 Ritz vectors, so
+            the tolerance still applies to ``a`` itself. Experimental: the refinement repeats
+            most of the work, and benchmarks/spectral.py measures it no faster than float32 on
+            trained-like matrices (docs/results-spectral.md); it can only pay off where
+            bfloat16 products are much faster than float32 ones.
         generator: random start vectors (seeded for repeatable results).
 
     Returns:
@@ -138,10 +142,11 @@ def top_singular_values(
         raise ValueError(f"k must be >= 1 and the matrix non-empty, got k={k}, shape {(m, n)}")
     if precision not in ("float32", "mixed"):
         raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
-    if exact or min(m, n) <= max(2 * (block or kk + 4), 16):
+    default_block = 2 if kk == 1 else kk + 4
+    if exact or min(m, n) <= max(2 * (block or default_block), 16):
         res = _exact(batch, kk)
     else:
-        blk = block or kk + 4
+        blk = block or default_block
         warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
         if precision == "mixed":
             rough = _block_lanczos(

@@ -371,3 +371,20 @@ def test_compare_rules_runs_each_rule_and_interpolates() -> None:
     assert pair == ("mup-wd-sqrt", "mup-wd-linear")
     expected = calibrate_two_rules(sqrt_fit, 0.5, linear_fit, 1.0)
     assert cal.exponent == pytest.approx(expected.exponent)
+
+
+def test_suggest_never_imports_the_diagnostics() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from hptransfer.cli.main import app\n"
+        "res = CliRunner().invoke(app, ['suggest', '--width', '512'])\n"
+        "assert res.exit_code == 0, res.output\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('hptransfer.diagnostics')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -242,10 +242,15 @@ class SpectralReport:
             head = f"safe: all {n} {gate} matrices width-invariant"
         elif outcome == "drift":
             more = " …" if len(self.drifting) > 4 else ""
-            head = (
-                f"drift: {len(self.drifting)} of {n} {gate} matrices "
-                f"{self.overall} ({', '.join(self.drifting[:4])}{more})"
+            ups = sum(
+                1
+                for name in self.drifting
+                if (v := self.layers[name].verdict) is not None and v.verdict is Verdict.GROWING
             )
+            downs = len(self.drifting) - ups
+            how = " and ".join(f"{k} {word}" for k, word in ((ups, "growing"), (downs, "shrinking")) if k)
+            names = ", ".join(self.drifting[:4]) + more
+            head = f"drift: {len(self.drifting)} of {n} {gate} matrices ({how}: {names})"
         else:
             seen = f", {len(self.drifting)} drifting" if self.drifting else ""
             head = (

@@ -9,6 +9,12 @@ writes the docs; ``--check`` fails when a committed doc differs from what the re
 Optional module attribute ``DOC = "stem"`` names the doc ``docs/results-<stem>.md`` when it is
 not the benchmark's own name.
 
+Draw figures with :func:`save_figure` (PNG, optional SVG, no timestamps) and return their
+``figures/<stem>.png`` paths in the markdown; ``render`` must read only ``data`` (no measuring, no
+hand-typed figures). Scripts import this module after putting their own folder on ``sys.path``
+(``sys.path.insert(0, str(Path(__file__).resolve().parent))``), so they also work when imported
+by path from a test.
+
     from _results import save_results          # benchmarks/ is on sys.path for scripts there
     save_results("transfer", {"drift": {"mup": 0.3}})   # -> benchmarks/results/transfer.json
 """

@@ -49,8 +49,14 @@ class MissingPackage(Exception):
 
 def _setup() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")  # no timestamps in figure files
     if str(BENCH_DIR) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.rcParams["svg.hashsalt"] = "hptransfer"  # stable SVG ids, whoever calls savefig
 
 
 def load_module(name: str) -> ModuleType:

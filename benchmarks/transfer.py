@@ -45,8 +45,8 @@ from _results import as_float, command_line, environment_table, result_document,
 from hptransfer.models import TinyLlama
 from hptransfer.scaling import ProxyConfig
 from hptransfer.scaling.torch_adapter import meta_model
-from hptransfer.tuning.sweep import SweepResult, SweepSpec, log2_grid, run_sweep, summarise
 from hptransfer.training import get_data, train, train_proxy
+from hptransfer.tuning.sweep import SweepResult, SweepSpec, log2_grid, run_sweep, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 

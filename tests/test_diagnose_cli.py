@@ -156,7 +156,7 @@ def test_end_to_end_cli_on_tiny_mlp(tmp_path: Path) -> None:
     assert data["outcome"] == "inconclusive" and data["timescales"] < 1
     assert any("--steps" in m and "--wd" in m for m in data["missing_evidence"])
     # stderr is not a terminal here: plain progress lines, not a bar
-    assert "diagnose: rule mup-wd-sqrt · width 16: step 8/8" in err
+    assert "diagnose: rule sqrt · width 16: step 8/8" in err
     assert data["rule"] == "mup-wd-sqrt" and data["widths"] == [16, 32, 64]
     assert data["calibration"] is not None and "tau" in " ".join(data["notes"])
     # training history: init plus the recorded steps, the last at step 8

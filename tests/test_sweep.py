@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -146,6 +147,26 @@ def test_resume_after_kill_repeats_no_finished_run(tmp_path):
     assert any(r["val_loss"] is None and r["diverged"] for r in data["runs"])
     assert (tmp_path / "sweep_lr.png").stat().st_size > 0 and (tmp_path / "sweep_lr.svg").exists()
     assert (tmp_path / "sweep_lr.csv").read_text().count("\n") == total + 1
+
+
+def test_rerun_with_a_wider_grid_and_another_seed_adds_only_the_new_runs(tmp_path):
+    """Issue 11: the same --out with a wider grid or another seed used to fail with Optuna's
+    "CategoricalDistribution does not support dynamic value space"."""
+    calls: list = []
+    run = _fake_train(calls)
+    spec = SweepSpec(task="regression", rule="mup", widths=(32, 64), grid=log2_grid(-8, -6), steps=10)
+    run_sweep(spec, tmp_path, train_fn=run, progress=False, plot=False)
+    assert len(calls) == 6
+    wider = replace(spec, grid=log2_grid(-9, -5), seeds=(0, 1))
+    result = run_sweep(wider, tmp_path, train_fn=run, progress=False, plot=False)
+    assert len(calls) == 2 * 5 * 2  # the 6 runs done before are not repeated
+    assert len(set(calls)) == len(calls) and len(result.records) == 20
+    import optuna
+
+    study = optuna.load_study(
+        study_name="sweep-regression-mup-lr", storage=f"sqlite:///{tmp_path / 'sweep.db'}"
+    )
+    assert len(study.trials) == 20 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
 def test_changed_settings_refused(tmp_path):

@@ -1,7 +1,8 @@
 """Learning-rate and weight-decay sweeps across widths: the classic muP transfer plot.
 
-Every run is one Optuna trial in one study (``GridSampler`` over ``(width, base lr, seed)`` or
-``(width, base wd, seed)``), stored in SQLite in the output directory by default (any storage URL
+Every run is one Optuna trial in one study, asked with its point ``(width, base lr, seed)`` or
+``(width, base wd, seed)`` fixed (so a wider grid or more seeds later add to the same study), stored
+in SQLite in the output directory by default (any storage URL
 :func:`hptransfer.tuning.storage.make_storage` takes otherwise), so a killed sweep resumes without
 repeating a finished run, and several workers can share one RDB storage.
 
@@ -394,7 +395,7 @@ def run_sweep(
     """
     import optuna
 
-    from hptransfer.tuning.storage import make_storage, mask_url
+    from hptransfer.tuning.storage import StorageError, make_storage, mask_url
 
     spec.validate()
     if factory is not None:
@@ -411,17 +412,11 @@ def run_sweep(
     name = study_name or _study_name(spec_dict)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     key = spec.param
-    widths_grid: list[int] = list(spec.widths)
-    value_grid: list[float] = list(spec.grid)
-    seed_grid: list[int] = sorted({s for w in spec.widths for s in spec.seeds_at(w)})
-    search_space: dict[str, Sequence[float]] = {"width": widths_grid, key: value_grid, "seed": seed_grid}
-    study = optuna.create_study(
-        study_name=name,
-        storage=store,
-        load_if_exists=True,
-        direction="minimize",
-        sampler=optuna.samplers.GridSampler(search_space, seed=0),
-    )
+    n_seeds = len({s for w in spec.widths for s in spec.seeds_at(w)})
+    try:
+        study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="minimize")
+    except Exception as exc:  # a database that answered the handshake but fails on queries
+        raise StorageError(f"cannot open study {name!r} in {where}: {exc}") from None
     stored = study.user_attrs.get("spec")
     if stored is None:
         study.set_user_attr("spec", json.loads(json.dumps(spec_dict)))
@@ -459,30 +454,46 @@ def run_sweep(
     stale = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     run_fn = train_fn or _default_train_fn(spec, factory)
 
-    def objective(trial: optuna.Trial) -> float:
-        w = trial.suggest_categorical("width", widths_grid)
-        v = trial.suggest_categorical(key, value_grid)
-        s = trial.suggest_categorical("seed", seed_grid)
-        point = (int(w), float(v), int(s))
-        if point in done:  # a leftover enqueued trial from a killed session: reuse, never retrain
-            rec = done[point]
-            trial.set_user_attr("duplicate", True)
-        else:
+    def run_point(point: tuple[int, float, int]) -> None:
+        """One trial for ``point``, asked with the point fixed (single-value distributions: no
+        sampler involved, and a wider grid or more seeds later stay compatible with the study)."""
+        w, v, s = point
+        fixed = {
+            "width": optuna.distributions.IntDistribution(w, w),
+            key: optuna.distributions.FloatDistribution(v, v, log=True),
+            "seed": optuna.distributions.IntDistribution(s, s),
+        }
+        while True:
+            try:
+                trial = study.ask(fixed)
+            except ValueError as exc:  # e.g. a study of an older version, its grid categorical
+                raise ConfigError(
+                    f"study {name!r} in {where} cannot take this sweep's runs ({exc}); use another "
+                    "output directory or --study-name"
+                ) from None
+            p = trial.params
+            if (p.get("width"), p.get(key), p.get("seed")) == point:
+                break
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # someone's queued trial, not ours
+        try:
             start = time.perf_counter()
             res = run_fn(*point)
             rec = RunRecord(
-                width=point[0],
-                value=point[1],
-                seed=point[2],
+                width=w,
+                value=v,
+                seed=s,
                 val_loss=float(res.val_loss) if not res.diverged else math.inf,
                 diverged=bool(res.diverged),
                 steps=int(res.steps),
                 seconds=time.perf_counter() - start,
             )
-        for attr in ("diverged", "steps", "seconds"):
-            trial.set_user_attr(attr, getattr(rec, attr))
+            for attr in ("diverged", "steps", "seconds"):
+                trial.set_user_attr(attr, getattr(rec, attr))
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        study.tell(trial, rec.val_loss)
         done[point] = rec
-        return rec.val_loss
 
     from rich.progress import (
         BarColumn,
@@ -515,10 +526,9 @@ def run_sweep(
             bar.update(
                 task_id,
                 description=f"{spec_dict['rule']} · width {w} · {key} 2^{math.log2(v):g}"
-                + (f" · seed {s}" if len(seed_grid) > 1 else ""),
+                + (f" · seed {s}" if n_seeds > 1 else ""),
             )
-            study.enqueue_trial({"width": w, key: v, "seed": s}, skip_if_exists=False)
-            study.optimize(objective, n_trials=1, catch=())
+            run_point((w, v, s))
             bar.advance(task_id)
             if on_run is not None and (w, v, s) in done:
                 on_run(done[(w, v, s)])  # after the trial is stored: a kill here loses nothing

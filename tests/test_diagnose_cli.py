@@ -121,6 +121,9 @@ def test_unnamed_checkpoint_width_is_bad_input(tmp_path: Path) -> None:
         torch.save({"fc.weight": torch.randn(8, 8)}, tmp_path / name)
     code, _, err = run("--checkpoints", f"{tmp_path / 'first.pt'},{tmp_path / 'second.pt'}")
     assert code == 2 and "cannot tell the width of checkpoint" in err and "first.pt" in err
+    torch.save({"fc.weight": torch.randn(8, 8)}, tmp_path / "w32.pt")
+    code, _, err = run("--checkpoints", f"{tmp_path / 'w32.pt'},.")
+    assert code == 2 and "checkpoint . is not a file" in err
 
 
 def test_non_finite_checkpoint_named_and_partial_results_kept(tmp_path: Path) -> None:

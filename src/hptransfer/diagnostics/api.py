@@ -389,13 +389,17 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """One checkpoint file as ``{name: tensor}``; any failure is one ConfigError naming the file
-    and the cause (no torch warnings leak)."""
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise ConfigError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} is not a file (a directory?); give state_dict files")
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """One checkpoint file as ``{name: tensor}``; any failure is one ConfigError naming the file
+    and the cause (no torch warnings leak)."""
+    _check_file(path)
     with path.open("rb") as fh:
         head = fh.read(len(_LEGACY_TORCH_MAGIC))
     if not head:
@@ -519,6 +523,7 @@ def load_checkpoints(
     seen: dict[int, str] = {}
     for i, raw in enumerate(paths):
         path = Path(raw)
+        _check_file(path)
         if widths is not None:
             w = int(widths[i])
         else:

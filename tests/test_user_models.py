@@ -86,12 +86,28 @@ def _hf_gpt2(width: int) -> nn.Module:
     return transformers.GPT2LMHeadModel(cfg)
 
 
+def _hf_vit(width: int) -> nn.Module:
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'foreign')")
+    cfg = transformers.ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=width,
+        num_hidden_layers=1,
+        num_attention_heads=width // 16,
+        intermediate_size=2 * width,
+        num_labels=3,
+    )
+    return transformers.ViTForImageClassification(cfg)
+
+
 MODELS: dict[str, tuple[Callable[[int], nn.Module], Callable[[], torch.Tensor]]] = {
     "mlp": (make_mlp, lambda: torch.randn(3, 12)),
     "tinyllama": (_llama, lambda: torch.randint(0, 64, (2, 16))),
     "gpt2-like": (Gpt2Like, lambda: torch.randint(0, 40, (2, 7))),
     "hf-llama": (_hf_llama, lambda: torch.randint(0, 64, (2, 16))),
     "hf-gpt2": (_hf_gpt2, lambda: torch.randint(0, 64, (2, 16))),
+    "hf-vit": (_hf_vit, lambda: torch.randn(2, 1, 8, 8)),
 }
 
 
@@ -346,3 +362,29 @@ def test_sgd_lrs_match_the_mup_package() -> None:
     for name, p in model.named_parameters():
         assert our_lr[name] == pytest.approx(their_lr[id(p)]), name
     assert math.isclose(plan["output"].multiplier, 1 / 4)
+
+
+def test_vit_tables_are_vector_like() -> None:
+    table = parametrize(_hf_vit(64), suggest(KEEP, 64), _hf_vit)
+    for name in ("vit.embeddings.cls_token", "vit.embeddings.position_embeddings"):
+        assert table[name].param_class is ParamClass.VECTOR, table[name].reason
+    assert table["vit.embeddings.patch_embeddings.projection.weight"].param_class is ParamClass.VECTOR
+    assert table.by_class("output") == ["classifier.weight"]
+
+
+def test_foreign_benchmark_smoke() -> None:
+    pytest.importorskip("transformers", reason="transformers not installed (extra 'foreign')")
+    pytest.importorskip("mup", reason="the mup package (a benchmark peer) is not installed")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "foreign.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--models", "hf-vit"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("foreign models: worst regret")

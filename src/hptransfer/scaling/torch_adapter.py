@@ -184,9 +184,20 @@ def _classify_shape(
     if len(shape) < 2 or isinstance(module, _VECTOR_MODULES):
         kind = type(module).__name__ if module is not None else "vector"
         return ParamClass.VECTOR, f"{kind} / rank {len(shape)}", False
-    if any(grows[2:]) and not isinstance(module, nn.MultiheadAttention):
-        raise ClassificationError(f"a kernel dimension changes with width ({tuple(ref)} vs {tuple(shape)})")
     fan_in_dim = _fan_in_dim(module)
+    if fan_in_dim is None and len(shape) >= 3 and shape[0] == 1 and sum(grows) == 1:
+        # (1, ..., n, d): broadcast over the batch, so added to activations (ViT's cls token and
+        # position embeddings): an embedding-like table.
+        return ParamClass.VECTOR, "broadcast table (leading size-1 dim), added to activations", False
+    if any(grows[2:]):
+        if isinstance(module, nn.modules.conv._ConvNd):
+            raise ClassificationError(
+                f"a kernel dimension changes with width ({tuple(ref)} vs {tuple(shape)})"
+            )
+        raise ClassificationError(
+            f"a {type(module).__name__} parameter of rank {len(shape)} grows in dims "
+            f"{[i for i, g in enumerate(grows) if g]} ({tuple(ref)} vs {tuple(shape)})"
+        )
     fan_out_dim = None if fan_in_dim is None else 1 - fan_in_dim
     if grows[0] and grows[1]:
         return ParamClass.HIDDEN, "fan-in and fan-out grow", True

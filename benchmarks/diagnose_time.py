@@ -2,7 +2,7 @@
 
 Runs README's first diagnose example (``hptransfer diagnose --model llama --out DIR``) as a
 subprocess, timing it wall-clock, and records its outcome (exit code, AdamW timescales covered,
-drifting / undecided layers). In the same run, a short diagnose (``--steps 60``) with
+drifting / undecided layers). In the same run, a short diagnose (``--widths 32,64 --steps 30``) with
 ``--threads 1`` and ``--threads 2``, interleaved, min over repetitions: the evidence for the
 default of one thread.
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = run_threads(4, "16,32", 1)
     else:
         example = run_example([])
-        threads = run_threads(60, "16,32,64,128", args.repeat)
+        threads = run_threads(30, "32,64", args.repeat)
     results = {
         "example": example,
         "threads": threads,

@@ -17,7 +17,7 @@ torch.set_num_threads(1)  # the machine's 2 cores are shared
 runner = CliRunner()
 
 
-def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> None:
+def test_cli_runs_writes_config_suggest_reads_and_refuses_changed_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = [
         "stn",
@@ -26,7 +26,7 @@ def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> Non
         "--hyper",
         "dropout=0.2:0,0.9",
         "--hyper",
-        "weight_decay=1e-3:1e-6,1",
+        "weight_decay=0.1:1e-3,10",
         "--out",
         str(out),
         "--checkpoint-every",
@@ -40,20 +40,140 @@ def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> Non
     for name in ("stn_trajectory.png", "stn_trajectory.svg", "hyper.json", "proxy.toml", "checkpoint.pt"):
         assert (out / name).stat().st_size > 0, name
     cfg = load_config(out / "proxy.toml")
+    # the tuned AdamW weight_decay is what suggest carries
     assert cfg.weight_decay == pytest.approx(payload["values"]["weight_decay"], rel=1e-6)
     assert cfg.base_width == make_task("classify").width
     saved = json.loads((out / "hyper.json").read_text())
     assert len(saved["trajectory"]["value/dropout"]) == len(saved["trajectory"]["step"]) > 16
     sug = runner.invoke(app, ["suggest", "--config", str(out / "proxy.toml"), "--width", "1024", "--json"])
     assert sug.exit_code == 0, sug.output
-    # same output folder again: refused without --resume; with --resume and more epochs it continues
+    # same output folder again: refused without --resume; --resume with other settings says what changed
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--resume" in again.output
-    more = runner.invoke(app, [*common, "--epochs", "3", "--resume", "--json"])
-    assert more.exit_code == 0, more.output
-    assert len(json.loads((out / "hyper.json").read_text())["trajectory"]["step"]) > len(
-        saved["trajectory"]["step"]
+    more = runner.invoke(app, [*common, "--epochs", "3", "--resume"])
+    assert more.exit_code == 2 and "training steps 16 -> 24" in more.output, more.output
+    other = runner.invoke(app, [*args, "--hyper-lr", "0.1", "--resume"])
+    assert other.exit_code == 2 and "hyper_lr 0.03 -> 0.1" in other.output, other.output
+    same = runner.invoke(app, [*args, "--resume", "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["values"] == payload["values"]
+
+
+def test_help_shows_the_python_defaults() -> None:
+    from hptransfer.stn import StnConfig
+
+    res = runner.invoke(app, ["stn", "--help"])
+    text = " ".join(res.output.replace("│", " ").split())
+    d = StnConfig()
+    for option, value in (
+        ("--hyper-lr", d.hyper_lr),
+        ("--tau", d.tau),
+        ("--t-train", d.t_train),
+        ("--t-val", d.t_val),
+        ("--trust", d.trust),
+        ("--anneal", d.anneal),
+        ("--checkpoint-every", d.checkpoint_every),
+    ):
+        assert f"Default: {value:g}." in text.split(option, 1)[1][:200], option
+    assert f"Default: {d.warmup_frac:g} of them" in text
+    assert d.delta and "Default: on." in text
+
+
+def test_same_seed_gives_bit_identical_runs(tmp_path: Path) -> None:
+    outs = []
+    for run in ("a", "b"):
+        res = runner.invoke(
+            app, ["stn", "--epochs", "1", "--seed", "3", "--out", str(tmp_path / run), "--json"]
+        )
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads((tmp_path / run / "hyper.json").read_text()))
+    assert outs[0]["values"] == outs[1]["values"] and outs[0]["trajectory"] == outs[1]["trajectory"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+MODELS = """
+import os, signal
+from torch import nn
+
+SENT = []
+
+
+def make(width):
+    return nn.Sequential(nn.Linear(32, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, 10))
+
+
+class Interrupting(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.net = make(width)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 12 and not SENT:  # Ctrl-C once, in the middle of the run
+            SENT.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.net(x)
+
+
+def broken(width):
+    raise RuntimeError("boom")
+
+
+def wrong_shape(width):
+    return nn.Linear(7, 10)
+"""
+
+
+def test_own_model_from_module_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "stn_user_models.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(
+        app,
+        [
+            "stn",
+            "--model",
+            "stn_user_models:make",
+            "--width",
+            "48",
+            "--hyper",
+            "dropout.2=0.1:0,0.9",
+            "--hyper",
+            "weight_decay.hidden=0.1:1e-3,10",
+            "--epochs",
+            "1",
+            "--out",
+            "own",
+            "--json",
+        ],
     )
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout)["values"]) == {"dropout.2", "weight_decay.hidden"}
+    cfg = load_config(tmp_path / "own" / "proxy.toml")
+    assert cfg.base_width == 48 and cfg.weight_decay > 0
+    for spec, needle in (("stn_user_models:broken", "boom"), ("stn_user_models:wrong_shape", "inputs")):
+        bad = runner.invoke(
+            app, ["stn", "--model", spec, "--hyper", "l2=1e-3:1e-6,1", "--epochs", "1", "--out", "bad"]
+        )
+        assert bad.exit_code == 2 and needle in bad.output and "Traceback" not in bad.output, bad.output
+        assert not (tmp_path / "bad").exists()
+
+
+def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "stn_user_models2.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    args = ["stn", "--model", "stn_user_models2:Interrupting", "--epochs", "3", "--out", "cc"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130, res.output
+    assert "interrupted at step" in res.output and "saved cc/checkpoint.pt" in res.output
+    command = res.output.split("Resume with:", 1)[1].split()
+    assert command[:2] == ["hptransfer", "stn"] and "--resume" in command
+    resumed = runner.invoke(app, [*command[1:], "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    clean = runner.invoke(app, [*args[:-1], "clean", "--json"])
+    assert json.loads(resumed.stdout)["values"] == json.loads(clean.stdout)["values"]
 
 
 @pytest.mark.parametrize(
@@ -62,6 +182,10 @@ def test_cli_runs_writes_config_suggest_reads_and_resumes(tmp_path: Path) -> Non
         (["--hyper", "dropout=0.1:0.9,0"], "reversed"),
         (["--hyper", "dropout=0.1"], "NAME=INIT:LOW,HIGH"),
         (["--hyper", "weight_decay=0.1:0,1"], "low > 0"),
+        (["--hyper", "weight_decay=1e-3:1e-6,inf,"], "NAME=INIT:LOW,HIGH"),
+        (["--hyper", "l2=1e-3:nan,1"], "finite"),
+        (["--width", "64"], "--model"),
+        (["--model", "nomodule_xyz:f"], "cannot import"),
         (["--hyper", "dropout.9=0.1:0,0.9"], "not used by this model"),
         (["--hyper", "lr=1e-3:1e-5,1@log"], "learning rate"),
         (["--task", "nope"], "unknown task"),
@@ -101,7 +225,7 @@ def test_builtin_task_overfits_without_regularisation() -> None:
     torch.manual_seed(0)
     task = make_task("classify", seed=0)
     plain = train_fixed(task, {}, epochs=25)
-    reg = train_fixed(task, {"weight_decay": 1e-2, "dropout": 0.5}, epochs=25)
+    reg = train_fixed(task, {"l2": 1e-2, "dropout": 0.5}, epochs=25)
     assert plain["train_loss"] < 0.3 * plain["val_loss"]  # memorises the small training split
     assert reg["val_loss"] < plain["val_loss"] - 0.3
 

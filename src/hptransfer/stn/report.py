@@ -2,7 +2,7 @@
 
 Example:
     >>> from hptransfer.stn.report import proxy_toml
-    >>> print(proxy_toml({"weight_decay": 0.01}, lr=1e-3, width=256, name="stn-classify").splitlines()[0])
+    >>> print(proxy_toml({"weight_decay": 0.1}, lr=1e-3, width=256, name="stn-classify").splitlines()[0])
     # Written by `hptransfer stn`: tuned base hyperparameters at the proxy width.
 """
 
@@ -82,31 +82,53 @@ def plot_trajectory(
     return paths
 
 
-def proxy_toml(values: Mapping[str, float], *, lr: float, width: int, name: str) -> str:
-    """A ``ProxyConfig`` TOML (readable by ``hptransfer suggest --config``) with the tuned wd.
+def proxy_toml(
+    values: Mapping[str, float],
+    *,
+    lr: float,
+    width: int,
+    name: str,
+    base: Any = None,
+) -> str:
+    """A ``ProxyConfig`` TOML (``hptransfer suggest --config`` reads it) with what the run tuned.
 
-    Only keys that :class:`~hptransfer.scaling.ProxyConfig` knows are written (dropout, label
-    smoothing, input noise go to the JSON); ``weight_decay`` is the tuned global L2 coefficient
-    (0 when it was not tuned).
+    ``base`` (a :class:`~hptransfer.scaling.ProxyConfig`, default: its defaults) supplies every
+    field the STN did not set. Set here: ``name``, ``base_width`` (the width the STN trained
+    at), ``lr`` (the run's lr: an STN cannot tune it) and ``weight_decay``: the tuned AdamW
+    ``weight_decay`` (``weight_decay`` or ``weight_decay.hidden``), the value ``suggest`` scales
+    with width. A run that tuned only the ``l2`` coefficient trained with AdamW weight decay 0,
+    so 0 is written; the L2 coefficient is not an AdamW weight decay and is not carried (it is in
+    ``hyper.json``). Dropout, label smoothing and input noise go to ``hyper.json`` only.
     """
+    from dataclasses import replace
+
     from hptransfer.scaling import ProxyConfig
 
-    head_dim = 64 if width % 64 == 0 else width
-    cfg = ProxyConfig(
-        name=name,
-        base_width=width,
-        head_dim=head_dim,
-        lr=lr,
-        weight_decay=float(values.get("weight_decay", 0.0)),
-    )
-    header = (
-        "# Written by `hptransfer stn`: tuned base hyperparameters at the proxy width.\n"
-        "# weight_decay = the STN's tuned L2 coefficient c (training objective + c/2 ||W||^2 on\n"
-        "# weight matrices), at the base width; the rule below scales it with width. Under Adam an\n"
-        "# L2 term and AdamW's decoupled decay differ: treat it as the base value to start from.\n"
-        "# lr was not tuned (an STN cannot tune it); it is the lr of the STN run.\n"
-    )
-    return header + cfg.to_toml()
+    cfg = base if base is not None else ProxyConfig(name=name, base_width=width)
+    wd_key = next((k for k in ("weight_decay", "weight_decay.hidden") if k in values), None)
+    wd = float(values[wd_key]) if wd_key else (0.0 if any(k.startswith("l2") for k in values) else None)
+    fields: dict[str, Any] = {"name": name, "base_width": width, "lr": lr}
+    if wd is not None:
+        fields["weight_decay"] = wd
+    cfg = replace(cfg, **fields)
+    notes = [
+        "# Written by `hptransfer stn`: tuned base hyperparameters at the proxy width.",
+        "# lr was not tuned (an STN cannot tune it); it is the lr of the STN run.",
+    ]
+    if wd_key:
+        notes.append(
+            f"# weight_decay = the tuned AdamW weight_decay ({wd_key}) at the base width; the rule "
+            "scales it with width."
+        )
+    elif wd is not None:
+        notes.append(
+            "# weight_decay = 0: the run tuned an L2 coefficient (not an AdamW weight decay) and "
+            "trained without AdamW decay; tune weight_decay to carry one."
+        )
+    other = sorted(k for k in values if k.startswith("weight_decay.") and k != wd_key)
+    if other:
+        notes.append(f"# also tuned, not carried by suggest (see hyper.json): {', '.join(other)}")
+    return "\n".join(notes) + "\n" + cfg.to_toml()
 
 
 def write_outputs(
@@ -120,6 +142,7 @@ def write_outputs(
     name: str,
     log_names: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    base: Any = None,
 ) -> dict[str, Path]:
     """Write ``hyper.json``, ``proxy.toml`` and ``stn_trajectory.{png,svg}`` into ``out_dir``."""
     out = Path(out_dir)
@@ -137,7 +160,7 @@ def write_outputs(
     }
     files["json"].write_text(json.dumps(payload, indent=1) + "\n")
     files["toml"] = out / "proxy.toml"
-    files["toml"].write_text(proxy_toml(values, lr=lr, width=width, name=name))
+    files["toml"].write_text(proxy_toml(values, lr=lr, width=width, name=name, base=base))
     png, svg = plot_trajectory(trajectory, out / "stn_trajectory", log_names, title=name)
     files["png"], files["svg"] = png, svg
     return files

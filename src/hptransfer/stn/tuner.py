@@ -60,6 +60,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -82,6 +84,7 @@ __all__ = [
     "StnCheckpointError",
     "StnConfig",
     "StnDivergedError",
+    "StnInterrupted",
     "StnResult",
     "StnRunawayWarning",
     "StnTuner",
@@ -106,6 +109,19 @@ class StnCheckpointError(RuntimeError):
 
 class StnDivergedError(RuntimeError):
     """A non-finite loss; the message names the step and the last good checkpoint."""
+
+
+class StnInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`StnTuner.fit`: the run stopped at a step boundary.
+
+    Attributes:
+        step: steps done when it stopped.
+        checkpoint: the checkpoint written at that step (None without a checkpoint path).
+    """
+
+    def __init__(self, step: int, checkpoint: str | None) -> None:
+        super().__init__(step, checkpoint)
+        self.step, self.checkpoint = step, checkpoint
 
 
 class StnRunawayWarning(UserWarning):
@@ -768,6 +784,7 @@ class StnTuner:
             "step": self.step,
             "n_train": self.n_train,
             "n_val": self.n_val,
+            "budget": self._budget,
             "model": self.model.state_dict(),
             "hyper": self.hyper.state_dict(),
             "opt": self.opt.state_dict(),
@@ -793,18 +810,39 @@ class StnTuner:
         os.replace(tmp, path)
         self.last_checkpoint = (str(path), self.step)
 
-    def load_state(self, state: dict[str, Any], streams: dict[str, _Stream], source: str = "") -> None:
+    def changed_settings(self, state: Mapping[str, Any]) -> list[str]:
+        """What differs between this run and a checkpoint's: ``"hyper_lr 0.03 -> 0.1"``, ...
+
+        Everything that shapes the trajectory counts: the hyperparameter specs, every
+        :class:`StnConfig` field except ``checkpoint_every``, and the training budget.
+        """
+
+        def norm(v: Any) -> Any:
+            return [norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+        out: list[str] = []
         names = [s["name"] for s in state.get("specs", [])]
         if names != list(self.hyper.names):
+            return [f"hyperparameters {names} -> {list(self.hyper.names)}"]
+        for old, new in zip(state["specs"], (s.to_dict() for s in self.hyper.specs)):
+            for key in new:
+                if norm(old.get(key)) != norm(new[key]):
+                    out.append(f"{new['name']} {key} {old.get(key)} -> {new[key]}")
+        mine = asdict(self.config)
+        for key, value in mine.items():
+            if key != "checkpoint_every" and norm(state["config"].get(key)) != norm(value):
+                out.append(f"{key} {state['config'].get(key)} -> {value}")
+        budget = state.get("budget")
+        if budget is not None and self._budget and int(budget) != self._budget:
+            out.append(f"training steps {budget} -> {self._budget}")
+        return out
+
+    def load_state(self, state: dict[str, Any], streams: dict[str, _Stream], source: str = "") -> None:
+        changed = self.changed_settings(state)
+        if changed:
             raise StnCheckpointError(
-                f"checkpoint {source} tunes {names}, this run tunes "
-                f"{list(self.hyper.names)}; use a matching --hyper list"
-            )
-        if bool(state["config"].get("delta")) != self.config.delta:
-            raise StnCheckpointError(
-                f"checkpoint {source} was written with delta="
-                f"{state['config'].get('delta')}; this run has "
-                f"delta={self.config.delta}"
+                f"checkpoint {source} was written with other settings ({'; '.join(changed)}); "
+                "resume with the settings it was written with, or start a new run elsewhere"
             )
         try:
             self.model.load_state_dict(state["model"])
@@ -869,23 +907,42 @@ class StnTuner:
             self.last_checkpoint = (str(checkpoint), self.step)
         start = time.perf_counter()
         every = self.config.checkpoint_every
-        while self.n_train < steps:
-            phase = self._phase()
-            x, y = streams[phase].next()
-            x, y = x.to(self.device), y.to(self.device)
-            loss = self._train_step(x, y) if phase == "train" else self._val_step(x, y)
-            if phase == "train":
-                self.n_train += 1
-            else:
-                self.n_val += 1
-            self.step += 1
-            record = self._record(phase, loss)
-            if phase == "train" and eval_every and self.n_train % eval_every == 0:
-                self._record_eval(eval_data)
-            if checkpoint is not None and every and self.step % every == 0:
-                self.save(checkpoint, streams)
-            if callback is not None:
-                callback(self, record)
+        stop: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            # the first Ctrl-C stops at the next step boundary (after a checkpoint); a second one
+            # interrupts at once
+            def on_sigint(signum: int, frame: Any) -> None:
+                if stop:
+                    raise KeyboardInterrupt
+                stop.append(signum)
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            while self.n_train < steps:
+                phase = self._phase()
+                x, y = streams[phase].next()
+                x, y = x.to(self.device), y.to(self.device)
+                loss = self._train_step(x, y) if phase == "train" else self._val_step(x, y)
+                if phase == "train":
+                    self.n_train += 1
+                else:
+                    self.n_val += 1
+                self.step += 1
+                record = self._record(phase, loss)
+                if phase == "train" and eval_every and self.n_train % eval_every == 0:
+                    self._record_eval(eval_data)
+                if checkpoint is not None and every and self.step % every == 0:
+                    self.save(checkpoint, streams)
+                if callback is not None:
+                    callback(self, record)
+                if stop:
+                    if checkpoint is not None:
+                        self.save(checkpoint, streams)
+                    raise StnInterrupted(self.step, None if checkpoint is None else str(checkpoint))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if not self.trajectory["eval_step"] or self.trajectory["eval_step"][-1] != self.step:
             self._record_eval(eval_data)
         if checkpoint is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hptransfer import __version__, default_config, suggest
+from hptransfer import __version__, default_config, load_config, suggest
 from hptransfer.cli.main import app
 
 runner = CliRunner()
@@ -59,6 +59,28 @@ def test_config_file(tmp_path: Path) -> None:
     data = json.loads(out)
     assert code == 0 and data["base_width"] == 128 and data["groups"]["hidden"]["lr"] == 0.01
     assert data["n_heads"] is None  # no attention in this config
+
+
+def test_table_shows_own_init_scales_and_the_vector_lr_multiplier(tmp_path: Path) -> None:
+    cfg = tmp_path / "own.toml"
+    cfg.write_text(
+        "[proxy]\nbase_width = 64\nhead_dim = 16\n"
+        "[hyper]\nlr = 0.01\nvector_lr_mult = 2.0\ninit_scale = 0.5\nembed_init_std = 0.04\n"
+        'embed_init_scale = 0.5\n[rule]\noptimizer = "sgd"\n'
+    )
+    code, out, err = run("suggest", "--width", "512", "--config", str(cfg))
+    assert code == 0, err
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["vector"], ["hidden"])
+    }
+    plan = suggest(load_config(cfg), 512)
+    assert float(rows["vector"][1]) == pytest.approx(plan["vector"].lr, rel=1e-2)  # includes × 2
+    assert rows["vector"][2] == "0.02"  # explicit embedding std × its scale
+    assert rows["hidden"][2] == "own×0.5"  # the model's own init, times the tuned scale
+    assert "init own: the model's own init is kept" in " ".join(out.split())
+    assert "torch.optim.SGD weight_decay" in out
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from hptransfer.cli.common import console, fail
 from hptransfer.scaling import (
     WD_EXPONENTS,
     ConfigError,
+    GroupHyper,
     Plan,
     ProxyConfig,
     default_config,
@@ -57,6 +58,24 @@ def _fmt_steps(x: float) -> str:
     return "∞" if math.isinf(x) else f"{x:.0f}"
 
 
+def _fmt_init(group: GroupHyper) -> str:
+    """The init std to draw with (explicit std × tuned scale), or ``own`` (×scale) when the
+    model's own init is kept."""
+    if group.init_std is None:
+        return "own" if group.init_scale == 1 else f"own×{_fmt(group.init_scale)}"
+    return _fmt(group.init_std * group.init_scale)
+
+
+_WD_NOTES = {
+    "adamw": "wd = torch.optim.AdamW weight_decay (each step decays p by lr·wd); "
+    "tau = 1/(lr·wd) steps, the AdamW timescale.",
+    "adam": "wd = torch.optim.Adam weight_decay (coupled L2: wd·p added to the gradient); "
+    "tau = 1/(lr·wd) steps.",
+    "sgd": "wd = torch.optim.SGD weight_decay (coupled L2: each step decays p by lr·wd); "
+    "tau = 1/(lr·wd) steps.",
+}
+
+
 def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Table:
     """A rich table: one row per parameter class; weight decay shown for every plan given."""
     main = plans[0]
@@ -78,16 +97,25 @@ def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Tab
         table.add_column(f"wd{suffix}", justify="right", style="cyan", no_wrap=True)
         table.add_column(f"tau{suffix}", justify="right", style="cyan", no_wrap=True)
     for cls, group in main.groups.items():
-        row = [str(cls), _fmt(group.lr), _fmt(group.init_std), _fmt(group.multiplier)]
+        row = [str(cls), _fmt(group.lr), _fmt_init(group), _fmt(group.multiplier)]
         for plan in plans:
             g = plan.groups[cls]
             row += [_fmt(g.weight_decay), _fmt_steps(g.tau)]
         table.add_row(*row)
     notes = [
         "; ".join(f"{c}: {e}" for c, e in _EXAMPLES.items()) + ".",
-        "wd = torch.optim.AdamW weight_decay (each step decays p by lr·wd); "
-        "tau = 1/(lr·wd) steps, the AdamW timescale.",
+        _WD_NOTES.get(main.optimizer, _WD_NOTES["adamw"]),
     ]
+    if any(g.init_std is None for g in main.groups.values()):
+        notes.append(
+            "init own: the model's own init is kept (parametrize corrects it for width where the "
+            "rule needs it); ×s: the tuned init scale multiplies it."
+        )
+    if main.rule.is_mup:
+        notes.append(
+            "tied embedding/readout: the shared weight trains as vector; readout output × "
+            f"{_fmt(main.tied_output_multiplier)}."
+        )
     if main.n_heads is not None:
         kind = "muP, ∝ 1/d_head" if main.rule.is_mup else "SP, ∝ 1/sqrt(d_head)"
         notes.append(

@@ -388,3 +388,17 @@ def test_foreign_benchmark_smoke() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("foreign models: worst regret")
+
+
+def test_commands_keep_a_factory_models_own_init() -> None:
+    """diagnose, tune and sweep train `--model MODULE:FACTORY` with a config that keeps the
+    factory's init (the built-in proxies' explicit stds are for the built-in models only)."""
+    from hptransfer.diagnostics.api import resolve_model as diagnose_model
+    from hptransfer.tuning.builtin import resolve_model as tune_model
+
+    for cfg in (
+        diagnose_model("tests.test_user_models:make_mlp", task="regression").config,
+        tune_model("tests.test_user_models:make_mlp", task="regression").config,
+    ):
+        assert (cfg.init_std, cfg.embed_init_std, cfg.output_init_std) == (None, None, None)
+        assert cfg.head_dim is None and cfg.n_heads is None

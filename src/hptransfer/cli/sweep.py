@@ -120,7 +120,15 @@ def sweep_cmd(
             schedule=schedule,
             warmup=warmup,
         )
-        cfg = load_config(config) if config else spec.resolved_config()
+        if config:
+            cfg = load_config(config)
+        elif model:  # a user's factory keeps its own init
+            from hptransfer.data import TASKS
+            from hptransfer.models import factory_config
+
+            cfg = factory_config(TASKS[spec.task][1], model)
+        else:
+            cfg = spec.resolved_config()
         if base_lr is not None:
             cfg = replace(cfg, lr=base_lr)
         if base_wd is not None:

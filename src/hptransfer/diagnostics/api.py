@@ -83,7 +83,7 @@ def resolve_model(
             or a task the built-in data does not have.
     """
     from hptransfer.data import TASKS
-    from hptransfer.models import BUILTIN_MODELS, builtin_config
+    from hptransfer.models import BUILTIN_MODELS, builtin_config, factory_config
 
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
@@ -104,8 +104,7 @@ def resolve_model(
         factory, label = model, getattr(model, "__name__", "factory")
     task = task or "charlm"
     if config is None:
-        base = builtin_config(TASKS[task][1])
-        config = replace(base, name=label, head_dim=None, n_heads=None)
+        config = factory_config(TASKS[task][1], label)
     return ModelSpec(factory, None, task, config, label)
 
 

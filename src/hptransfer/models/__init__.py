@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -21,7 +21,15 @@ from hptransfer.models.llama import TinyLlama
 from hptransfer.models.mlp import MLP
 from hptransfer.scaling import ConfigError, Plan, ProxyConfig
 
-__all__ = ["BUILTIN_MODELS", "MLP", "ModelSpec", "TinyLlama", "build_model", "builtin_config"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "MLP",
+    "ModelSpec",
+    "TinyLlama",
+    "build_model",
+    "builtin_config",
+    "factory_config",
+]
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,21 @@ def _spec(name: str) -> ModelSpec:
 def builtin_config(name: str) -> ProxyConfig:
     """A CPU-sized proxy config for a built-in model (base width 64, reasonable base lr/wd)."""
     return _spec(name).config
+
+
+def factory_config(name: str, label: str) -> ProxyConfig:
+    """The proxy config for a user's ``MODULE:FACTORY`` trained on built-in model ``name``'s task:
+    its base width, lr and weight decay, the factory model's own init kept (no explicit stds),
+    and no head layout assumed (set ``head_dim`` or ``n_heads`` in a config file)."""
+    return replace(
+        _spec(name).config,
+        name=label,
+        head_dim=None,
+        n_heads=None,
+        init_std=None,
+        embed_init_std=None,
+        output_init_std=None,
+    )
 
 
 def build_model(name: str, width: int, plan: Plan | None = None, **overrides: Any) -> nn.Module:

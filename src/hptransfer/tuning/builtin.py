@@ -37,7 +37,7 @@ def resolve_model(model: str, task: str | None = None, config: ProxyConfig | Non
     Raises:
         ConfigError: unknown name, a module that cannot be imported, a missing factory.
     """
-    from hptransfer.models import builtin_config  # torch; only called by commands that train
+    from hptransfer.models import builtin_config, factory_config  # torch; only commands that train
 
     name = _ALIASES.get(model, model)
     if name in BUILTIN_TASKS:
@@ -55,7 +55,7 @@ def resolve_model(model: str, task: str | None = None, config: ProxyConfig | Non
     if t not in BUILTIN_TASKS.values():
         raise ConfigError(f"unknown task {t!r}; choose one of: {', '.join(BUILTIN_TASKS.values())}")
     base_model = next(n for n, tk in BUILTIN_TASKS.items() if tk == t)
-    return ModelChoice(model, t, factory, config or builtin_config(base_model))
+    return ModelChoice(model, t, factory, config or factory_config(base_model, model))
 
 
 def builtin_trainer(

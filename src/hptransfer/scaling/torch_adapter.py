@@ -736,7 +736,7 @@ def _install_attention_hooks(model: nn.Module, plan: Plan, mode: str) -> None:
                 )
             return
         probe = AttentionProbe(rewrite=plan.attention_scale if mode == "apply" else None)
-        probe.__enter__()
+        probe.__enter__()  # type: ignore[no-untyped-call]
         state["probe"] = probe
 
     def leave(_mod: nn.Module, _args: Any, _out: Any) -> None:

@@ -18,21 +18,10 @@ import typer
 
 from hptransfer import __version__
 from hptransfer.cli import diagnose, stn, sweep, tune
-from hptransfer.cli.common import console, err_console, fail, parse_ints
-from hptransfer.cli.suggest import emit_plans, render_plans, run_suggest
+from hptransfer.cli.common import console
+from hptransfer.cli.suggest import run_suggest
 
-# Names other modules imported from here before cli/common.py existed.
-__all__ = [
-    "app",
-    "console",
-    "emit_plans",
-    "err_console",
-    "fail",
-    "main",
-    "parse_ints",
-    "render_plans",
-    "suggest_cmd",
-]
+__all__ = ["app", "main", "suggest_cmd"]
 
 app = typer.Typer(
     name="hptransfer",
@@ -110,12 +99,8 @@ def suggest_cmd(
 
 def _add(name: str, module: ModuleType) -> None:
     """Add ``module``'s command ``<name>_cmd`` (help: ``module.HELP``/``SHORT_HELP`` if set, else
-    its docstring; ``module.EPILOG`` after the options). A module still on the old
-    ``register(app)`` form registers itself."""
-    command = getattr(module, f"{name}_cmd", None)
-    if command is None:
-        module.register(app)
-        return
+    its docstring; ``module.EPILOG`` after the options)."""
+    command = getattr(module, f"{name}_cmd")
     app.command(
         name,
         help=getattr(module, "HELP", None),

@@ -19,8 +19,9 @@ def load_factory(spec: str) -> Callable[[int], Any]:
     """Import ``"package.module:callable"``; the current directory is importable.
 
     Raises:
-        ConfigError: a malformed spec, a module that cannot be imported, a missing or
-            non-callable attribute; the message names the spec and the fix.
+        ConfigError: a malformed spec, a module that cannot be imported (missing, a syntax
+            error, or an exception while importing it), a missing or non-callable attribute;
+            the message names the spec and the fix.
 
     Example:
         >>> load_factory("hptransfer.models:MLP")  # doctest: +ELLIPSIS
@@ -35,6 +36,13 @@ def load_factory(spec: str) -> Callable[[int], Any]:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
         raise ConfigError(f"--model {spec!r}: cannot import module {mod_name!r} ({exc})") from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else mod_name
+        raise ConfigError(f"--model {spec!r}: syntax error in {where}: {exc.msg}") from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise ConfigError(
+            f"--model {spec!r}: importing {mod_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     try:
         factory = getattr(module, attr)
     except AttributeError:

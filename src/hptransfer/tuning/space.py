@@ -107,7 +107,8 @@ class SearchSpace:
         unknown = [k for k in params if k not in TUNABLE]
         if unknown:
             raise ConfigError(f"parameters {unknown} are not base hyperparameters ({', '.join(TUNABLE)})")
-        return replace(base, **{k: float(v) for k, v in params.items()})
+        values: dict[str, Any] = {k: float(v) for k, v in params.items()}
+        return replace(base, **values)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: rng.to_dict() for name, rng in self.ranges.items()}

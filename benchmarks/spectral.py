@@ -108,7 +108,7 @@ def part_a(shapes: list[tuple[str, int, int]], repeat: int, mixed_on: tuple[int,
             ref = _svds(a.double().numpy(), 0.0)
             big = m * n >= 2048 * 8192
             t_ours, res = _best(lambda a=a: top_singular_values(a, 1, tol=TOL, generator=_gen()), repeat)
-            block = 1 + 4  # the solver's default block for k = 1 (k + 4)
+            block = res.block
             t_floor = _floor(a, res.iterations, block, repeat)
             t_sv, _ = _best(lambda a=a: torch.linalg.svdvals(a), 1 if big else repeat)
             t_svt, _ = _best(lambda a=a: torch.linalg.svdvals(a.mT), 1 if big else repeat)

@@ -584,20 +584,15 @@ def save_results(result: SweepResult, out_dir: str | Path) -> tuple[Path, Path]:
     return js, cs
 
 
-def plot_sweep(
-    result: SweepResult, path_stem: str | Path, *, title: str | None = None, ax: Any = None
-) -> list[Path]:
+def plot_sweep(result: SweepResult, path_stem: str | Path) -> list[Path]:
     """Validation loss vs log2 value, one curve per width (viridis, narrow → wide), fitted optima
-    as stars, diverged points as red × on the top edge. Writes ``<stem>.png`` and ``.svg`` when
-    ``ax`` is None; otherwise draws into ``ax`` and writes nothing."""
+    as stars, diverged points as red × on the top edge; writes ``<stem>.png`` and ``.svg``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    own = ax is None
-    if own:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     key = result.spec["param"]
     widths = sorted(result.curves)
     cmap = plt.get_cmap("viridis")
@@ -635,16 +630,10 @@ def plot_sweep(
     ax.set_xlabel(f"log2 {_PARAM_LABEL[key]}")
     ax.set_ylabel("validation loss")
     d = result.drift
-    ax.set_title(
-        title
-        or f"{result.spec['task']} · {result.spec['rule']} · {key} sweep"
-        + (f" · drift {d:.2f} (log2)" if d is not None else ""),
-        fontsize=10,
-    )
+    drift_text = f" · drift {d:.2f} (log2, max − min)" if d is not None else ""
+    ax.set_title(f"{result.spec['task']} · {result.spec['rule']} · {key} sweep{drift_text}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if not own:
-        return []
     fig.tight_layout()
     stem = Path(path_stem)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]

@@ -203,6 +203,11 @@ def test_cli_bad_input_exit_2(tmp_path):
         (["--grid", "x:y"], "log2 exponents"),
         (["--param", "momentum"], "lr or wd"),
         (["--widths", "60,64"], "head_dim"),
+        (["--grid="], "log2 exponents"),  # empty: an error, not the default grid
+        (["--grid=0:inf"], "outside -1000..1000"),
+        (["--grid=1024:1026"], "outside -1000..1000"),
+        (["--grid=2000,2001,2002"], "outside -1000..1000"),
+        (["--grid=-6:-4:0.00001"], "at most 1000"),
         # storage through hptransfer.tuning.storage: one line, password masked
         (["--storage", "foo://me:hunter2@db/x"], "unknown storage scheme 'foo' in foo://me:***@db/x"),
         (["--storage", f"sqlite:///{tmp_path}/no/such/dir/s.db"], "does not exist"),
@@ -211,6 +216,15 @@ def test_cli_bad_input_exit_2(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert text in " ".join(res.output.split())
         assert "Traceback" not in res.output and "hunter2" not in res.output
+
+
+def test_cli_all_runs_diverged_is_an_error(tmp_path):
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=12:14", "--steps", "3"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "every run diverged" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    data = json.loads((tmp_path / "sweep_lr.json").read_text())  # the runs are kept
+    assert len(data["runs"]) == 6 and all(r["diverged"] for r in data["runs"])
 
 
 def test_cli_runs_json(tmp_path):

@@ -19,8 +19,12 @@ from hptransfer.scaling import ConfigError, load_config
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
-    """``-10:-4`` or ``-10:-4:0.5`` (log2 range, inclusive) or ``-10,-8,-6`` (log2 list)."""
-    from hptransfer.tuning.sweep import log2_grid
+    """``-10:-4`` or ``-10:-4:0.5`` (log2 range, inclusive) or ``-10,-8,-6`` (log2 list).
+
+    Raises:
+        ConfigError: not numbers in one of those forms, or a grid :func:`log2_grid` refuses.
+    """
+    from hptransfer.tuning.sweep import log2_grid, log2_values
 
     t = text.replace(" ", "")
     try:
@@ -28,13 +32,19 @@ def parse_grid(text: str) -> tuple[float, ...]:
             parts = [float(x) for x in t.split(":")]
             if len(parts) not in (2, 3):
                 raise ValueError
-            return log2_grid(*parts)
-        return tuple(2.0 ** float(x) for x in t.split(",") if x)
+        else:
+            parts = [float(x) for x in t.split(",") if x]
+            if not parts:
+                raise ValueError
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"--grid must be log2 exponents: START:STOP[:STEP] or a comma list, got {text!r} "
             "(e.g. --grid=-10:-4)"
         ) from None
+    try:
+        return log2_grid(*parts) if ":" in t else log2_values(parts)
+    except ConfigError as exc:
+        raise ConfigError(f"--grid {text}: {exc}") from None
 
 
 def sweep_cmd(
@@ -94,7 +104,7 @@ def sweep_cmd(
     if param not in ("lr", "wd"):
         fail(f"--param must be lr or wd, got {param!r}")
     try:
-        g = parse_grid(grid or ("-10:-4" if param == "lr" else "-6:1"))
+        g = parse_grid(grid if grid is not None else ("-10:-4" if param == "lr" else "-6:1"))
         factory = load_factory(model) if model else None
     except ValueError as exc:
         fail(str(exc))
@@ -141,6 +151,12 @@ def sweep_cmd(
         fail(str(exc))
     except ValueError as exc:  # e.g. unknown schedule or task
         fail(str(exc))
+    if not result.optima:
+        fail(
+            f"every run diverged (no finite validation loss at any width); the runs are saved in {out}; "
+            "try smaller values, e.g. --grid=-12:-6",
+            1,
+        )
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return

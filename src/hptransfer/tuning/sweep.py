@@ -46,6 +46,7 @@ __all__ = [
     "drift",
     "fit_optimum",
     "log2_grid",
+    "log2_values",
     "plot_sweep",
     "run_sweep",
     "summarise",
@@ -126,12 +127,48 @@ def drift(optima: Mapping[int, Optimum]) -> float:
     return max(xs) - min(xs)
 
 
+#: Most points a grid may have (a typo such as step 0.00001 would otherwise run for days).
+MAX_GRID_POINTS = 1000
+
+
+def _check_exponent(k: float) -> float:
+    if not math.isfinite(k) or not -1000 <= k <= 1000:
+        raise ConfigError(f"grid exponent {k} is outside -1000..1000 (values are 2^k)")
+    return float(k)
+
+
 def log2_grid(start: float, stop: float, step: float = 1.0) -> tuple[float, ...]:
-    """``2**k`` for k from ``start`` to ``stop`` inclusive in steps of ``step``."""
-    if step <= 0:
+    """``2**k`` for k from ``start`` to ``stop`` inclusive in steps of ``step``.
+
+    Raises:
+        ConfigError: a step that is not positive, exponents outside -1000..1000, or more than
+            :data:`MAX_GRID_POINTS` points.
+
+    Example:
+        >>> log2_grid(-3, -1)
+        (0.125, 0.25, 0.5)
+    """
+    start, stop = _check_exponent(start), _check_exponent(stop)
+    if not math.isfinite(step) or step <= 0:
         raise ConfigError(f"grid step must be > 0, got {step}")
     n = math.floor((stop - start) / step + 1e-9) + 1
+    if n > MAX_GRID_POINTS:
+        raise ConfigError(
+            f"grid {start:g}:{stop:g}:{step:g} has {n} points (at most {MAX_GRID_POINTS}); use a larger step"
+        )
     return tuple(2.0 ** (start + j * step) for j in range(n))
+
+
+def log2_values(exponents: Sequence[float]) -> tuple[float, ...]:
+    """``2**k`` for each k (checked as in :func:`log2_grid`).
+
+    Example:
+        >>> log2_values([-2, 0])
+        (0.25, 1.0)
+    """
+    if len(exponents) > MAX_GRID_POINTS:
+        raise ConfigError(f"grid has {len(exponents)} points (at most {MAX_GRID_POINTS})")
+    return tuple(2.0 ** _check_exponent(k) for k in exponents)
 
 
 def check_widths(widths: Sequence[int], config: ProxyConfig | None = None) -> tuple[int, ...]:

@@ -206,3 +206,27 @@ def test_fixed_head_count_needs_divisible_width() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(WidthError, ConfigError) and issubclass(ConfigError, ValueError)
+
+
+def test_bad_api_input_is_a_clear_config_error() -> None:
+    import numpy as np
+
+    assert suggest(default_config(), np.int64(1024)).width == 1024
+    assert suggest(default_config(), "1024").width == 1024
+    for make, message in (
+        (lambda: ProxyConfig(rule=5), "rule.name must be a string"),  # type: ignore[arg-type]
+        (lambda: ProxyConfig(rule=["a"]), "rule.name must be a string"),  # type: ignore[arg-type]
+        (lambda: suggest(default_config(), 1024, rule=5), "ScalingRule or a preset name"),  # type: ignore[arg-type]
+        (
+            lambda: suggest(ProxyConfig(weight_decay=1e308), 4096),
+            "weight_decay at width 4096 is not a finite",
+        ),
+        (lambda: ProxyConfig(rule="custom", wd_exponent=600), "within ±4"),
+        (lambda: get_rule("linear", wd_exponent=0.5), "fixes the wd exponent"),
+    ):
+        with pytest.raises((ConfigError, ValueError), match=message):
+            make()
+    with pytest.raises(WidthError, match="larger than any model"):
+        suggest(default_config(), 10**400)
+    with pytest.raises(WidthError, match="larger than any model"):
+        suggest(default_config(), "9007199254740993")  # no silent rounding to ...992

@@ -49,6 +49,10 @@ else:  # pragma: no cover
 __all__ = ["ConfigError", "ProxyConfig", "default_config", "load_config"]
 
 
+#: Largest weight-decay width exponent accepted (the named rules use 0, 0.5 and 1).
+MAX_WD_EXPONENT = 4.0
+
+
 class ConfigError(ValueError):
     """A config file or value that cannot be used; the message names the key and the fix."""
 
@@ -77,6 +81,11 @@ class ProxyConfig:
     optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
+        for key, attr in (("proxy.name", "name"), ("rule.name", "rule"), ("rule.readout", "readout")):
+            if not isinstance(getattr(self, attr), str):
+                raise ConfigError(f"{key} must be a string, got {getattr(self, attr)!r}")
+        if not isinstance(self.optimizer, str):
+            raise ConfigError(f"rule.optimizer must be a string, got {self.optimizer!r}")
         _check_int("proxy.base_width", self.base_width, minimum=1)
         if self.head_dim is not None and self.n_heads is not None:
             raise ConfigError(
@@ -104,6 +113,11 @@ class ProxyConfig:
             )
         if self.wd_exponent is not None:
             _check_float("rule.wd_exponent", self.wd_exponent, positive=False, allow_negative=True)
+            if abs(self.wd_exponent) > MAX_WD_EXPONENT:
+                raise ConfigError(
+                    f"rule.wd_exponent must be within ±{MAX_WD_EXPONENT:g} (linear is 1, sqrt 0.5), "
+                    f"got {self.wd_exponent!r}"
+                )
         try:
             self.scaling_rule()
         except ValueError as exc:

@@ -6,6 +6,7 @@ Pure Python, no torch.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -15,6 +16,10 @@ from hptransfer.scaling.config import ConfigError, ProxyConfig
 from hptransfer.scaling.rules import ParamClass, ScalingRule
 
 __all__ = ["GroupHyper", "Plan", "WidthError", "suggest"]
+
+
+#: Widest model a plan is made for: beyond it the width rules leave float range.
+MAX_WIDTH = 2**40
 
 
 class WidthError(ConfigError):
@@ -120,16 +125,38 @@ class Plan:
 
 
 def check_width(config: ProxyConfig, width: Any) -> int:
-    """Return ``width`` as an int, or raise :class:`WidthError` saying what is wrong."""
-    if isinstance(width, bool) or not isinstance(width, (int, float, str)):
-        raise WidthError(f"width must be a positive integer, got {width!r}")
-    try:
+    """Return ``width`` as an int, or raise :class:`WidthError` saying what is wrong.
+
+    Takes Python and NumPy integers, integral floats and integer strings (exactly, however
+    large they are written).
+    """
+    bad = WidthError(f"width must be a positive integer, got {width!r}")
+    if isinstance(width, bool):
+        raise bad
+    if isinstance(width, numbers.Integral):
+        w = int(width)
+    elif isinstance(width, str):
+        text = width.strip()
+        if text.lstrip("+").isdigit():
+            w = int(text)
+        else:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise bad from None
+            if not math.isfinite(as_float) or as_float != int(as_float):
+                raise bad
+            w = int(as_float)
+    elif isinstance(width, numbers.Real):
         as_float = float(width)
-    except ValueError:
-        raise WidthError(f"width must be a positive integer, got {width!r}") from None
-    if not math.isfinite(as_float) or as_float != int(as_float):
-        raise WidthError(f"width must be a positive integer, got {width!r}")
-    w = int(as_float)
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise bad
+        w = int(as_float)
+    else:
+        raise bad
+    if w > MAX_WIDTH:
+        shown = str(w) if w < 10**16 else f"{str(w)[:6]}…({len(str(w))} digits)"
+        raise WidthError(f"width {shown} is larger than any model hptransfer can plan for (at most 2**40)")
     if w <= 0:
         raise WidthError(f"width must be a positive integer, got {w}")
     if w < config.min_width:
@@ -169,8 +196,12 @@ def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = No
         scaling = config.scaling_rule()
     elif isinstance(rule, str):
         scaling = config.with_rule(rule).scaling_rule()
-    else:
+    elif isinstance(rule, ScalingRule):
         scaling = rule
+    else:
+        raise ConfigError(
+            f"rule must be a ScalingRule or a preset name such as 'mup-wd-linear', got {rule!r}"
+        )
     m = w / config.base_width
     base_init = {
         ParamClass.VECTOR: config.embed_init_std,
@@ -198,6 +229,13 @@ def suggest(config: ProxyConfig, width: int, rule: ScalingRule | str | None = No
             init_scale=base_scale[cls],
             init_exponent=ex.init_std,
         )
+    for cls, g in groups.items():
+        for key, value in (("lr", g.lr), ("weight_decay", g.weight_decay), ("init_std", g.init_std)):
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(
+                    f"{cls} {key} at width {w} is not a finite number (base value × {m:g}^exponent "
+                    "overflows): lower the base value or the exponent"
+                )
     heads = config.heads_at(w)
     attention_scale = None
     if heads is not None:

@@ -310,7 +310,11 @@ def get_rule(
         if wd_exponent is not None and wd_exponent != rule.wd_exponent:
             if not rule.is_mup:
                 raise ValueError("rule 'sp' takes no wd_exponent; use 'custom' or a mup rule")
-            rule = ScalingRule.mup(wd_exponent)
+            fixed = "none" if rule.wd_exponent is None else f"{rule.wd_exponent:g}"
+            raise ValueError(
+                f"rule {rule.name!r} fixes the wd exponent ({fixed}), so wd_exponent={wd_exponent:g} "
+                "contradicts it; use rule 'custom' with that wd_exponent"
+            )
     else:
         known = ", ".join([*RULES, "custom"])
         raise ValueError(f"unknown rule {name!r}; choose one of: {known}")

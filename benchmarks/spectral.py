@@ -217,21 +217,21 @@ def part_b(blocks: int, d: int, vocab: int, ctx: int, repeat: int) -> dict[str, 
 def part_c(widths: list[int] | None, steps: int | None, rules: list[str]) -> dict[str, Any]:
     from dataclasses import replace
 
-    from hptransfer.cli.diagnose import BUILTIN_DIAGNOSE_WD, DEFAULT_STEPS, DEFAULT_WIDTHS
+    from hptransfer.cli.diagnose import BUILTIN_DIAGNOSE_WD, DEFAULT_WIDTHS
     from hptransfer.diagnostics import calibrate_from_reports, diagnose
     from hptransfer.models import builtin_config
 
     ws = widths or [int(w) for w in DEFAULT_WIDTHS.split(",")]
-    n = steps or DEFAULT_STEPS
     cfg = replace(builtin_config("llama"), weight_decay=BUILTIN_DIAGNOSE_WD)
     reports = {}
-    out: dict[str, Any] = {"widths": ws, "steps": n, "wd": BUILTIN_DIAGNOSE_WD, "lr": cfg.lr, "rules": {}}
+    out: dict[str, Any] = {"widths": ws, "wd": BUILTIN_DIAGNOSE_WD, "lr": cfg.lr, "rules": {}}
     for rule in rules:
         t = time.perf_counter()
-        rep = diagnose("llama", ws, cfg, rule, n)
+        rep = diagnose("llama", ws, cfg, rule, steps)  # steps None: the CLI's default, per rule
         secs = time.perf_counter() - t
         reports[rep.rule or rule] = rep
-        out["rules"][rep.rule or rule] = {"seconds": secs, "report": rep.to_dict()}
+        n = max(s for s, _ in next(iter(rep.history.values())))
+        out["rules"][rep.rule or rule] = {"seconds": secs, "steps": n, "report": rep.to_dict()}
         p = rep.pooled
         print(
             f"C {rep.rule}: {rep.outcome} (exit {rep.exit_code}); pooled ratio "
@@ -492,12 +492,13 @@ def render(data: dict[str, Any], figures: Path) -> str:
         lines += [
             "## C. The built-in llama proxy under two weight-decay rules",
             "",
-            f"`diagnose('llama', {c['widths']}, steps={c['steps']})` with the CLI defaults: base lr "
-            f"{c['lr']:g}, base wd {c['wd']:g} (torch AdamW), seed 0, one run per rule.",
+            f"`diagnose('llama', {c['widths']})` with the CLI defaults (steps: 4 AdamW timescales at "
+            f"the slowest width, per rule): base lr {c['lr']:g}, base wd {c['wd']:g} (torch AdamW), "
+            "seed 0, one run per rule.",
             "",
-            "| rule | outcome (exit) | timescales covered | hidden σ_max ratio (pooled) | "
+            "| rule | steps | outcome (exit) | timescales covered | hidden σ_max ratio (pooled) | "
             "pooled α [95 % CI] | drifting | undecided | one-run e* | time |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, v in c["rules"].items():
             d = v["report"]
@@ -505,7 +506,8 @@ def render(data: dict[str, Any], figures: Path) -> str:
             ci = p.get("alpha_ci")
             cal = d["calibration"]
             lines.append(
-                f"| {name} | {d['outcome']} ({d['exit_code']}) | {float(d['timescales']):.1f} | "
+                f"| {name} | {v['steps']} | {d['outcome']} ({d['exit_code']}) | "
+                f"{float(d['timescales']):.1f} | "
                 f"{p.get('ratio', float('nan')):.2f} | {p.get('alpha', float('nan')):+.3f}"
                 + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
                 + f" | {len(d['drifting'])} of {len(reports[name].gated())} | {len(d['inconclusive'])} | "

@@ -391,3 +391,15 @@ def test_suggest_never_imports_the_diagnostics() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_default_steps_cover_four_timescales() -> None:
+    # mlp: lr 2^-7; --wd 10 gives tau = 1/(lr·wd) = 12.8 steps at every width under linear
+    code, out, err = run(
+        "--model", "mlp", "--widths", "16,32,64", "--rule", "linear", "--wd", "10", "--no-coord", "--json"
+    )
+    data = json.loads(out)
+    assert code == data["exit_code"], err
+    assert data["history"]["64"][-1][0] == 52  # ceil(4 × 12.8)
+    assert data["timescales"] == pytest.approx(52 / 12.8)
+    assert not any("timescales" in m for m in data["missing_evidence"])

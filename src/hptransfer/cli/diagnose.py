@@ -14,15 +14,15 @@ import typer
 
 from hptransfer.cli.common import console, err_console, fail, parse_ints
 
-__all__ = ["DEFAULT_STEPS", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cmd"]
+__all__ = ["BUILTIN_DIAGNOSE_WD", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cmd"]
 
-#: Defaults of the training mode, chosen so that `hptransfer diagnose` on the built-in llama
-#: covers >= 3 AdamW timescales and finishes in a few minutes on 2 CPU cores
-#: (benchmarks/diagnose_time.py measures it).
+#: Defaults of the training mode, chosen so that `hptransfer diagnose --model llama` covers 4
+#: AdamW timescales (the steps default to that, per rule) and finishes in a few minutes on 2 CPU
+#: cores (benchmarks/diagnose_time.py measures it).
 DEFAULT_WIDTHS = "16,32,48,64,96,128"
-DEFAULT_STEPS = 256
 #: Base weight decay of the built-in proxies in `diagnose` (their config's 0.1 gives
-#: tau = 640 steps; 1.0 gives 64, so 256 steps cover 4 timescales). --wd or --config override it.
+#: tau = 640 steps; 1.0 gives 64, so 4 timescales take 256 steps under the linear rule).
+#: --wd or --config override it.
 BUILTIN_DIAGNOSE_WD = 1.0
 
 HELP = f"""Train proxies at several widths (or read their checkpoints) and check that the top
@@ -34,9 +34,10 @@ timescales long), 1 drift (a hidden matrix conclusively grows or shrinks), 2 bad
 3 inconclusive (too short a run, too few widths or too noisy: the output says what would
 make it conclusive). A CI gate passes on 0 only.
 
-Defaults: --widths {DEFAULT_WIDTHS}, --steps {DEFAULT_STEPS}, one torch thread per run; the
-built-in proxies train with base weight decay {BUILTIN_DIAGNOSE_WD:g} here (tau = 1/(lr·wd)
-= 64 steps), unless --wd or --config says otherwise.
+Defaults: --widths {DEFAULT_WIDTHS}; --steps enough for 4 AdamW timescales tau = 1/(lr·wd)
+at the slowest width (256 for the built-in llama under the linear rule); one torch thread per
+run; the built-in proxies train with base weight decay {BUILTIN_DIAGNOSE_WD:g} here (tau = 64
+steps at lr 2^-6), unless --wd or --config says otherwise.
 
 Examples:
 
@@ -92,8 +93,9 @@ def diagnose_cmd(
         typer.Option(
             "--steps",
             "-n",
-            help=f"Training steps per width (default {DEFAULT_STEPS}). With --checkpoints and "
-            "--config: the steps they were trained for, to count the timescales they cover.",
+            help="Training steps per width (default: 4 AdamW timescales at the slowest width). "
+            "With --checkpoints and --config: the steps they were trained for, to count the "
+            "timescales they cover.",
         ),
     ] = None,
     wd: Annotated[
@@ -208,12 +210,15 @@ def diagnose_cmd(
                 if rules not in ([None], ["custom"]):
                     fail("--wd-exponent sets its own rule (muP, wd ∝ width^E); drop --rule")
                 base, rules = base.with_rule("custom", wd_exponent=wd_exponent), [None]
-            n_steps = steps or DEFAULT_STEPS
+            from hptransfer.diagnostics.api import default_steps
+
+            ws = width_list or parse_ints(DEFAULT_WIDTHS, "--widths")
             for one in rules:
+                n_steps = steps or default_steps(base, one, ws)
                 with _progress(one, n_steps, plain=as_json or not err_console.is_terminal) as progress:
                     rep = diagnose(
                         model,
-                        width_list or parse_ints(DEFAULT_WIDTHS, "--widths"),
+                        ws,
                         base,
                         one,
                         n_steps,

@@ -48,6 +48,7 @@ __all__ = [
     "calibrate_from_reports",
     "check_architectures",
     "compare_rules",
+    "default_steps",
     "diagnose",
     "diagnose_checkpoints",
     "load_checkpoints",
@@ -145,7 +146,7 @@ def diagnose(
     widths: Sequence[int],
     config: ProxyConfig | None = None,
     rule: str | None = None,
-    steps: int = 200,
+    steps: int | None = None,
     *,
     task: str | None = None,
     batch_size: int = 32,
@@ -172,8 +173,9 @@ def diagnose(
         config: base width and hyperparameters (default: the built-in's config).
         rule: width rule (default: the config's); its hidden-matrix exponents feed the
             calibration of the wd exponent.
-        steps: training steps per width. sigma_max reaches its steady state only after several
-            AdamW timescales ``tau = 1/(lr·wd)``; the report notes when the run is shorter.
+        steps: training steps per width (default: :func:`default_steps`, enough for
+            :data:`DEFAULT_TIMESCALES` AdamW timescales ``tau = 1/(lr·wd)`` at the slowest width).
+            sigma_max reaches its steady state only after several; a shorter run is inconclusive.
         record_every: steps between spectra for the history (default ``steps // 20``).
         average_last: the fitted sigma_max of a layer is the geometric mean of its recorded
             values over this last fraction of the run (default: the last quarter), not the
@@ -198,6 +200,8 @@ def diagnose(
     rule_obj = cfg.with_rule(rule).scaling_rule() if rule else cfg.scaling_rule()
     for w in ws:
         suggest(cfg, w, rule)  # raises WidthError naming a width the config cannot take
+    if steps is None:
+        steps = default_steps(cfg, rule, ws)
     mkw = dict(model_kwargs or {})
     data = _data(spec, data_kwargs or {}, mkw)
     factory = _factory_for(spec, rule, mkw)
@@ -314,6 +318,30 @@ def _averaged(
 
 def _sigmas(spec: Mapping[str, LayerSpectrum]) -> dict[str, float]:
     return {name: s.sigma_max for name, s in spec.items()}
+
+
+#: AdamW timescales a default-length run covers at its slowest width.
+DEFAULT_TIMESCALES = 4.0
+#: Steps of a default-length run when the hidden matrices have no weight decay (no timescale).
+FALLBACK_STEPS = 256
+
+
+def default_steps(cfg: ProxyConfig, rule: str | None, widths: Sequence[int]) -> int:
+    """Training steps that cover :data:`DEFAULT_TIMESCALES` AdamW timescales at the slowest width
+    (:data:`FALLBACK_STEPS` without weight decay).
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from hptransfer.models import builtin_config
+        >>> cfg = replace(builtin_config("llama"), weight_decay=1.0)   # lr 2^-6: tau = 64 steps
+        >>> default_steps(cfg, "linear", [16, 128]), default_steps(cfg, "sqrt", [16, 128])
+        (256, 363)
+    """
+    taus = [suggest(cfg, w, rule)["hidden"].tau for w in widths]
+    finite = [t for t in taus if math.isfinite(t)]
+    if not finite:
+        return FALLBACK_STEPS
+    return max(1, math.ceil(DEFAULT_TIMESCALES * max(finite) - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -670,7 +698,7 @@ def compare_rules(
     widths: Sequence[int],
     rules: Sequence[str],
     config: ProxyConfig | None = None,
-    steps: int = 200,
+    steps: int | None = None,
     **kwargs: Any,
 ) -> tuple[dict[str, SpectralReport], tuple[Any, tuple[str, str]] | None]:
     """:func:`diagnose` under each rule, plus the two-run wd-exponent calibration.

@@ -230,7 +230,7 @@ def test_builtin_task_overfits_without_regularisation() -> None:
     assert reg["val_loss"] < plain["val_loss"] - 0.3
 
 
-def test_benchmark_quick_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_quick_smoke_and_render(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "stn_vs_optuna.py"
@@ -238,7 +238,13 @@ def test_benchmark_quick_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--quick"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("HEADLINE:") and "TPE-3" in lines[-1]
-    assert any(line.startswith("STN ") for line in lines)
+    results = module.run(module.parse_args(["--quick", "--skip", "transfer"]))
+    from _results import result_document
+
+    doc = module.render(result_document("stn_vs_optuna", results), tmp_path)
+    assert (
+        "## Robust from any start" in doc and "| STN |" in doc and (tmp_path / "stn_trajectory.png").exists()
+    )
+    line = module.headline_line(results)
+    assert line.startswith("HEADLINE: ridge ") and "TPE-3" in line
+    assert len(module.headline(result_document("stn_vs_optuna", results))) == 3

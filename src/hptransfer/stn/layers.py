@@ -387,6 +387,16 @@ def to_stn(
         if new is not None:
             params = list(child.parameters())
             new.to(params[0].device if params else torch.device("cpu"))
+            # keep the user's hooks (e.g. a muP output multiplier registered on the readout)
+            for attr in (
+                "_forward_hooks",
+                "_forward_pre_hooks",
+                "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called",
+                "_forward_pre_hooks_with_kwargs",
+            ):
+                if getattr(child, attr, None):
+                    setattr(new, attr, getattr(child, attr))
         return new
 
     def convert(parent: nn.Module, prefix: str) -> None:

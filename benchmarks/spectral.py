@@ -85,15 +85,15 @@ def _svds(a: np.ndarray, tol: float) -> float:
 
 
 def _floor(a: torch.Tensor, iterations: int, block: int, repeat: int) -> float:
-    """Time of the products ``iterations`` Krylov steps need: ``A @ X`` and ``Yᵀ @ A``."""
-    m, n = a.shape[-2:]
-    x = torch.randn(*a.shape[:-2], n, block)
-    y = torch.randn(*a.shape[:-2], block, m)
+    """Time of the products ``iterations`` Krylov steps need, laid out as the solver lays them
+    out: ``Y = A @ V`` with an orthonormal block ``V`` (from QR), then ``Yᵀ @ A``."""
+    n = a.shape[-1]
+    v = torch.linalg.qr(torch.randn(*a.shape[:-2], n, block))[0]
 
     def products() -> None:
         for _ in range(iterations):
-            a @ x
-            y @ a
+            y = a @ v
+            y.transpose(-1, -2).contiguous() @ a
 
     return _best(products, repeat)[0]
 

@@ -318,3 +318,65 @@ def test_tuning_imports_without_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- workers started together ---------------------------------------------------------------------
+def test_open_study_waits_for_attributes_another_worker_is_still_writing(tmp_path):
+    """Optuna writes user attributes one at a time; a second worker opening the new study between
+    two writes used to refuse it as "created under ... base width None"."""
+    import threading
+
+    from hptransfer.tuning.study import study_attrs
+
+    url = _sqlite(tmp_path)
+    first = open_study("s", CFG, storage=url, space=LR_SPACE)  # a complete study to copy from
+    attrs = study_attrs(CFG, LR_SPACE)
+    half = optuna.create_study(study_name="half", storage=url)
+    items = list(attrs.items())
+    for key, value in items[:2]:  # version and rule written, base width not yet
+        half.set_user_attr(key, value)
+
+    def finish() -> None:
+        for key, value in items[2:]:
+            half.set_user_attr(key, value)
+
+    timer = threading.Timer(0.3, finish)
+    timer.start()
+    try:
+        study = open_study("half", CFG, storage=url, space=LR_SPACE)
+    finally:
+        timer.join()
+    assert study_info(study)["base_width"] == study_info(first)["base_width"] == CFG.base_width
+
+
+_WORKER = """
+import sys, time
+from hptransfer.scaling import ProxyConfig
+from hptransfer.tuning import open_study
+url, start = sys.argv[1], float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+open_study("race", ProxyConfig(name="t", base_width=128, head_dim=32), storage=url)
+"""
+
+
+def test_workers_started_together_on_a_new_sqlite_file_all_open_the_study(tmp_path):
+    """Workers racing to create a new database's tables (``table ... already exists``,
+    ``UNIQUE constraint failed: alembic_version``) and the study's attributes all succeed."""
+    import time
+
+    for round_ in range(2):
+        url = _sqlite(tmp_path, f"race{round_}.db")
+        start = time.time() + 2.0  # every worker has imported optuna by then
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER, url, str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-1500:]

@@ -22,7 +22,9 @@ No torch here: ``hptransfer suggest --study URL`` imports this module.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,12 +176,30 @@ def make_storage(
             parent = Path(db_path).parent
             if not parent.exists():
                 raise StorageError(f"cannot open storage {shown}: folder {parent} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(text, **kwargs)
-    except Exception as exc:  # sqlalchemy / driver errors: turn into one clear line
-        raise StorageError(_describe(exc, text)) from None
+    for attempt in range(_SCHEMA_RETRIES + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(text, **kwargs)
+        except Exception as exc:  # sqlalchemy / driver errors: turn into one clear line
+            if attempt < _SCHEMA_RETRIES and _schema_race(exc):
+                # workers started together on a new database race to create its tables; the
+                # loser finds them made by the winner on the next try
+                time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
+                continue
+            raise StorageError(_describe(exc, text)) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_SCHEMA_RETRIES = 8
+
+
+def _schema_race(exc: Exception) -> bool:
+    """The error a worker gets when another one creates the same new database's tables."""
+    msg = str(exc).lower()
+    return ("already exists" in msg and ("table" in msg or "relation" in msg or "index" in msg)) or (
+        "alembic_version" in msg and ("unique" in msg or "duplicate" in msg)
+    )
 
 
 def _describe(exc: Exception, url: str) -> str:

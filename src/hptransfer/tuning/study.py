@@ -10,6 +10,7 @@ No torch here.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,7 +175,7 @@ def open_study(
         )
     except Exception as exc:  # a DB that answered the handshake but fails on queries
         raise StorageError(f"cannot open study {study_name!r} in {where}: {exc}") from None
-    info = study_info(study)
+    info = _wait_for_units(study)
     wanted = study_attrs(config, space, proxy_width, extra_attrs)
     if not info:
         if study.trials:
@@ -202,6 +203,24 @@ def open_study(
         merged.update(new["space"])
         study.set_user_attr(ATTR_PREFIX + "space", merged)
     return study
+
+
+_UNITS = ("rule", "wd_exponent", "readout", "base_width")
+
+
+def _wait_for_units(study: optuna.Study, timeout: float = 10.0) -> dict[str, Any]:
+    """The study's hptransfer attributes, once its units are all there.
+
+    Optuna writes user attributes one at a time: a worker that opens a new study while another
+    is still writing them would see the rule without the base width and refuse the study as
+    "created under base width None". Attributes begun but not finished are waited for.
+    """
+    info = study_info(study)
+    deadline = time.monotonic() + timeout
+    while info and not all(k in info for k in _UNITS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        info = study_info(study)
+    return info
 
 
 def _require_existing_file(url: str) -> None:

@@ -386,8 +386,9 @@ def optimum(curve: dict[float, float]) -> tuple[float | None, float]:
     return float(xs[i]), finite[xs[i]]
 
 
-def dips(curve: dict[float, float], tol: float = 0.002) -> int:
-    """Local minima of a curve over the lr grid (a diverged point counts as high)."""
+def dips(curve: dict[float, float], tol: float = 0.005) -> int:
+    """Clear local minima of a curve over the lr grid: lower than both neighbours by more than
+    ``tol`` (about the run-to-run noise of one seed here); a diverged point counts as high."""
     xs = sorted(curve)
     ys = [curve[x] if math.isfinite(curve[x]) else math.inf for x in xs]
     count = 0
@@ -510,7 +511,8 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "Drift is max − min of the fitted optimum (log2) over all widths; regret is the loss at the widest "
         "width of the lr that was best at the base width, against the best loss of any parametrization "
         "swept directly at the widest width. Targets: drift ≤ 0.5, regret ≤ 1%, base-width loss no worse "
-        "than the unwrapped model, one dip per curve.",
+        "than the unwrapped model, one dip per curve (a dip: lower than both neighbours by more than "
+        "0.005, about one seed's noise).",
         "",
     ]
     for model in res["models"]:

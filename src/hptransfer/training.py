@@ -25,7 +25,7 @@ from torch import nn
 from hptransfer.data import TASKS, Dataset, load_task
 from hptransfer.models import build_model
 from hptransfer.scaling import Plan, ProxyConfig, suggest
-from hptransfer.scaling.torch_adapter import ParamTable, meta_model, param_groups, parametrize
+from hptransfer.scaling.torch_adapter import ParamTable, param_groups, parametrize
 
 __all__ = ["SCHEDULES", "TrainResult", "evaluate", "get_data", "lr_lambda", "train", "train_proxy"]
 
@@ -240,11 +240,11 @@ def train_proxy(
         attention_handled = True
     else:
         attention_handled = False
-    ref_width = config.base_width if config.base_width != plan.width else 2 * plan.width
-    reference = meta_model(factory, ref_width)
     torch.manual_seed(seed)
     model = factory(plan.width)
-    table = parametrize(model, plan, reference, attention_handled=attention_handled)
+    # A user's factory gets the plan's attention scale (attn_mult is tuned) written into its
+    # scaled_dot_product_attention calls; the built-ins pass plan.attention_scale themselves.
+    table = parametrize(model, plan, factory, attention="ignore" if attention_handled else "apply")
     return train(
         model,
         plan,

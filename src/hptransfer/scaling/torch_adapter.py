@@ -387,11 +387,23 @@ def meta_model(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
         return factory(width)
 
 
+# Prefixes wrappers add to parameter names: DDP / DataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _info(table: ParamTable, name: str) -> ParamInfo:
+    """The table entry for ``name``, seen through DDP's and torch.compile's name prefixes."""
+    key = name
+    while key not in table and key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    if key not in table:
+        raise ClassificationError(f"parameter {name!r} is not in the table; classify this model again")
+    return table[key]
+
+
 def _named_trainable(model: nn.Module, table: ParamTable) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
     for name, param in model.named_parameters():
-        if name not in table:
-            raise ClassificationError(f"parameter {name!r} is not in the table; classify this model again")
-        yield name, param, table[name]
+        yield name, param, _info(table, name)
 
 
 # -- optimizer groups ------------------------------------------------------------------------
@@ -434,13 +446,9 @@ def param_groups(
             name = name_of.get(id(param))
             if name is None:
                 raise ClassificationError(f"a parameter in group {index} is not in this model")
-            if name not in table:
-                raise ClassificationError(
-                    f"parameter {name!r} is not in the table; classify this model again"
-                )
+            info = _info(table, name)
             if not (param.requires_grad or include_frozen):
                 continue
-            info = table[name]
             hyper = plan[info.param_class]
             ex = plan.rule.exponents[info.param_class]
             lr_scale, wd = hyper.lr_scale, hyper.weight_decay
@@ -727,18 +735,15 @@ def _install_attention_hooks(model: nn.Module, plan: Plan, mode: str) -> None:
         return
     state: dict[str, Any] = {}
 
+    # Kept out of torch.compile's graph (its tracing would skip or bake in the mode): the
+    # hooks run eagerly around the compiled forward, so check and apply work compiled too.
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def enter(_mod: nn.Module, _args: Any) -> None:
-        if torch.compiler.is_compiling():
-            if mode == "apply":
-                raise RuntimeError(
-                    "parametrize(..., attention='apply') cannot rewrite attention inside "
-                    "torch.compile: pass scale=plan.attention_scale to scaled_dot_product_attention"
-                )
-            return
         probe = AttentionProbe(rewrite=plan.attention_scale if mode == "apply" else None)
         probe.__enter__()  # type: ignore[no-untyped-call]
         state["probe"] = probe
 
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def leave(_mod: nn.Module, _args: Any, _out: Any) -> None:
         probe = state.pop("probe", None)
         if probe is None:
@@ -750,6 +755,10 @@ def _install_attention_hooks(model: nn.Module, plan: Plan, mode: str) -> None:
             message = _attention_message(probe, plan)
             if message:
                 warnings.warn(message, stacklevel=2)
+        elif not state.get("checked"):  # apply: say once if there was nothing to rewrite
+            state["checked"] = True
+            if probe.manual and not probe.scales:
+                warnings.warn(_attention_message(probe, plan) or "", stacklevel=2)
 
     _ATTENTION_HOOKS[model] = [
         model.register_forward_pre_hook(enter),
@@ -802,8 +811,8 @@ def parametrize(
             ``scaled_dot_product_attention`` differs from ``plan.attention_scale`` (or attention
             is computed by hand); ``"apply"`` rewrites the scale of every such call to
             ``plan.attention_scale`` (a torch function mode around each forward; costs a little
-            Python per op); ``"ignore"`` trusts the model. ``attention_handled=True`` is the old
-            spelling of ``"ignore"``.
+            Python per op). Both work under ``torch.compile``. ``"ignore"`` trusts the model;
+            ``attention_handled=True`` is the old spelling of ``"ignore"``.
         example_inputs: run the attention check now on these inputs instead of on the first
             forward.
 

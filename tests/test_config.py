@@ -115,3 +115,23 @@ def load_config_from_text(text: str) -> ProxyConfig:
         import tomli as tomllib
 
     return ProxyConfig.from_dict(tomllib.loads(text))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe[\x00p\x00", "not a UTF-8 text file"),  # UTF-16
+        (bytes(range(200, 256)), "not a UTF-8 text file"),  # binary
+        (b"[rule]\nname = 5\n", "rule.name must be a string"),
+        (b"[rule]\nname = ['a']\n", "rule.name must be a string"),
+        (b"[rule]\nname = 'custom'\nwd_exponent = 1e6\n", "within"),
+        (b"[hyper]\nlr = nan\n", "finite"),
+    ],
+)
+def test_bad_config_files_are_one_config_error(tmp_path, content: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "proxy.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)

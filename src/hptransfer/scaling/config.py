@@ -257,14 +257,20 @@ def load_config(path: str | Path) -> ProxyConfig:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {p} is a directory, not a TOML or JSON file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); save it as UTF-8 TOML or JSON"
+        ) from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
             data = tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         raise ConfigError(f"{p}: not valid {kind}: {exc}") from None
     return ProxyConfig.from_dict(data, source=str(p))

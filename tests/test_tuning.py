@@ -380,3 +380,14 @@ def test_workers_started_together_on_a_new_sqlite_file_all_open_the_study(tmp_pa
         for proc in procs:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-1500:]
+
+
+def test_reopen_for_another_model_is_refused(tmp_path):
+    url = _sqlite(tmp_path)
+    mlp, mine = {"model": "mlp", "task": "regression"}, {"model": "mine:make", "task": "regression"}
+    open_study("m", CFG, storage=url, space=LR_SPACE, extra_attrs=mlp)
+    with pytest.raises(StudyMismatchError, match=r"holds trials of model 'mlp'.*asked for model 'mine:make'"):
+        open_study("m", CFG, storage=url, space=LR_SPACE, extra_attrs=mine)
+    study = open_study("m", CFG, storage=url, space=LR_SPACE, extra_attrs=mine, force=True)
+    assert study_info(study)["model"] == "mlp"  # force adds trials; the study's record stays
+    open_study("m", CFG, storage=url, space=LR_SPACE)  # no model given: nothing to compare

@@ -148,7 +148,8 @@ def open_study(
         extra_attrs: more user attributes (e.g. model and task names), prefixed ``hptransfer.``.
 
     Raises:
-        StudyMismatchError: the existing study has another rule or base width (and not force).
+        StudyMismatchError: the existing study has another rule or base width, or records
+            another ``model``/``task`` in ``extra_attrs`` (and not force).
         StorageError: the storage cannot be opened.
 
     Example:
@@ -195,6 +196,15 @@ def open_study(
             f"study {study_name!r} in {where} was created under {_describe(info)}; you asked for "
             f"{_describe(new)}. Its trials are base hyperparameters in those units and would not "
             "carry over: use another study name, or --force / force=True to add trials anyway"
+        )
+    models = {k: (info[k], new[k]) for k in ("model", "task") if k in info and k in new and info[k] != new[k]}
+    if models and not force:
+        was = ", ".join(f"{k} {old!r}" for k, (old, _) in models.items())
+        now = ", ".join(f"{k} {n!r}" for k, (_, n) in models.items())
+        raise StudyMismatchError(
+            f"study {study_name!r} in {where} holds trials of {was}; you asked for {now}. Its best "
+            "trial is another model's: use another study name, or --force / force=True to add "
+            "trials anyway"
         )
     if info.get("space") != new["space"]:
         # A changed range is harmless for the units; record the union so the study still explains

@@ -385,6 +385,12 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for seed in range(args.lm_seeds):
         stn = _stn_lm(s, seed)
+        # where the optimum lies at the proxy width (a grid there), and that grid's best carried:
+        # separates the STN's tuning error from the transfer error
+        grid = [10.0**e for e in (-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2)]
+        sweep = [{"wd": wd, "val": _run_at(s, s["width"], wd, seed)[0]} for wd in grid]
+        grid_best = min(sweep, key=lambda t: t["val"])
+        grid_carried, _ = _run_at(s, s["target"], grid_best["wd"], seed)
         carried_loss, carried_cpu = _run_at(s, s["target"], stn["wd"], seed)
         base_loss, _ = _run_at(s, s["target"], s["wd_init"], seed)
         trials: list[dict[str, float]] = []
@@ -409,6 +415,9 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
                 "carried_val": carried_loss,
                 "carried_cpu": carried_cpu,
                 "start_val": base_loss,
+                "proxy_sweep": sweep,
+                "proxy_grid_best_wd": grid_best["wd"],
+                "proxy_grid_carried_val": grid_carried,
                 "tpe_trials": trials,
                 "tpe_best_val": best["val"],
                 "tpe_best_wd": best["wd"],
@@ -723,17 +732,26 @@ def render(data: dict[str, Any], figures: Path) -> str:
             "of the carried value against TPE's best; cost: STN run plus the run at the target width, "
             "over TPE's trials (process CPU time).",
             "",
-            f"| seed | STN wd at {s['width']} | val at {s['target']}, carried | val at {s['target']}, "
-            f"start wd | TPE best (wd) | regret | cost ratio |",
-            "|---|---|---|---|---|---|---|",
+            f"| seed | STN wd at {s['width']} | val at {s['target']}, STN's carried | val at {s['target']}, "
+            f"start wd | grid best at {s['width']} (wd) carried: val at {s['target']} | TPE best (wd) "
+            "| regret of STN's | cost ratio |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for x in t["seeds"]:
             reg = (x["carried_val"] - x["tpe_best_val"]) / x["tpe_best_val"]
             cost = (x["stn"]["cpu"] + x["carried_cpu"]) / x["tpe_cpu"]
             out.append(
                 f"| {x['seed']} | {x['stn']['wd']:.3g} | {x['carried_val']:.4f} | {x['start_val']:.4f} | "
+                f"{x['proxy_grid_carried_val']:.4f} ({x['proxy_grid_best_wd']:.3g}) | "
                 f"{x['tpe_best_val']:.4f} ({x['tpe_best_wd']:.3g}) | {100 * reg:+.2f}% | {cost:.2f}× |"
             )
+        out += [
+            "",
+            f"Validation loss against weight decay at width {s['width']} (seed {t['seeds'][0]['seed']}, "
+            "the grid behind the column above): "
+            + ", ".join(f"{p['wd']:.3g} → {p['val']:.4f}" for p in t["seeds"][0]["proxy_sweep"])
+            + ".",
+        ]
         out += [
             "",
             f"Mean regret **{100 * summ['regret']:+.2f}%** (worst {100 * summ['regret_max']:+.2f}%) at "

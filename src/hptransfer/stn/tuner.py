@@ -525,9 +525,15 @@ class StnTuner:
 
     @torch.no_grad()
     def _decoupled_decay(self, vals: list[float]) -> None:
-        """AdamW's decoupled decay at the sampled values, before the Adam step (as torch does):
-        a layer's effective weight ``W(h)`` shrinks by ``lr * wd * W(h)`` (the elementwise weight
-        absorbs it), any other parameter by ``lr * wd * p``."""
+        """AdamW's decoupled decay at the sampled values, before the Adam step (as torch does).
+
+        AdamW's decay is ``lr`` times the gradient of ``wd/2 ||W||^2``, applied outside Adam's
+        preconditioning. Here ``W`` is the effective weight ``W(h) = W_e + diag(g(h)) W_h``, and the
+        step goes to every parameter it depends on: ``W_e -= lr wd W(h)``, the response
+        ``W_h -= lr wd diag(g) W(h)`` and the gates through ``g = V h``. The response thereby learns
+        how the weights shrink with the decay (a decay applied to ``W_e`` alone would leave the
+        response blind to it). Parameters outside STN layers: ``p -= lr wd p``.
+        """
         lr = float(self.opt.param_groups[0]["lr"])
         for i, layer, param in self._awd_targets:
             coef = lr * vals[i]
@@ -538,7 +544,22 @@ class StnTuner:
                 continue
             cached = layer._last
             w = cached[2] if cached is not None and cached[0] is layer.ctx.h else layer.effective()[0]
-            param.sub_(w.detach(), alpha=coef)
+            w = w.detach()
+            g = layer.ctx.gates(layer.gate.detach())
+            param.sub_(w, alpha=coef)
+            if g is None or layer.ctx.h is None:
+                continue
+            h = layer.ctx.h.detach()
+            if isinstance(layer, StnEmbedding):
+                dg = (layer.hweight.detach() * w).sum(dim=0)  # per embedding dim
+                layer.hweight.sub_(w * g, alpha=coef)
+                layer.gate.sub_(torch.outer(dg, h), alpha=coef)
+            else:
+                out = w.shape[0]
+                gw = g[:out].reshape((-1,) + (1,) * (w.dim() - 1))
+                dg = (layer.hweight.detach() * w).reshape(out, -1).sum(dim=1)
+                layer.hweight.sub_(w * gw, alpha=coef)
+                layer.gate[:out].sub_(torch.outer(dg, h), alpha=coef)
 
     # -- one step ------------------------------------------------------------------------------
     def _net_input(self, u: torch.Tensor) -> torch.Tensor:

@@ -233,3 +233,36 @@ def test_cli_import_does_not_load_torch():
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+_FACTORY = """
+import torch
+from hptransfer.models import MLP
+
+def make(width):
+    if torch.empty(1).device.type != "meta":  # building the real model, inside a trial
+        raise {error}
+    return MLP(width)
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "expected"),
+    [
+        ("KeyboardInterrupt", 130, "error: interrupted; finished trials are kept in the study"),
+        ("RuntimeError('out of memory')", 2, "trial 0 failed: RuntimeError: out of memory"),
+    ],
+)
+def test_tune_failures_and_ctrl_c_are_one_line_each(error, code, expected, tmp_path, monkeypatch):
+    mod = f"tune_factory_{code}"
+    (tmp_path / f"{mod}.py").write_text(_FACTORY.format(error=error))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    args = ["tune", "--model", f"{mod}:make", "--task", "regression", "--width", "32", "--steps", "2"]
+    result = runner.invoke(app, [*args, "--trials", "2"])
+    text = result.stdout + result.stderr
+    assert result.exit_code == code, text
+    assert expected in text and "Traceback" not in text and "[W " not in text  # no Optuna warnings
+    if code == 130:
+        assert len(result.stderr.strip().splitlines()) == 1
+    sys.modules.pop(mod, None)

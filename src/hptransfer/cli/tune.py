@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from hptransfer.cli.common import console, fail, parse_ints
+from hptransfer.cli.common import console, err_console, fail, parse_ints
 from hptransfer.cli.suggest import emit_plans
 from hptransfer.scaling import ConfigError, load_config
 from hptransfer.tuning.run import describe_space, load_space
 from hptransfer.tuning.space import TUNABLE, default_space
+
+_SHOWN_FAILURES = 3  # causes printed for the first failed trials
 
 EPILOG = (
     "Search space: base hyperparameters at the base width (ProxyConfig fields), by default "
@@ -120,7 +122,9 @@ def tune_cmd(
         import torch
 
         torch.set_num_threads(1)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Optuna's own per-trial warnings (a traceback for Ctrl-C, "failed with value nan") are
+        # replaced by the progress line and the first failures' causes below.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         cfg = load_config(config) if config is not None else None
         space = load_space(space_file) if space_file is not None else None
         fixed = [n.strip() for item in no_tune or () for n in item.split(",") if n.strip()]
@@ -137,12 +141,24 @@ def tune_cmd(
         with progress:
             bar = progress.add_task("", total=trials)
 
-            def on_trial(st, trial) -> None:  # type: ignore[no-untyped-def]
+            failures: list[int] = []
+
+            def on_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                 try:
                     best = f"best {st.best_value:.4g} (trial {st.best_trial.number})"
                 except ValueError:
                     best = "no finished trial yet"
                 progress.update(bar, advance=1, description=f"{trial.state.name.lower():8s} {best}")
+                error = trial.user_attrs.get("hptransfer.error")
+                if trial.state.name == "FAIL" and error and len(failures) < _SHOWN_FAILURES:
+                    failures.append(trial.number)
+                    more = (
+                        "; later failures: the trials' user attribute hptransfer.error"
+                        if len(failures) == _SHOWN_FAILURES
+                        else ""
+                    )
+                    shown = progress.console if not as_json else err_console
+                    shown.print(f"trial {trial.number} failed: {error}{more}", highlight=False, markup=False)
 
             result = tune(
                 model,

@@ -74,11 +74,14 @@ def best_config(study: optuna.Study, top_k: int = 1) -> ProxyConfig:
     cfg = study_config(study)
     trials = ranked_trials(study, cfg)
     if not trials:
-        states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        all_trials = study.get_trials(deepcopy=False)
+        states = Counter(t.state.name for t in all_trials)
         seen = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials at all"
+        errors = [t.user_attrs["hptransfer.error"] for t in all_trials if "hptransfer.error" in t.user_attrs]
+        cause = f"; trial failures: {errors[-1]}" if errors else ""
+        hint = "fix that and run it again" if errors else "run `hptransfer tune` (or study.optimize) first"
         raise EmptyStudyError(
-            f"study {study.study_name!r} has no finished trial to carry over ({seen}); run "
-            "`hptransfer tune` (or study.optimize) first"
+            f"study {study.study_name!r} has no finished trial to carry over ({seen}{cause}); {hint}"
         )
     top = trials[:top_k]
     names = [n for n in TUNABLE if any(n in t.params for t in top)]

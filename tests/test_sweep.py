@@ -218,6 +218,32 @@ def test_cli_bad_input_exit_2(tmp_path):
         assert "Traceback" not in res.output and "hunter2" not in res.output
 
 
+def test_cli_out_that_is_a_file_is_one_line(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    args = ["sweep", "--task", "regression", "--widths", "16,32"]
+    res = CliRunner().invoke(app, [*args, "--out", str(target)])
+    assert res.exit_code == 2 and "cannot write to output folder" in res.stderr
+    assert "Traceback" not in res.output and target.read_text() == "not a folder"
+
+
+def test_cli_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch):
+    (tmp_path / "sweep_kbd.py").write_text(
+        "import torch\nfrom hptransfer.models import MLP\n\n"
+        "def make(width):\n"
+        "    if torch.empty(1).device.type != 'meta':\n        raise KeyboardInterrupt\n"
+        "    return MLP(width)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["sweep", "--task", "regression", "--model", "sweep_kbd:make", "--widths", "16,32", "--steps", "2"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 130
+    kept = f"{tmp_path / 'o'}/sweep.db"
+    assert res.stderr.strip().splitlines() == [
+        f"error: interrupted; finished runs are kept in {kept}: run the same command to go on"
+    ]
+
+
 def test_cli_all_runs_diverged_is_an_error(tmp_path):
     args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=12:14", "--steps", "3"]
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])

@@ -16,6 +16,7 @@ import typer
 
 from hptransfer.cli.common import console, fail, parse_ints
 from hptransfer.scaling import ConfigError, load_config
+from hptransfer.tuning.storage import mask_url
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
@@ -147,9 +148,10 @@ def sweep_cmd(
         result = run_sweep(
             spec, out, storage=storage, study_name=study_name, factory=factory, progress=not as_json
         )
-    except ConfigError as exc:
-        fail(str(exc))
-    except ValueError as exc:  # e.g. unknown schedule or task
+    except KeyboardInterrupt:
+        where = mask_url(storage) if storage else f"{out}/sweep.db"
+        fail(f"interrupted; finished runs are kept in {where}: run the same command to go on", 130)
+    except ValueError as exc:  # ConfigError, or e.g. an unknown schedule or task
         fail(str(exc))
     if not result.optima:
         fail(

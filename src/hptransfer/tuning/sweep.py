@@ -440,7 +440,10 @@ def run_sweep(
     spec_dict = spec.to_dict()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
         storage = storage or f"sqlite:///{(out / 'sweep.db').resolve()}"
     # No heartbeat: a run left RUNNING by a killed sweep is found by its point and retrained by
     # the loop below (Optuna's heartbeat retry would re-enqueue it outside the sweep's order).

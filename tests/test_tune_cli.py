@@ -152,6 +152,7 @@ def test_tune_width_ladder(tmp_path):
         (["--model", "no_such_module:make"], "cannot import module 'no_such_module'"),
         (["--model", "llama", "--width", "40"], "not divisible by head_dim=16"),
         (["--trials", "0"], "--trials must be a positive integer"),
+        (["--out", "/dev/null/figs"], "cannot write to output folder /dev/null/figs"),
     ],
 )
 def test_tune_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):

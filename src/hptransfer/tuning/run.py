@@ -191,6 +191,11 @@ def tune(
         raise ConfigError(f"--eval-every must be between 1 and --steps ({steps}), got {eval_every}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if out is not None:  # before any training: a bad folder must not cost the whole study
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
     ladder = None
     if ladder_widths:
         ladder = WidthLadder(

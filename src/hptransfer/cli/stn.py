@@ -65,14 +65,16 @@ def resume_command(ctx: typer.Context) -> str:
     for param in ctx.command.params:
         if getattr(param, "param_type_name", "") != "option" or param.name in (None, "resume"):
             continue
+        opts: list[str] = list(getattr(param, "opts", []))
+        secondary: list[str] = list(getattr(param, "secondary_opts", []))
         source = ctx.get_parameter_source(param.name)
         if source is None or getattr(source, "name", "DEFAULT") == "DEFAULT":
             continue
         value = ctx.params.get(param.name)
-        flag = param.opts[0]
-        if param.is_flag:
-            if value or param.secondary_opts:
-                parts.append(flag if value else param.secondary_opts[0])
+        flag = opts[0]
+        if getattr(param, "is_flag", False):
+            if value or secondary:
+                parts.append(flag if value else secondary[0])
         elif isinstance(value, (list, tuple)):
             for v in value:
                 parts += [flag, str(v)]
@@ -223,7 +225,7 @@ def stn_cmd(
     from hptransfer.stn.report import write_outputs
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
-    given = {
+    given: dict[str, Any] = {
         "lr": lr,
         "hyper_lr": hyper_lr,
         "tau": tau,
@@ -237,7 +239,7 @@ def stn_cmd(
         "linearize": linearize,
         "per_example": per_example,
     }
-    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if trust == 0:
         overrides["trust"] = None
     try:

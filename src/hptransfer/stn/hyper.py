@@ -184,6 +184,14 @@ class HyperParams(nn.Module):
         ['dropout', 'weight_decay']
     """
 
+    u_lo: torch.Tensor
+    u_hi: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+    is_logit: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
     def __init__(self, specs: Sequence[HyperSpec]) -> None:
         super().__init__()
         specs = list(specs)
@@ -228,9 +236,11 @@ class HyperParams(nn.Module):
         n = len(self.specs)
         return torch.log(self.sigma()).sum() + 0.5 * n * (1.0 + math.log(2.0 * math.pi))
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``u + sigma * eps`` (reparameterised: differentiable in ``u`` and ``rho``), clipped to bounds."""
-        eps = torch.randn(self.u.shape, generator=generator).to(self.u.device)
+    def sample(self, generator: torch.Generator | None = None, n: int | None = None) -> torch.Tensor:
+        """``u + sigma * eps`` (reparameterised: differentiable in ``u`` and ``rho``), clipped to bounds;
+        ``n`` draws as rows of an ``(n, len(specs))`` tensor when ``n`` is given."""
+        shape = self.u.shape if n is None else (n, *self.u.shape)
+        eps = torch.randn(shape, generator=generator).to(self.u.device)
         return self.clip(self.u + self.sigma() * eps)
 
     def clip(self, u: torch.Tensor) -> torch.Tensor:

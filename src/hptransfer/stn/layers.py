@@ -100,11 +100,22 @@ def _gated(
     return torch.addcmul(w_e, g, w_h)  # forward-mode AD (Delta-STN linearisation) or no grad
 
 
+def _per_example_gates(ctx: HyperContext, gate: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Gates ``(batch, 1, ..., gates)`` for an output with ``ndim`` dims, one row per example."""
+    assert ctx.h is not None
+    g = F.linear(ctx.h, gate)
+    if ctx.scale is not None:
+        g = g * ctx.scale
+    return g.reshape((g.shape[0],) + (1,) * (ndim - 2) + (g.shape[1],))
+
+
 class HyperContext:
     """State shared by the STN layers of one model during a step.
 
     Attributes:
-        h: hypernetwork input (``n_hyper``,), or ``None`` for the plain elementwise network.
+        h: hypernetwork input (``n_hyper``,), or ``(batch, n_hyper)`` for one perturbation per
+            example (the gated term is then a second matmul instead of being folded into the
+            weights), or ``None`` for the plain elementwise network.
         scale: optional scalar multiplying every gate (the tuner makes it a dual number to
             linearise the output in the response, Delta-STN).
         rates: dropout rate per :class:`StnDropout` path, for this step.
@@ -114,7 +125,7 @@ class HyperContext:
         self.n_hyper = n_hyper
         self.h: torch.Tensor | None = None
         self.scale: torch.Tensor | None = None
-        self.rates: dict[str, float] = {}
+        self.rates: dict[str, float | torch.Tensor] = {}
 
     def gates(self, gate: torch.Tensor) -> torch.Tensor | None:
         if self.h is None:
@@ -162,7 +173,7 @@ class StnLayer(nn.Module):
         out = self.weight.shape[0]
         gw = g[:out].reshape((-1,) + (1,) * (self.weight.dim() - 1))
         w = _gated(self.weight, gw, self.hweight, self.l2_coef, self.ctx)
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None and self.hbias is not None:
             b = torch.addcmul(b, g[out:], self.hbias)
         return w, b
@@ -201,10 +212,16 @@ class StnLinear(StnLayer):
         super().__init__(ctx)
         plain = nn.Linear(in_features, out_features, bias=bias)
         self.in_features, self.out_features = in_features, out_features
-        self.weight, self.bias = plain.weight, plain.bias
+        self.weight = plain.weight  # type: ignore[assignment]
+        self.bias = plain.bias
         self._make_response(2 * out_features if bias else out_features, delta, gate_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ctx.h is not None and self.ctx.h.dim() == 2:  # one perturbation per example
+            g = _per_example_gates(self.ctx, self.gate, x.dim())
+            out = self.out_features
+            y = F.linear(x, self.weight, self.bias) + g[..., :out] * F.linear(x, self.hweight)
+            return y if self.hbias is None else y + g[..., out:] * self.hbias
         w, b = self.effective()
         self._remember(w)
         return F.linear(x, w, b)
@@ -237,6 +254,14 @@ class StnConv2d(StnLayer):
         self._make_response(2 * out if conv.bias is not None else out, delta, gate_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ctx.h is not None and self.ctx.h.dim() == 2:  # one perturbation per example
+            g = F.linear(self.ctx.h, self.gate)[:, :, None, None]
+            out = self.weight.shape[0]
+            args = (self.stride, self.padding, self.dilation, self.groups)
+            y = F.conv2d(x, self.weight, self.bias, *args) + g[:, :out] * F.conv2d(
+                x, self.hweight, None, *args
+            )
+            return y if self.hbias is None else y + g[:, out:] * self.hbias[:, None, None]
         w, b = self.effective()
         self._remember(w)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
@@ -265,6 +290,10 @@ class StnEmbedding(StnLayer):
         return _gated(self.weight, g, self.hweight, self.l2_coef, self.ctx), None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.ctx.h is not None and self.ctx.h.dim() == 2:  # one perturbation per example
+            g = _per_example_gates(self.ctx, self.gate, idx.dim() + 1)
+            e = F.embedding(idx, self.weight, self.padding_idx)
+            return e + g * F.embedding(idx, self.hweight, self.padding_idx)
         w, _ = self.effective()
         self._remember(w)
         return F.embedding(idx, w, self.padding_idx)
@@ -283,7 +312,11 @@ class StnDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        return F.dropout(x, self.ctx.rates.get(self.path, self.p), True)
+        rate = self.ctx.rates.get(self.path, self.p)
+        if isinstance(rate, torch.Tensor):  # one rate per example
+            p = rate.reshape((-1,) + (1,) * (x.dim() - 1))
+            return x * (torch.rand_like(x) >= p) / (1.0 - p)
+        return F.dropout(x, rate, True)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, path={self.path!r}"

@@ -98,7 +98,7 @@ LossName = str
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def adam_kwargs(device: torch.device) -> dict[str, bool]:
+def adam_kwargs(device: torch.device) -> dict[str, Any]:
     """The fastest Adam implementation for ``device``: the fused kernel (CPU and CUDA)."""
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
@@ -568,7 +568,14 @@ class StnTuner:
             h = h - self.hyper.net_input(self.hyper.u).detach()
         return h
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    def _loss(
+        self, out: torch.Tensor, y: torch.Tensor, smoothing: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
+        if self.loss == "cross_entropy" and isinstance(smoothing, torch.Tensor):  # one per example
+            logp = F.log_softmax(out.float(), dim=-1)
+            nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+            eps = smoothing.reshape((-1,) + (1,) * (nll.dim() - 1))
+            return ((1.0 - eps) * nll - eps * logp.mean(dim=-1)).mean()
         if self.loss == "cross_entropy":
             return F.cross_entropy(
                 out.reshape(-1, out.shape[-1]).float(), y.reshape(-1), label_smoothing=smoothing
@@ -578,12 +585,18 @@ class StnTuner:
         assert callable(self.loss)
         return self.loss(out, y)
 
-    def _augment(self, x: torch.Tensor, vals: list[float]) -> torch.Tensor:
+    def _augment(
+        self, x: torch.Tensor, vals: list[float], per_example: torch.Tensor | None = None
+    ) -> torch.Tensor:
         i = self._idx.get("input_noise")
         if i is not None:
             if not x.is_floating_point():
                 raise ValueError(f"input_noise needs float inputs; this data yields {x.dtype} (token ids?)")
-            x = x + vals[i] * torch.randn_like(x)
+            if per_example is not None:
+                std = per_example[:, i].reshape((-1,) + (1,) * (x.dim() - 1))
+                x = x + std * torch.randn_like(x)
+            else:
+                x = x + vals[i] * torch.randn_like(x)
         i = self._idx.get("input_mask")
         if i is not None:
             k = math.floor(vals[i]) + int(float(torch.rand(())) < vals[i] - math.floor(vals[i]))
@@ -637,13 +650,25 @@ class StnTuner:
         if not self.model.training:
             self.model.train()
         ctx = self.model.ctx
+        per = self.config.per_example
         with torch.no_grad():
-            u = self.hyper.sample()
-            vals: list[float] = self.hyper.values(u).tolist()
+            if per:  # one draw per example; batch-level regularisers take the batch mean
+                u = self.hyper.sample(n=x.shape[0])
+                v_all = self.hyper.values(u)
+                vals: list[float] = v_all.mean(dim=0).tolist()
+            else:
+                u = self.hyper.sample()
+                vals = self.hyper.values(u).tolist()
             ctx.h = self._net_input(u)
-        ctx.rates = {p: vals[i] for p, i in self._drop.items()}
-        x = self._augment(x, vals)
-        ls = vals[self._idx["label_smoothing"]] if "label_smoothing" in self._idx else 0.0
+        if per:
+            ctx.rates = {p: v_all[:, i] for p, i in self._drop.items()}
+            x = self._augment(x, vals, v_all)
+            i_ls = self._idx.get("label_smoothing")
+            ls: float | torch.Tensor = 0.0 if i_ls is None else v_all[:, i_ls]
+        else:
+            ctx.rates = {p: vals[i] for p, i in self._drop.items()}
+            x = self._augment(x, vals)
+            ls = vals[self._idx["label_smoothing"]] if "label_smoothing" in self._idx else 0.0
         self.opt.zero_grad(set_to_none=True)
         if tangent_free := not (self.config.delta and self.config.linearize):
             # the weight-decay gradient is added inside the gated-weight backward (cheaper than
@@ -656,13 +681,22 @@ class StnTuner:
         finally:
             for p in self._wd:
                 object.__setattr__(self._layers[p], "l2_coef", 0.0)
-        if tangent_free:
+        if per:
+            # L2 on the weights at the batch's mean perturbation (and AdamW decay below)
+            h_all = ctx.h
+            ctx.h = h_all.mean(dim=0) if h_all is not None else None
+            loss = self._loss(primal, y, ls)
+            value = self._check(loss, "training")
+            reg = self._l2(vals) if self._wd else None
+            (loss if reg is None else loss + reg).backward()
+        elif tangent_free:
             loss = self._loss(primal, y, ls)
             value = self._check(loss, "training")
             loss.backward()
         else:
             # Delta-STN: base weights on the unperturbed loss, response on the perturbed one
             base_loss = self._loss(primal, y, ls)
+            assert tangent is not None
             resp_loss = self._loss(primal.detach() + tangent, y, ls)
             h = ctx.h
             ctx.h = None
@@ -676,8 +710,8 @@ class StnTuner:
             base_p, resp_p = self.model.base_parameters(), self.model.response_parameters()
             gb = torch.autograd.grad(base_total, base_p, retain_graph=True, allow_unused=True)
             gr = torch.autograd.grad(resp_total, resp_p, allow_unused=True)
-            for p, g in zip(base_p + resp_p, gb + gr):
-                p.grad = g
+            for param, grad in zip(base_p + resp_p, gb + gr):
+                param.grad = grad
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if self._awd_targets:
@@ -692,7 +726,7 @@ class StnTuner:
         if self.model.training:
             self.model.eval()
         ctx = self.model.ctx
-        u = self.hyper.sample()
+        u = self.hyper.sample(n=x.shape[0] if self.config.per_example else None)
         ctx.h = self._net_input(u)
         primal, tangent = self._forward(x)
         out = primal if tangent is None else primal + tangent

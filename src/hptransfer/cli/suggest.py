@@ -27,6 +27,7 @@ from hptransfer.scaling import (
     GroupHyper,
     Plan,
     ProxyConfig,
+    check_width,
     default_config,
     load_config,
     suggest,
@@ -194,9 +195,10 @@ def run_suggest(
                 wd_exponent=wd_exponent if chosen else cfg.wd_exponent,
                 readout=readout if readout is not None else cfg.readout,
             )
-        plans = [suggest(cfg, width)]  # type: ignore[arg-type]  # suggest checks and converts it
+        target = check_width(cfg, width)  # the option's text, checked: a positive int that fits
+        plans = [suggest(cfg, target)]
         if not chosen:
-            plans += [_alternative(cfg, plans[0].width, other, proxy_width) for other in _side_by_side(cfg)]
+            plans += [_alternative(cfg, target, other, proxy_width) for other in _side_by_side(cfg)]
     except ConfigError as exc:
         fail(str(exc))
     emit_plans(plans, cfg, source, as_json)

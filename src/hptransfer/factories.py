@@ -49,4 +49,4 @@ def load_factory(spec: str) -> Callable[[int], Any]:
         raise ConfigError(f"--model {spec!r}: module {mod_name!r} has no attribute {attr!r}") from None
     if not callable(factory):
         raise ConfigError(f"--model {spec!r}: {attr!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return factory

@@ -123,7 +123,7 @@ def sweep_cmd(
             rule=rule,
             widths=tuple(w),
             param="lr" if param == "lr" else "wd",
-            grid=g,  # type: ignore[arg-type]
+            grid=g,
             seeds=tuple(s),
             steps=steps,
             batch_size=batch_size,

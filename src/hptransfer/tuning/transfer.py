@@ -57,7 +57,7 @@ def ranked_trials(study: optuna.Study, config: ProxyConfig | None = None) -> lis
         ):
             continue
         out.append(t)
-    out.sort(key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+    out.sort(key=lambda t: math.inf if t.value is None else t.value)
     return out
 
 

@@ -24,9 +24,44 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-__all__ = ["PRUNERS", "TuneResult", "describe_space", "load_space", "make_pruner", "tune"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_HEARTBEAT",
+    "PRUNERS",
+    "TuneInterrupted",
+    "TuneResult",
+    "describe_space",
+    "load_space",
+    "make_pruner",
+    "tune",
+]
 
 PRUNERS = ("median", "hyperband", "none")
+#: Seconds between a running trial's heartbeats, and without one before the trial counts as dead
+#: (SQLite and PostgreSQL storages; the journal storage has no heartbeat).
+DEFAULT_HEARTBEAT = 10
+DEFAULT_GRACE = 60
+
+
+class TuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`tune`: the finished trials are kept in the study.
+
+    ``finished`` counts the study's complete and pruned trials now; ``target`` is the total the
+    interrupted call was aiming at (its earlier trials plus ``trials``, or ``total_trials``).
+    """
+
+    def __init__(self, study_name: str, finished: int, target: int) -> None:
+        super().__init__(study_name)
+        self.study_name = study_name
+        self.finished = finished
+        self.target = target
+
+
+def _finished(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass
@@ -148,6 +183,9 @@ def tune(
     data_kwargs: Mapping[str, Any] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    total_trials: int | None = None,
+    heartbeat: int | None = DEFAULT_HEARTBEAT,
+    grace: int | None = DEFAULT_GRACE,
 ) -> TuneResult:
     """Run (or extend) a proxy study of a built-in model or a ``MODULE:FACTORY`` model.
 
@@ -155,6 +193,8 @@ def tune(
         model: ``"llama"`` (char-level LM), ``"mlp"`` (regression) or ``"MODULE:FACTORY"``.
         width: proxy width the trials train at (default: the config's base width).
         trials: trials to add (an existing study keeps its earlier trials).
+        total_trials: instead of ``trials``: top the study up to this many finished (complete or
+            pruned) trials, counting every worker's; nothing trains when it has them already.
         storage: storage URL (default ``sqlite:///hptransfer.db``).
         study_name: default ``"{model}-w{width}"``.
         jobs: parallel trials in this process (threads); run more processes for more workers.
@@ -172,8 +212,15 @@ def tune(
         seed: training seed (model init and batch order), the same for every trial.
         sampler_seed: TPE seed; ``None`` (default) draws one, so that workers started at once on
             one study do not repeat each other's random start-up trials.
+        heartbeat: seconds between a running trial's heartbeats (SQLite/PostgreSQL); ``None``
+            disables crash recovery.
+        grace: seconds without a heartbeat after which another worker's trial is dead: it is
+            marked FAIL and retried once with the same parameters. Running workers check every
+            ``heartbeat`` seconds, not only between their own trials.
 
     Raises:
+        TuneInterrupted: Ctrl-C (a :class:`KeyboardInterrupt`); finished trials are kept.
+
         ConfigError: bad model/width/storage, a study mismatch, or no trial finished.
     """
     import optuna
@@ -185,6 +232,19 @@ def tune(
     target = check_width(cfg, target_width if target_width is not None else 8 * w)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials must be a positive integer, got {trials!r}")
+    if total_trials is not None and (
+        isinstance(total_trials, bool) or not isinstance(total_trials, int) or total_trials < 1
+    ):
+        raise ConfigError(f"--total-trials must be a positive integer, got {total_trials!r}")
+    for opt, secs in (("--heartbeat", heartbeat), ("--grace", grace)):
+        bad = isinstance(secs, bool) or not isinstance(secs, int) or not 1 <= secs <= 86400
+        if secs is not None and bad:
+            raise ConfigError(f"{opt} must be a whole number of seconds from 1 to 86400, got {secs!r}")
+    if heartbeat is not None and grace is not None and grace <= heartbeat:
+        raise ConfigError(
+            f"--grace ({grace} s) must be longer than --heartbeat ({heartbeat} s), or a live worker's "
+            "trial would be taken for dead; e.g. --grace 60 with --heartbeat 10"
+        )
     if steps < 1:
         raise ConfigError(f"--steps must be a positive integer, got {steps}")
     if eval_every is not None and not 1 <= eval_every <= steps:
@@ -222,7 +282,9 @@ def tune(
         storage=storage,
         space=space,
         proxy_width=w,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=min(10, max(2, trials // 3))),
+        sampler=optuna.samplers.TPESampler(
+            seed=sampler_seed, n_startup_trials=min(10, max(2, (total_trials or trials) // 3))
+        ),
         pruner=ladder.pruner() if ladder else make_pruner(pruner, steps=steps, eval_every=eval_every),
         force=force,
         extra_attrs={
@@ -231,6 +293,9 @@ def tune(
             "steps": steps,
             "ladder": list(ladder.widths) if ladder else None,
         },
+        heartbeat_interval=heartbeat,
+        grace_period=grace if heartbeat is not None else None,
+        max_retry=1,
     )
     train = builtin_trainer(
         choice,
@@ -241,7 +306,21 @@ def tune(
         model_kwargs=model_kwargs,
     )
     objective = TransferObjective(train, cfg, width=w, space=space, steps=steps, ladder=ladder)
-    study.optimize(objective, n_trials=trials, n_jobs=jobs, callbacks=list(callbacks))
+    from hptransfer.tuning.storage import reap_stale_trials
+
+    before = _finished(study)
+    target = total_trials if total_trials is not None else before + trials
+    todo = target - before
+    every = list(callbacks)
+    if total_trials is not None:  # other workers' trials count too
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        every.append(optuna.study.MaxTrialsCallback(total_trials, states=done))
+    try:
+        if todo > 0:
+            with reap_stale_trials(study, heartbeat):
+                study.optimize(objective, n_trials=todo, n_jobs=jobs, callbacks=every)
+    except KeyboardInterrupt:
+        raise TuneInterrupted(study.study_name, _finished(study), target) from None
     best = best_config(study)
     plan = suggest(best, target)
     figures: list[Path] = []

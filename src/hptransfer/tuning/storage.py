@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hptransfer.scaling import ConfigError
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.storages import BaseStorage
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "make_storage",
     "mask_url",
     "normalize_url",
+    "reap_stale_trials",
 ]
 
 #: The embedded default: a SQLite file in the working directory.
@@ -192,6 +197,44 @@ def make_storage(
 
 
 _SCHEMA_RETRIES = 8
+
+
+@contextmanager
+def reap_stale_trials(study: optuna.Study, every: float | None) -> Iterator[None]:
+    """While the block runs, fail other workers' stale trials every ``every`` seconds.
+
+    Optuna looks for stale trials (RUNNING, no heartbeat for the grace period) only when a worker
+    asks for its next trial, so with long trials a dead worker's trial would wait for the end of
+    every running worker's current trial. This thread calls :func:`optuna.storages.fail_stale_trials`
+    on its own: the dead worker's trial is marked FAIL within about ``grace + every`` seconds and
+    the storage's retry callback enqueues its copy, which the next free worker picks up. Two
+    workers reaping at once fail a trial once (the storage refuses the second update).
+
+    ``every=None`` or ``0``, or a storage without heartbeat (journal), makes this a no-op.
+    """
+    if not every or every <= 0:
+        yield
+        return
+    import optuna
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+            except Exception:  # a dropped connection: try again next time, never kill the worker
+                pass
+
+    thread = threading.Thread(target=loop, name="hptransfer-reaper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _schema_race(exc: Exception) -> bool:

@@ -3,9 +3,10 @@
 Loop (MacKay et al. 2019, Bae & Grosse 2020): ``warmup_steps`` training steps, then alternate
 ``t_train`` training steps and ``t_val`` validation steps until the training budget is spent.
 
-* **Training step** (weights only): draw ``u' = u + sigma * eps`` (one draw per minibatch), feed it
-  to the hypernetwork (Delta-STN: the centred ``n(u') - n(u)``) *and* use its values in the real
-  regularisers; minimise the regularised training loss.
+* **Training step** (weights only): draw ``u' = u + sigma * eps`` (one draw per minibatch, or per
+  example with ``per_example``), feed it to the hypernetwork (by default the centred
+  ``n(u') - n(u)``, Delta-STN's form) *and* use its values in the real regularisers; minimise the
+  regularised training loss.
 * **Validation step** (hyperparameters and sigma only): eval mode (no dropout, no noise), the
   unregularised validation loss at a reparameterised draw ``u + sigma * eps`` so that the gradient
   reaches ``u`` and ``sigma`` through the best-response approximation only, minus ``tau`` times
@@ -16,10 +17,14 @@ Hyperparameters understood out of the box (names for :class:`~hptransfer.stn.hyp
 =====================  ==========================================================================
 ``dropout``            rate of every ``nn.Dropout`` of the model (per layer: ``dropout.<path>``,
                        with ``<path>`` the module path in the plain model, e.g. ``dropout.2``)
-``weight_decay``       L2 coefficient on every Linear/Conv2d weight: the training objective gets
-                       ``+ wd/2 * ||W||^2`` (per layer: ``weight_decay.<path>``; biases excluded).
-                       Base-multiplier units: it is the value at the proxy (base) width, which the
-                       width rules of :mod:`hptransfer.scaling` then scale.
+``weight_decay``       torch AdamW's decoupled weight decay of the weight matrices (classes
+                       ``hidden`` and ``output``; ``weight_decay.hidden|output|vector`` per class,
+                       ``weight_decay.<path>`` per layer): each step shrinks the effective weights
+                       by ``lr * wd``, outside Adam. The value at the proxy (base) width, which
+                       ``suggest`` scales with width (``proxy.toml`` carries it).
+``l2``                 L2 coefficient on every Linear/Conv2d weight: the training objective gets
+                       ``+ c/2 * ||W||^2`` (per layer: ``l2.<path>``; biases excluded). Not an
+                       AdamW weight decay (Adam rescales it); a closed form for ridge regression.
 ``input_noise``        std of Gaussian noise added to (float) inputs
 ``input_mask``         number of input features zeroed per example (an **integer** hyperparameter)
 ``label_smoothing``    label smoothing of the cross-entropy loss

@@ -13,9 +13,10 @@ from typing import Annotated, Optional
 import typer
 
 from hptransfer.cli.common import console, err_console, fail, parse_ints
+from hptransfer.cli.safety import check_out_dir, command_line, disk_error
 from hptransfer.cli.suggest import emit_plans
 from hptransfer.scaling import ConfigError, load_config
-from hptransfer.tuning.run import describe_space, load_space
+from hptransfer.tuning.run import DEFAULT_GRACE, DEFAULT_HEARTBEAT, describe_space, load_space
 from hptransfer.tuning.space import TUNABLE, default_space
 
 _SHOWN_FAILURES = 3  # causes printed for the first failed trials
@@ -43,7 +44,38 @@ def tune_cmd(
         int | None,
         typer.Option("--width", "-w", help="Proxy width the trials train at. Default: the base width."),
     ] = None,
-    trials: Annotated[int, typer.Option("--trials", "-n", help="Trials to add to the study.")] = 50,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            "-n",
+            help="Trials to ADD to the study (its earlier trials stay), default 50. "
+            "Or --total-trials to top it up.",
+        ),
+    ] = None,
+    total_trials: Annotated[
+        int | None,
+        typer.Option(
+            "--total-trials",
+            help="Top the study up to N finished trials (all workers' count; none run if it has N).",
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat",
+            help="Seconds between a running trial's heartbeats (SQLite/PostgreSQL); 0 turns "
+            "crash recovery off.",
+        ),
+    ] = DEFAULT_HEARTBEAT,
+    grace: Annotated[
+        int,
+        typer.Option(
+            "--grace",
+            help="Seconds without a heartbeat before a worker's trial counts as dead: running "
+            "workers mark it failed and retry it once.",
+        ),
+    ] = DEFAULT_GRACE,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -114,9 +146,12 @@ def tune_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hptransfer.tuning.run import tune
+    from hptransfer.tuning.run import TuneInterrupted, tune
 
     ladder_widths = tuple(parse_ints(ladder or "", "--ladder"))
+    if trials is not None and total_trials is not None:
+        fail("give --trials N (add N trials) or --total-trials N (top the study up to N), not both")
+    check_out_dir(out)
     try:
         import optuna
         import torch
@@ -139,7 +174,7 @@ def tune_cmd(
             disable=as_json,
         )  # summary follows
         with progress:
-            bar = progress.add_task("", total=trials)
+            bar = progress.add_task("", total=trials if total_trials is None else None)
 
             failures: list[int] = []
 
@@ -163,7 +198,10 @@ def tune_cmd(
             result = tune(
                 model,
                 width,
-                trials,
+                trials if trials is not None else 50,
+                total_trials=total_trials,
+                heartbeat=heartbeat or None,
+                grace=grace,
                 storage=storage,
                 study_name=study,
                 jobs=jobs,
@@ -183,12 +221,24 @@ def tune_cmd(
                 sampler_seed=sampler_seed,
                 callbacks=[on_trial],
             )
-    except KeyboardInterrupt:
-        fail("interrupted; finished trials are kept in the study: run the same command to go on", 130)
+    except TuneInterrupted as stop:
+        again = command_line(drop=("trials", "total_trials"), add={"--total-trials": stop.target})
+        fail(
+            f"interrupted: {stop.finished} finished trials kept in study {stop.study_name}; "
+            f"to go on: {again}",
+            130,
+        )
+    except KeyboardInterrupt:  # before the study was open: nothing to keep
+        fail("interrupted before any trial ran; run the same command to start again", 130)
     except ConfigError as exc:
         fail(str(exc))
     except ValueError as exc:  # e.g. an unknown task from the training loop
         fail(str(exc))
+    except Exception as exc:
+        why = disk_error(exc)
+        if why is None:
+            raise
+        fail(f"cannot write ({why}); finished trials stay in the study; free space and rerun", 1)
     st = result.study
     states: dict[str, int] = {}
     for t in st.get_trials(deepcopy=False):

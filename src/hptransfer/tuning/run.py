@@ -309,8 +309,8 @@ def tune(
     from hptransfer.tuning.storage import reap_stale_trials
 
     before = _finished(study)
-    target = total_trials if total_trials is not None else before + trials
-    todo = target - before
+    goal = total_trials if total_trials is not None else before + trials
+    todo = goal - before
     every = list(callbacks)
     if total_trials is not None:  # other workers' trials count too
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -320,7 +320,7 @@ def tune(
             with reap_stale_trials(study, heartbeat):
                 study.optimize(objective, n_trials=todo, n_jobs=jobs, callbacks=every)
     except KeyboardInterrupt:
-        raise TuneInterrupted(study.study_name, _finished(study), target) from None
+        raise TuneInterrupted(study.study_name, _finished(study), goal) from None
     best = best_config(study)
     plan = suggest(best, target)
     figures: list[Path] = []

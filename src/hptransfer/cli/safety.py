@@ -12,6 +12,7 @@ import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hptransfer.cli.common import fail
 
@@ -58,16 +59,14 @@ def command_line(
     to append (e.g. ``{"--total-trials": 50}``). Options left at their defaults are left out, so
     the line is the user's, quoted for the shell.
     """
-    import click
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
+    ctx = _current_context()
     words = [prog, ctx.info_name or ""]
     for param in ctx.command.params:
         name = param.name
-        if not isinstance(param, click.Option) or name is None or name in drop:
+        if getattr(param, "param_type_name", "") != "option" or name is None or name in drop:
             continue
-        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(name)
+        if getattr(source, "name", None) != "COMMANDLINE":  # left at its default
             continue
         value = ctx.params.get(name)
         opt = max(param.opts, key=len)  # the long form
@@ -83,6 +82,20 @@ def command_line(
     for opt, v in (add or {}).items():
         words += [opt, str(v)]
     return shlex.join(words)
+
+
+def _current_context() -> Any:
+    """The running command's click context (typer ≥ 0.24 vendors click as ``typer._click``)."""
+    import importlib
+
+    for module in ("typer._click.globals", "click"):
+        try:
+            found = importlib.import_module(module).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise RuntimeError("command_line() runs inside an hptransfer command only")
 
 
 def disk_error(exc: BaseException) -> str | None:

@@ -1,0 +1,218 @@
+"""Faults (issue 11): workers started together, workers killed mid-trial, Ctrl-C, unwritable or
+full output folders.
+
+PostgreSQL variants run when ``OPTUNA_PG_URL`` is set (CI starts a server with ``.ci/pg.sh``) and
+fail, not skip, when it is set but the server is unusable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hptransfer.scaling import ProxyConfig
+from hptransfer.tuning import Range, SearchSpace, StorageError, make_storage, open_study
+
+PG_URL = os.environ.get("OPTUNA_PG_URL")
+CFG = ProxyConfig(name="r", base_width=64, head_dim=16)
+SPACE = SearchSpace({"lr": Range(2.0**-12, 2.0**-2)})
+HERE = Path(__file__).resolve()
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _url(backend: str, tmp_path: Path, name: str = "r.db") -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / name}"
+    if not PG_URL:
+        pytest.skip("OPTUNA_PG_URL is not set: `source .ci/pg.sh; pg_up` (CI does) runs these on PostgreSQL")
+    try:  # set but broken is a failure, never a skip
+        make_storage(PG_URL, heartbeat_interval=None)
+    except StorageError as exc:
+        pytest.fail(f"OPTUNA_PG_URL is set but PostgreSQL is unusable: {exc}")
+    return PG_URL
+
+
+# -- workers started together on a new study --------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_20_rounds_of_workers_started_together_on_a_new_study_never_fail(backend, tmp_path):
+    """Each round: 3 workers (own storage objects, released together by a barrier) open a study
+    that does not exist yet; on SQLite in a database file that does not exist yet either (the
+    table-creation race). Zero failures allowed."""
+    failures: list[str] = []
+    for round_ in range(20):
+        url = _url(backend, tmp_path, f"race{round_}.db")
+        name = f"race-{uuid.uuid4().hex[:8]}"
+        gate = threading.Barrier(3)
+
+        def worker(
+            url: str = url, name: str = name, gate: threading.Barrier = gate, round_: int = round_
+        ) -> None:
+            gate.wait()
+            try:
+                study = open_study(name, CFG, storage=url, space=SPACE, extra_attrs={"model": "mlp"})
+                assert study.user_attrs["hptransfer.base_width"] == 64
+            except Exception as exc:  # collected: a thread's exception would be lost
+                failures.append(f"round {round_}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert failures == []
+
+
+def test_two_sweeps_started_together_on_one_out_both_finish(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "1"]
+    cmd = [sys.executable, "-m", "hptransfer.cli.entry", *args, "--out", str(out)]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        so, se = p.communicate(timeout=240)
+        assert p.returncode == 0 and "Traceback" not in se, se[-2000:]
+        assert "results:" in so
+    assert (out / "sweep_lr.json").exists()
+
+
+# -- a worker killed mid-trial while another runs ----------------------------------------------------
+def _spawn_worker(url: str, name: str, mode: str, marker: Path) -> subprocess.Popen:
+    args = [sys.executable, str(HERE), "worker", url, name, mode, str(marker)]
+    return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    while not path.exists() or not path.read_text():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_killed_workers_trial_is_failed_and_retried_by_a_worker_still_in_its_own_trial(backend, tmp_path):
+    """Heartbeat 1 s, grace 3 s. The victim is SIGKILLed inside its trial; the survivor is in one
+    long trial the whole time, so only its reaper thread can notice. The dead trial is FAIL within
+    grace + a few heartbeats, and the survivor's next trial is its retry, with the same params."""
+    import optuna
+
+    url = _url(backend, tmp_path, "hb.db")
+    name = f"hb-{uuid.uuid4().hex[:8]}"
+    _open(url, name)
+    victim = _spawn_worker(url, name, "hang", tmp_path / "victim")
+    hung = int(_wait_for(tmp_path / "victim", victim))
+    survivor = _spawn_worker(url, name, "long", tmp_path / "survivor")
+    _wait_for(tmp_path / "survivor", survivor)  # inside its long trial
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    study = optuna.load_study(study_name=name, storage=make_storage(url, heartbeat_interval=None))
+    while study.trials[hung].state.name == "RUNNING":
+        assert time.time() - killed_at < 3 + 6, "the dead worker's trial was not failed within the grace"
+        time.sleep(0.2)
+    assert study.trials[hung].state.name == "FAIL"
+    assert survivor.poll() is None  # still in its first trial: the reaper did it
+    (tmp_path / "go").write_text("1")  # let the survivor finish; its next trial is the retry
+    out, _ = survivor.communicate(timeout=120)
+    assert survivor.returncode == 0, out
+    trials = study.get_trials(deepcopy=False)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == hung]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == trials[hung].params
+
+
+def _open(url: str, name: str):  # type: ignore[no-untyped-def]
+    return open_study(name, CFG, storage=url, space=SPACE, heartbeat_interval=1, grace_period=3, max_retry=1)
+
+
+def _worker(url: str, name: str, mode: str, marker: str) -> None:
+    import optuna
+
+    from hptransfer.tuning import TransferObjective
+    from hptransfer.tuning.storage import reap_stale_trials
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    go = Path(marker).parent / "go"
+    state = {"first": True}
+
+    def train(plan, trial):  # type: ignore[no-untyped-def]
+        if state["first"]:
+            state["first"] = False
+            Path(marker).write_text(str(trial.number))
+            if mode == "hang":
+                time.sleep(600)  # SIGKILLed here
+            deadline = time.time() + 60
+            while not go.exists() and time.time() < deadline:
+                time.sleep(0.05)
+        return plan.base_lr
+
+    study = _open(url, name)
+    with reap_stale_trials(study, 1):
+        study.optimize(TransferObjective(train, CFG, space=SPACE), n_trials=2 if mode == "long" else 1)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+def _interrupt_when(cmd: list[str], ready, cwd: Path, timeout: float = 180) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_path):
+    import optuna
+
+    db = tmp_path / "t.db"
+    url = f"sqlite:///{db}"
+    args = ["tune", "--model", "mlp", "--width", "16", "--trials", "3", "--steps", "300"]
+    args += ["--storage", url, "--study", "s", "--sampler-seed", "0"]
+
+    def finished() -> int:
+        if not db.exists():
+            return 0
+        try:
+            st = optuna.load_study(study_name="s", storage=url)
+        except Exception:
+            return 0
+        return sum(t.state.name == "COMPLETE" for t in st.trials)
+
+    code, err = _interrupt_when(
+        [sys.executable, "-m", "hptransfer.cli.entry", *args], lambda: finished() >= 1, tmp_path
+    )
+    lines = err.strip().splitlines()
+    assert code == 130 and len(lines) == 1 and "Traceback" not in err, err
+    m = re.search(r"to go on: (hptransfer tune .*)$", lines[0])
+    assert m and "finished trials kept in study s" in lines[0], lines[0]
+    again = shlex.split(m.group(1))
+    assert again[again.index("--total-trials") + 1] == "3" and "--trials" not in again
+    assert again[again.index("--storage") + 1] == url and again[again.index("--steps") + 1] == "300"
+    res = subprocess.run(
+        [sys.executable, "-m", "hptransfer.cli.entry", *again[1:]],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert finished() == 3  # topped up to the goal of the interrupted run, not 3 more
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
+    _worker(*sys.argv[2:6])

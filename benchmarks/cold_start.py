@@ -7,7 +7,8 @@ background load hits every command alike, and the median is reported. Measured s
 
 * `python -c pass` (the interpreter alone) and `python -c "import rich"` (the floor);
 * `python -c "import rich.console, rich.table"`: what drawing the table needs from rich alone;
-* `suggest` as the console script runs it (`hptransfer.cli.entry:main`: the typer-free path);
+* `suggest` as the console script runs it (`hptransfer.cli.entry:main`: the typer-free path),
+  with the table and with `--json` (no table: rich.table is not imported);
 * `suggest` through the typer app (`hptransfer.cli.main:app`), the path every other command takes
   (typer imports pydantic, which costs more than the rest together).
 
@@ -47,6 +48,11 @@ COMMANDS: dict[str, str] = {
     "suggest (console script)": (
         "import sys\nfrom hptransfer.cli.entry import main\n"
         "sys.argv = ['hptransfer', 'suggest', '--width', '4096']\nmain()\n"
+        + _CHECK.format(typer_check="'typer' not in sys.modules", typer_expect="none")
+    ),
+    "suggest --json (console script)": (
+        "import sys\nfrom hptransfer.cli.entry import main\n"
+        "sys.argv = ['hptransfer', 'suggest', '--width', '4096', '--json']\nmain()\n"
         + _CHECK.format(typer_check="'typer' not in sys.modules", typer_expect="none")
     ),
     "suggest (typer app)": (

@@ -15,10 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from rich import box
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from hptransfer.cli.common import console, fail
 from hptransfer.scaling import (
@@ -32,6 +29,9 @@ from hptransfer.scaling import (
     load_config,
     suggest,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["emit_plans", "fast_suggest", "render_plans", "run_suggest"]
 
@@ -79,6 +79,9 @@ _WD_NOTES = {
 
 def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Table:
     """A rich table: one row per parameter class; weight decay shown for every plan given."""
+    from rich import box  # here, not at import: `suggest --json` draws no table
+    from rich.table import Table
+
     main = plans[0]
     table = Table(
         title=(

@@ -223,7 +223,7 @@ def test_cli_out_that_is_a_file_is_one_line(tmp_path):
     target.write_text("not a folder")
     args = ["sweep", "--task", "regression", "--widths", "16,32"]
     res = CliRunner().invoke(app, [*args, "--out", str(target)])
-    assert res.exit_code == 2 and "cannot write to output folder" in res.stderr
+    assert res.exit_code == 2 and f"--out {target} is a file" in res.stderr
     assert "Traceback" not in res.output and target.read_text() == "not a folder"
 
 
@@ -240,7 +240,8 @@ def test_cli_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch):
     assert res.exit_code == 130
     kept = f"{tmp_path / 'o'}/sweep.db"
     assert res.stderr.strip().splitlines() == [
-        f"error: interrupted; finished runs are kept in {kept}: run the same command to go on"
+        f"error: interrupted; finished runs are kept in {kept}; to go on: hptransfer sweep "
+        f"--widths 16,32 --task regression --steps 2 --model sweep_kbd:make --out {tmp_path / 'o'}"
     ]
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hptransfer.cli.common import console, fail, parse_ints
+from hptransfer.cli.safety import check_out_dir, command_line, disk_error
 from hptransfer.scaling import ConfigError, load_config
 from hptransfer.tuning.storage import mask_url
 
@@ -111,6 +112,7 @@ def sweep_cmd(
         fail(str(exc))
     w = parse_ints(widths, "--widths")
     s = parse_ints(seeds, "--seeds")
+    check_out_dir(out)
 
     import torch
 
@@ -150,9 +152,14 @@ def sweep_cmd(
         )
     except KeyboardInterrupt:
         where = mask_url(storage) if storage else f"{out}/sweep.db"
-        fail(f"interrupted; finished runs are kept in {where}: run the same command to go on", 130)
+        fail(f"interrupted; finished runs are kept in {where}; to go on: {command_line()}", 130)
     except ValueError as exc:  # ConfigError, or e.g. an unknown schedule or task
         fail(str(exc))
+    except Exception as exc:  # a full disk: SQLite's "database or disk is full", ENOSPC on a figure
+        why = disk_error(exc)
+        if why is None:
+            raise
+        fail(f"cannot write in {out} ({why}); finished runs are kept; free space, then: {command_line()}", 1)
     if not result.optima:
         fail(
             f"every run diverged (no finite validation loss at any width); the runs are saved in {out}; "

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from hptransfer.cli.common import console, err_console, fail, parse_ints
+from hptransfer.cli.safety import check_out_dir, disk_error
 
 __all__ = ["BUILTIN_DIAGNOSE_WD", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cmd"]
 
@@ -168,6 +169,7 @@ def diagnose_cmd(
     rules: list[str | None] = [r.strip() for r in rule.split(",") if r.strip()] if rule else [None]
     if ckpt_list is not None and len(rules) > 1:
         fail("--checkpoints takes one --rule: the rule the checkpoints were trained with")
+    check_out_dir(out)  # before training: a bad folder must not cost the whole run
 
     # torch and the diagnostics load here, not at CLI start-up
     import torch
@@ -239,15 +241,18 @@ def diagnose_cmd(
     two = calibrate_from_reports(reports) if len(reports) > 1 else None
 
     written: list[Path] = []
-    if out is not None:
-        if len(reports) == 1:
+    try:
+        if out is not None and len(reports) == 1:
             written = _write_outputs(report, out)
-        else:
+        elif out is not None:
             from hptransfer.diagnostics.plots import plot_rules
 
             for name, rep in reports.items():
                 written += _write_outputs(rep, out / name)
             written += plot_rules(reports, out / "spectral_rules")
+    except OSError as exc:  # the disk filled up during the run
+        # exit 2, not 1: 1 means drift to a CI gate
+        fail(f"cannot write the report to {out} ({disk_error(exc) or exc.strerror or exc})", 2)
     if as_json:
         if len(reports) == 1:
             sys.stdout.write(report.to_json() + "\n")

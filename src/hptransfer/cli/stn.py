@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hptransfer.cli.common import console, fail
+from hptransfer.cli.safety import check_out_dir, disk_error
 
 __all__ = ["EPILOG", "parse_hyper", "resume_command", "stn_cmd"]
 
@@ -258,6 +259,7 @@ def stn_cmd(
         fail(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; give a folder")
+    check_out_dir(out_dir)  # read-only or full: refused before training
 
     def build() -> torch.nn.Module:
         if factory is None:
@@ -337,6 +339,13 @@ def stn_cmd(
         fail(str(exc), code=1)
     except ValueError as exc:
         fail(str(exc))
+    except (OSError, RuntimeError) as exc:  # torch.save on a full disk raises RuntimeError
+        why = disk_error(exc)
+        if why is None:
+            raise
+        saved = tuner.last_checkpoint
+        kept = f"the last checkpoint {saved[0]} (step {saved[1]}) is intact" if saved else "no checkpoint"
+        fail(f"cannot write in {out_dir} ({why}); {kept}; free space, then: {resume_command(ctx)}", 1)
     test_loss = tuner.evaluate([the_task.test])
     log_names = [s.name for s in tuner.hyper.specs if s.transform == "log"]
     name = f"stn-{task}" if model is None else f"stn-{model.rpartition(':')[2]}-{task}"

@@ -866,8 +866,12 @@ class StnTuner:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(streams), tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(self.state_dict(streams), tmp)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk or Ctrl-C mid-write: no half-written .tmp left behind
+            tmp.unlink(missing_ok=True)
+            raise
         self.last_checkpoint = (str(path), self.step)
 
     def changed_settings(self, state: Mapping[str, Any]) -> list[str]:

@@ -214,5 +214,105 @@ def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_
     assert finished() == 3  # topped up to the goal of the interrupted run, not 3 more
 
 
+# -- output folders that cannot be written, disks that fill up ------------------------------------
+_CHEAP = {  # each would train for a while if the --out check did not come first
+    "diagnose": ["diagnose", "--model", "mlp", "--widths", "16,32", "--steps", "50"],
+    "sweep": ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "50"],
+    "tune": ["tune", "--model", "mlp", "--width", "16", "--trials", "2", "--steps", "50"],
+    "stn": ["stn", "--epochs", "2"],
+}
+
+
+@pytest.mark.parametrize("how", ["file", "below-a-file", "read-only", "full"])
+@pytest.mark.parametrize("command", sorted(_CHEAP))
+def test_unwritable_out_is_one_line_before_training(command, how, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from hptransfer.cli.main import app
+
+    monkeypatch.chdir(tmp_path)  # tune's default storage lands here (it must not be made)
+    out = tmp_path / "out"
+    if how == "file":
+        out.write_text("mine")
+    elif how == "below-a-file":
+        (tmp_path / "f").write_text("mine")
+        out = tmp_path / "f" / "out"
+    else:
+        real = tempfile.mkstemp
+
+        def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if how == "read-only":
+                raise OSError(errno.EROFS, "Read-only file system")
+            fd, name = real(*args, **kwargs)  # an empty file fits on a full disk; its bytes do not
+            os.close(fd)
+            return os.open("/dev/full", os.O_WRONLY), name
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    before = sorted(tmp_path.rglob("*"))
+    start = time.perf_counter()
+    res = CliRunner().invoke(app, [*_CHEAP[command], "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "Traceback" not in res.output, res.stderr
+    if how in ("read-only", "full"):
+        assert ("Read-only" if how == "read-only" else "No space left") in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even the folder
+    assert time.perf_counter() - start < 20  # refused before any training
+
+
+def test_sweep_disk_full_mid_run_is_one_line_and_keeps_the_runs(tmp_path, monkeypatch):
+    import errno
+
+    import optuna
+    from typer.testing import CliRunner
+
+    import hptransfer.tuning.sweep as sweep_mod
+    from hptransfer.cli.main import app
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sweep_mod, "save_results", full)
+    out = tmp_path / "o"
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "2"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "hptransfer sweep" in lines[0]
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'sweep.db'}")
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6  # every run kept
+
+
+def test_stn_disk_full_at_a_checkpoint_keeps_the_last_one_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+    from typer.testing import CliRunner
+
+    import hptransfer.stn.tuner as tuner_mod
+    from hptransfer.cli.main import app
+
+    real, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(f)
+        if len(calls) == 1:
+            return real(obj, f, *args, **kwargs)
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tuner_mod.torch, "save", save)
+    out = tmp_path / "stn"
+    res = CliRunner().invoke(app, ["stn", "--epochs", "3", "--checkpoint-every", "5", "--out", str(out)])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]  # no checkpoint.pt.tmp
+    assert tuner_mod.load_checkpoint(out / "checkpoint.pt")["step"] == 5  # the last good one, intact
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
     _worker(*sys.argv[2:6])

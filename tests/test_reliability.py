@@ -314,5 +314,18 @@ def test_stn_disk_full_at_a_checkpoint_keeps_the_last_one_and_leaves_no_tmp(tmp_
     assert tuner_mod.load_checkpoint(out / "checkpoint.pt")["step"] == 5  # the last good one, intact
 
 
+@pytest.mark.parametrize("content", [b"garbage{{{\n", b'{"a": 1}\n', b"[1, 2]\n", b'{"op_code": 0}\n'])
+def test_a_journal_file_that_is_not_a_journal_is_one_line(content, tmp_path):
+    from hptransfer.tuning import load_study
+
+    log = tmp_path / "study.log"
+    log.write_bytes(content)
+    with pytest.raises(StorageError, match="is not an Optuna journal log"):
+        load_study(f"journal:///{log}")
+    with pytest.raises(StorageError, match="is not an Optuna journal log"):
+        open_study("s", CFG, storage=f"journal:///{log}")
+    assert log.read_bytes() == content  # left as it was
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
     _worker(*sys.argv[2:6])

@@ -164,6 +164,12 @@ def make_storage(
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise StorageError(f"cannot open journal storage {shown}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # replaying the log
+            why = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
+            raise StorageError(
+                f"{path} is not an Optuna journal log ({why}); give the .log file `hptransfer tune "
+                "--storage journal:///PATH.log` wrote, or a new path to start one"
+            ) from None
 
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:

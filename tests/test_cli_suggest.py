@@ -155,6 +155,8 @@ _SAME = (
         ["--width", "512", "--wd-exponent", "x"],
         ["--width", "512", "--json=1"],
         ["--width", "512", "--bogus"],
+        ["--width", "512", "extra"],
+        ["-w=4096"],  # click reads the value "=4096"
         ["--width"],
         [],
         ["--help"],

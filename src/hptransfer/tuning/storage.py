@@ -159,6 +159,7 @@ def make_storage(
         path = Path(text[len(_JOURNAL_PREFIX) :])
         if not path.name:
             raise StorageError(f"journal storage {shown!r} names no file; use journal:///PATH.log")
+        _check_journal_head(path, shown)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
@@ -203,6 +204,34 @@ def make_storage(
 
 
 _SCHEMA_RETRIES = 8
+
+
+def _check_journal_head(path: Path, shown: str) -> None:
+    """Refuse a file whose first line is not a journal record before anything is appended to it.
+
+    Optuna skips an unreadable *last* line (a write torn by a crash), so a file holding one line
+    of anything else would read as an empty journal and then be appended to, corrupting it.
+    """
+    import json
+
+    try:
+        with path.open("rb") as f:
+            head = f.readline(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot open journal storage {shown}: {exc.strerror or exc}") from None
+    if not head.strip():
+        return
+    try:
+        record = json.loads(head)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise StorageError(
+            f"{path} is not an Optuna journal log (its first line is not a journal record); give the "
+            "file `--storage journal:///PATH.log` wrote, or a new path to start one"
+        )
 
 
 @contextmanager

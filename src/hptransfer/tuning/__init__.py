@@ -15,6 +15,11 @@ the best trial to any width::
     study.optimize(TransferObjective(train, default_config(), width=256), n_trials=50)
     plan = best_plan(study, width=4096)  # per-class hyperparameters at width 4096
 
+A built-in proxy or a ``MODULE:FACTORY`` model end to end, as ``hptransfer tune`` runs it::
+
+    from hptransfer.tuning import tune
+    result = tune("llama", width=64, trials=50, steps=300)   # result.best, result.plan, result.study
+
 Nothing in this package imports torch at import time.
 """
 
@@ -25,6 +30,7 @@ from hptransfer.tuning.objective import (
     reporter,
     transfer_objective,
 )
+from hptransfer.tuning.run import TuneResult, describe_space, load_space, tune
 from hptransfer.tuning.space import TUNABLE, Range, SearchSpace, default_space
 from hptransfer.tuning.storage import (
     DEFAULT_STORAGE,
@@ -59,11 +65,14 @@ __all__ = [
     "StorageError",
     "StudyMismatchError",
     "TransferObjective",
+    "TuneResult",
     "WidthLadder",
     "best_config",
     "best_plan",
     "config_from_study",
     "default_space",
+    "describe_space",
+    "load_space",
     "load_study",
     "make_storage",
     "mask_url",
@@ -75,4 +84,5 @@ __all__ = [
     "study_info",
     "study_space",
     "transfer_objective",
+    "tune",
 ]

@@ -2,8 +2,9 @@
 
 This module imports neither typer nor torch. :func:`run_suggest` does the work for both ways in:
 the typer command in :mod:`hptransfer.cli.main`, and :func:`fast_suggest`, which the console
-script (:func:`hptransfer.cli.entry.main`) tries first so that ``hptransfer suggest`` starts in
-about the time Python takes to import rich. :func:`fast_suggest` reads only command lines it
+script (:func:`hptransfer.cli.entry.main`) tries first so that ``hptransfer suggest`` starts
+without typer and the pydantic it imports (``benchmarks/cold_start.py`` measures it against
+``python -c "import rich"``). :func:`fast_suggest` reads only command lines it
 understands exactly as typer would; anything else (``--help``, an unknown or malformed option)
 returns ``False`` and typer handles it, so help and usage errors are typer's own.
 """

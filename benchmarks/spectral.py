@@ -529,10 +529,16 @@ def render(data: dict[str, Any], figures: Path) -> str:
                     else f"not recommended: {two['not_recommended_because']}."
                 ),
             ]
-        lines += ["", "Per-rule notes and what would make an undecided run conclusive:", ""]
+        missing = [(name, m) for name, v in c["rules"].items() for m in v["report"]["missing_evidence"]]
+        if missing:
+            lines += ["", "What each inconclusive run says would make it conclusive:", ""]
+            lines += [f"* {name}: {m}" for name, m in missing]
+        else:
+            lines += ["", "Every run is conclusive (no missing evidence reported).", ""]
         for name, v in c["rules"].items():
-            for m in v["report"]["missing_evidence"]:
-                lines.append(f"* {name}: {m}")
+            drifting = v["report"]["drifting"]
+            if drifting:
+                lines.append(f"* {name}: drifting {', '.join(drifting)}")
         lines.append("")
         figs = []
         for name, rep in reports.items():

@@ -101,6 +101,14 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+def test_error_text_is_printed_as_written(tmp_path: Path) -> None:
+    """Brackets in a message are text, not rich markup (`[proxy]` used to vanish)."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[bogus]\nx = 1\n")
+    code, _, err = run("suggest", "--width", "512", "--config", str(cfg))
+    assert code == 2 and "unknown section [bogus]; expected one of [proxy], [hyper], [rule]" in err
+
+
 def test_version_and_help() -> None:
     assert __version__ in run("--version")[1]
     code, out, _ = run("suggest", "--help")

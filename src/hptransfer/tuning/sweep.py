@@ -377,11 +377,22 @@ def _default_train_fn(spec: SweepSpec, factory: Callable[[int], Any] | None) -> 
 
 def check_factory(factory: Callable[[int], Any], widths: Sequence[int]) -> None:
     """Raise :class:`ConfigError` when ``factory`` builds the same shapes at two widths."""
+    import torch
+
     from hptransfer.scaling.torch_adapter import ClassificationError, classify, meta_model
 
     lo, hi = widths[0], widths[-1] if widths[-1] != widths[0] else 2 * widths[0]
+    built = {}
+    for w in (hi, lo):
+        try:
+            built[w] = meta_model(factory, w)
+        except Exception as exc:  # the user's code: one line naming what it raised
+            why = str(exc).splitlines()[0] if str(exc) else ""
+            raise ConfigError(f"model factory({w}) raised {type(exc).__name__}: {why}") from None
+        if not isinstance(built[w], torch.nn.Module):
+            raise ConfigError(f"model factory({w}) returned {type(built[w]).__name__}, not a torch.nn.Module")
     try:
-        classify(meta_model(factory, hi), meta_model(factory, lo))
+        classify(built[hi], built[lo])
     except ClassificationError as exc:
         if "same shapes" in str(exc):
             raise ConfigError(

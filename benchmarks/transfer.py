@@ -598,6 +598,20 @@ def render(data: dict[str, Any], figures: Path) -> str:
     wall = sec["total_wall"]
     resumed = run_s > wall * max(1, r["threads"]) * 1.05  # runs timed in earlier sessions
     seeds = r["lr"]["mup"]["seeds"]
+    load_start = ", ".join(str(x) for x in r.get("load_average_start") or []) or "unknown"
+    edges = [
+        f"{rule} @{w}"
+        for param in ("lr", "wd")
+        for rule, entry in r[param].items()
+        for w, o in entry["optima"].items()
+        if o["at_edge"]
+    ]
+    edge_text = (
+        f"**Optima at the grid edge** (the true optimum may lie outside the grid, so drift there is a "
+        f"lower bound): {', '.join(edges)}."
+        if edges
+        else "Every optimum is interior to its grid."
+    )
     seed_text = ", ".join(f"{w}: {len(v)}" for w, v in seeds.items())
     fit_text = ", ".join(f"{k.removeprefix('mup-wd-')} {v:.2f}" for k, v in fits.items())
     resumed_text = (
@@ -698,6 +712,8 @@ the same way.
 
 ![wd sweeps]({wd_fig})
 
+{edge_text}
+
 The three wd rules only move base wd along each width's axis (effective matrix wd = base·m^e), so
 each estimates how the effective optimum scales with width. Fitted exponent e* (slope of log2
 effective wd* against log2 m): {fit_text};
@@ -720,7 +736,8 @@ to tuned SP is no win.
 {_minutes(sec["lr_sweeps"])}, wd sweeps {_minutes(sec["wd_sweeps"])}, transfer runs
 {_minutes(sec["transfer_runs"])}; **{_minutes(wall)} wall** in all (summed run time
 {_minutes(run_s)}{resumed_text}).
-The machine is shared: the load average below says how busy it was.
+The machine is shared: the load average was {load_start} at the start (1, 5, 15 min) and is
+in the environment table below for the end.
 
 ## Limits
 

@@ -456,6 +456,20 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
         if not grow:
             break
         results.update(run_all(runs_for(grow), s, cache, jobs))
+    # The lr carried from the base width must be measured at the widest width too.
+    missing = []
+    for p in PARAMETRIZATIONS:
+        base = {
+            r.log2_lr: v["val_loss"]
+            for r, v in results.items()
+            if (r.parametrization, r.width) == (p, s.base_width)
+        }
+        carried = min(base, key=lambda x: base[x])
+        if carried not in grids[(p, max(s.widths))]:
+            grids[(p, max(s.widths))].add(carried)
+            missing.append((p, max(s.widths)))
+    if missing:
+        results.update(run_all(runs_for(missing), s, cache, jobs))
     curves: dict[str, dict[int, dict[float, float]]] = {
         p: {w: {} for w in s.widths} for p in PARAMETRIZATIONS
     }
@@ -666,11 +680,15 @@ def main(argv: list[str] | None = None) -> None:
         from _results import save_results
 
         save_results("foreign", results)
-    worst = max(
-        (out[m]["analysis"]["parametrizations"]["hptransfer"]["regret_widest"] or math.inf) for m in out
+
+    def worst(p: str) -> float:
+        regrets = [out[m]["analysis"]["parametrizations"][p]["regret_widest"] for m in out]
+        return max(math.inf if r is None else r for r in regrets)
+
+    print(
+        "foreign models: worst regret at the widest width hptransfer-tuned "
+        f"{_pct(worst('hptransfer-tuned'))}, hptransfer {_pct(worst('hptransfer'))} vs SP {_pct(worst('sp'))}"
     )
-    sp_worst = max((out[m]["analysis"]["parametrizations"]["sp"]["regret_widest"] or math.inf) for m in out)
-    print(f"foreign models: worst regret at the widest width hptransfer {_pct(worst)} vs SP {_pct(sp_worst)}")
 
 
 if __name__ == "__main__":

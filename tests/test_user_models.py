@@ -387,7 +387,7 @@ def test_foreign_benchmark_smoke() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1].startswith("foreign models: worst regret")
+    assert proc.stdout.strip().splitlines()[-1].startswith("foreign models: worst regret at the widest width")
 
 
 def test_commands_keep_a_factory_models_own_init() -> None:

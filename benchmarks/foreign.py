@@ -65,7 +65,7 @@ class Settings:
 
 
 QUICK = Settings(
-    widths=(16, 32), base_width=16, log2_lrs=(-8, -6), steps=3, batch=4, seq_len=16, tune_trials=2
+    widths=(16, 32), base_width=16, log2_lrs=(-8, -6), steps=3, batch=4, seq_len=16, tune_trials=2, extend=0
 )
 
 

@@ -214,6 +214,56 @@ def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_
     assert finished() == 3  # topped up to the goal of the interrupted run, not 3 more
 
 
+def _entry(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "hptransfer.cli.entry", *args]
+
+
+def _resume_line(err: str, pattern: str) -> list[str]:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    m = re.search(pattern, lines[0])
+    assert m, lines[0]
+    return shlex.split(m.group(1))
+
+
+def test_sweep_ctrl_c_is_one_line_and_the_printed_command_finishes_the_sweep(tmp_path):
+    import optuna
+
+    out = tmp_path / "sw"
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "600"]
+
+    def complete() -> int:
+        try:
+            study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'sweep.db'}")
+        except Exception:
+            return 0
+        return sum(t.state.name == "COMPLETE" for t in study.trials)
+
+    code, err = _interrupt_when(_entry([*args, "--out", str(out)]), lambda: complete() >= 1, tmp_path)
+    assert code == 130
+    again = _resume_line(err, r"to go on: (hptransfer sweep .*)$")
+    assert sorted(again[2:]) == sorted([*args[1:], "--out", str(out)])  # the user's options, as given
+    kept = complete()
+    assert 1 <= kept < 6
+    res = subprocess.run(_entry(again[1:]), cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'sweep.db'}")
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6  # the kept runs were not redone
+
+
+def test_stn_ctrl_c_is_one_line_and_the_printed_command_resumes(tmp_path):
+    out = tmp_path / "stn"
+    args = ["stn", "--epochs", "4", "--checkpoint-every", "5", "--out", str(out)]
+    code, err = _interrupt_when(_entry(args), lambda: (out / "checkpoint.pt").exists(), tmp_path)
+    assert code == 130
+    again = _resume_line(err, r"Resume with: (hptransfer stn .*)$")
+    assert "--resume" in again
+    assert not list(out.glob("*.tmp"))
+    res = subprocess.run(_entry(again[1:]), cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (out / "hyper.json").exists() and (out / "proxy.toml").exists()
+
+
 # -- output folders that cannot be written, disks that fill up ------------------------------------
 _CHEAP = {  # each would train for a while if the --out check did not come first
     "diagnose": ["diagnose", "--model", "mlp", "--widths", "16,32", "--steps", "50"],

@@ -78,10 +78,15 @@ def command_line(
             continue
         for v in value if param.multiple and isinstance(value, list | tuple) else [value]:
             if v is not None:
-                words += [opt, str(v)]
+                words += _pair(opt, v)
     for opt, v in (add or {}).items():
-        words += [opt, str(v)]
+        words += _pair(opt, v)
     return shlex.join(words)
+
+
+def _pair(opt: str, value: object) -> list[str]:
+    text = str(value)
+    return [f"{opt}={text}"] if text.startswith("-") else [opt, text]  # --grid=-10:-4 reads as a value
 
 
 def _current_context() -> Any:

@@ -144,7 +144,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
         f"({', '.join(ex['drifting']) or 'none'}) |",
         f"| hidden matrices undecided | {len(ex['inconclusive'])} of {ex['hidden']} |",
         f"| pooled slope alpha | {pooled.get('alpha', float('nan')):+.3f}{band} |",
-        f"| plain progress lines (stdout not a terminal) | {ex['progress_lines']} |",
+        f"| plain progress lines on stderr (not a terminal) | {ex['progress_lines']} |",
         "",
     ]
     if ex["missing_evidence"]:

@@ -25,24 +25,28 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _matrix(out: int, inp: int, sigma: float, seed: int) -> torch.Tensor:
-    """A matrix with singular values sigma·linspace(1, 0.5) (orthonormal factors by QR)."""
+def _matrix(out: int, inp: int, sigma: float, seed: int, trained: bool = True) -> torch.Tensor:
+    """A matrix with top singular value sigma (orthonormal factors by QR): a trained-looking
+    outlier over a bulk at 0.3..0.15·sigma, or (``trained=False``) a flat sigma·linspace(1, 0.5)
+    like a random init."""
     g = torch.Generator().manual_seed(seed)
     r = min(out, inp)
     u, _ = torch.linalg.qr(torch.randn(out, r, generator=g))
     v, _ = torch.linalg.qr(torch.randn(inp, r, generator=g))
-    return (u * (sigma * torch.linspace(1.0, 0.5, r))) @ v.T
+    values = torch.linspace(1.0, 0.5, r) if not trained else torch.linspace(0.3, 0.15, r)
+    values[0] = 1.0
+    return (u * (sigma * values)) @ v.T
 
 
-def _save_proxies(folder: Path, hidden_alpha: float) -> list[str]:
+def _save_proxies(folder: Path, hidden_alpha: float, trained: bool = True) -> list[str]:
     """State dicts of a 2-layer 'model' whose hidden sigma_max scales as width^hidden_alpha."""
     paths = []
     for i, w in enumerate(WIDTHS):
         sd = {
             "embed.weight": _matrix(100, w, 2.0, i),
-            "fc.weight": _matrix(4 * w, w, 3.0 * (w / 32) ** hidden_alpha, 10 + i),
+            "fc.weight": _matrix(4 * w, w, 3.0 * (w / 32) ** hidden_alpha, 10 + i, trained),
             "fc.bias": torch.zeros(4 * w),
-            "proj.weight": _matrix(w, 4 * w, 2.0 * (w / 32) ** hidden_alpha, 20 + i),
+            "proj.weight": _matrix(w, 4 * w, 2.0 * (w / 32) ** hidden_alpha, 20 + i, trained),
             "head.weight": _matrix(100, w, 1.0, 30 + i),
         }
         path = folder / f"w{w}.pt"
@@ -403,3 +407,13 @@ def test_default_steps_cover_four_timescales() -> None:
     assert data["history"]["64"][-1][0] == 52  # ceil(4 × 12.8)
     assert data["timescales"] == pytest.approx(52 / 12.8)
     assert not any("timescales" in m for m in data["missing_evidence"])
+
+
+def test_untrained_checkpoints_are_inconclusive(tmp_path: Path) -> None:
+    paths = _save_proxies(tmp_path, 0.0, trained=False)
+    code, out, err = run("--checkpoints", ",".join(paths), "--rule", "linear", "--json")
+    data = json.loads(out)
+    assert code == 3 and data["outcome"] == "inconclusive", err
+    assert sorted(data["untrained"]) == ["fc.weight", "proj.weight"]
+    assert any("looks untrained" in m for m in data["missing_evidence"])
+    assert any("look untrained" in n for n in data["notes"])

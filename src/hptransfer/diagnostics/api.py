@@ -642,7 +642,7 @@ def diagnose_checkpoints(
         cover = timescale_coverage(config, rule_name, sorted(spectra), steps)
         report.timescales, report.timescale_advice = cover.covered, cover.advice
         report.notes.append(cover.note)
-    untrained = looks_untrained(report)
+    untrained = report.untrained = looks_untrained(report)
     if untrained:
         report.notes.append(
             f"{len(untrained)} of {len(report.gated())} {'/'.join(report.gate)} matrices look untrained "

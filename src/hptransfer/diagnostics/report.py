@@ -173,10 +173,16 @@ class SpectralReport:
     timescales: float | None = None
     timescale_advice: str = ""
     min_timescales: float = MIN_TIMESCALES
+    # gated layers whose spectrum looks like a random init (set for checkpoints)
+    untrained: list[str] = field(default_factory=list)
 
     def inconclusive_layers(self) -> list[str]:
         """Gated layers whose interval cannot tell invariant from drift."""
         return [r.name for r in self.gated() if r.verdict is not None and not r.verdict.conclusive]
+
+    def all_untrained(self) -> bool:
+        """Every gated layer looks like a random init: no training to judge."""
+        return bool(self.gated()) and set(self.untrained) >= {r.name for r in self.gated()}
 
     def short_run(self) -> bool:
         """The runs covered fewer than ``min_timescales`` AdamW timescales."""
@@ -186,7 +192,7 @@ class SpectralReport:
     @property
     def outcome(self) -> str:
         """``safe``, ``drift`` or ``inconclusive`` (see the module docstring)."""
-        if not self.gated() or self.short_run():
+        if not self.gated() or self.short_run() or self.all_untrained():
             return "inconclusive"
         if self.drifting:
             return "drift"
@@ -214,6 +220,11 @@ class SpectralReport:
                 f"the runs cover {self.timescales:.2g} AdamW timescales tau = 1/(lr·wd) at the slowest "
                 f"width, fewer than {self.min_timescales:g}: sigma_max is not at its steady state"
                 + (f"; {self.timescale_advice}" if self.timescale_advice else "")
+            )
+        if self.all_untrained():
+            out.append(
+                f"every {gate} matrix looks untrained (its spectrum is that of a random init at every "
+                "width): diagnose checkpoints trained for several AdamW timescales"
             )
         undecided = self.inconclusive_layers()
         if undecided and not self.drifting:
@@ -273,6 +284,7 @@ class SpectralReport:
             "inconclusive": self.inconclusive_layers(),
             "missing_evidence": self.missing_evidence(),
             "timescales": self.timescales,
+            "untrained": self.untrained,
             "gate": list(self.gate),
             "thresholds": {
                 "alpha_tol": self.thresholds.alpha_tol,

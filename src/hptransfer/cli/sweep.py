@@ -105,6 +105,8 @@ def sweep_cmd(
 
     if param not in ("lr", "wd"):
         fail(f"--param must be lr or wd, got {param!r}")
+    if model is not None and not model.strip():
+        fail("--model is empty; give MODULE:FACTORY, or leave it out for the task's built-in model")
     try:
         g = parse_grid(grid if grid is not None else ("-10:-4" if param == "lr" else "-6:1"))
         factory = load_factory(model) if model else None

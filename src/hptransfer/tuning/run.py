@@ -57,6 +57,25 @@ class TuneInterrupted(KeyboardInterrupt):
         self.target = target
 
 
+def _check_factory(factory: Callable[[int], Any], width: int) -> None:
+    """Build the user's model at ``width`` on the meta device (no memory, no training), or on the
+    CPU when its init needs real tensors."""
+    import torch
+
+    from hptransfer.scaling.torch_adapter import meta_model
+
+    try:
+        model = meta_model(factory, width)
+    except Exception:
+        try:  # some inits need real tensors (.item(), loaded weights): the proxy is small
+            model = factory(width)
+        except Exception as exc:  # the user's code: one line naming what it raised
+            why = str(exc).splitlines()[0] if str(exc) else ""
+            raise ConfigError(f"model factory({width}) raised {type(exc).__name__}: {why}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model factory({width}) returned {type(model).__name__}, not a torch.nn.Module")
+
+
 def _finished(study: optuna.Study) -> int:
     from optuna.trial import TrialState
 
@@ -276,6 +295,8 @@ def tune(
         if set(space.ranges) <= set(fixed):
             raise ConfigError("--no-tune leaves nothing to tune; drop one of the names or use --space FILE")
         space = space.without(*fixed)
+    if choice.factory is not None:  # a broken factory must fail here, not as every trial of a new study
+        _check_factory(choice.factory, w)
     study = open_study(
         study_name or f"{choice.name.replace(':', '.')}-w{w}",
         cfg,

@@ -450,15 +450,18 @@ def run_sweep(
         check_factory(factory, spec.widths)
     spec_dict = spec.to_dict()
     out = Path(out_dir) if out_dir is not None else None
+    # No heartbeat: a run left RUNNING by a killed sweep is found by its point and retrained by
+    # the loop below (Optuna's heartbeat retry would re-enqueue it outside the sweep's order).
+    # A storage given is opened first: a bad URL must not leave an empty output folder behind.
+    store = make_storage(storage, heartbeat_interval=None) if storage is not None else None
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
-        storage = storage or f"sqlite:///{(out / 'sweep.db').resolve()}"
-    # No heartbeat: a run left RUNNING by a killed sweep is found by its point and retrained by
-    # the loop below (Optuna's heartbeat retry would re-enqueue it outside the sweep's order).
-    store = make_storage(storage, heartbeat_interval=None) if storage is not None else None
+        if store is None:
+            storage = f"sqlite:///{(out / 'sweep.db').resolve()}"
+            store = make_storage(storage, heartbeat_interval=None)
     where = mask_url(storage) if storage is not None else "memory"
     name = study_name or _study_name(spec_dict)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -131,7 +131,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
     c = r["commands"]
     rich_extra = c[RICH]["cpu_median_s"] - c[FLOOR]["cpu_median_s"]
     own = c[FAST]["cpu_median_s"] - c[RICH]["cpu_median_s"]
-    met = _ratio(r, FAST) <= TARGET_RATIO and r["commands"][FAST]["cpu_median_s"] < TARGET_SECONDS
+    met = _met(r)
     return f"""# Cold start of `hptransfer suggest`
 
 Generated from `benchmarks/results/cold_start.json`, written by `{command_line(data)}`.
@@ -157,13 +157,18 @@ share (importing `hptransfer.scaling`, computing the plans, laying out the table
 """
 
 
+def _met(r: dict[str, Any]) -> bool:
+    return _ratio(r, FAST) <= TARGET_RATIO and r["commands"][FAST]["cpu_median_s"] < TARGET_SECONDS
+
+
 def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     r = data["results"]
     fast = r["commands"][FAST]
+    verdict = "met" if _met(r) else f"missed; `import rich.console, rich.table` alone {_ratio(r, RICH):.2f}×"
     return [
         (
             f"`hptransfer suggest` cold start, CPU vs `python -c 'import rich'` (≤ {TARGET_RATIO:g}×)",
-            f"**{_ratio(r, FAST):.2f}×** ({fast['cpu_median_s'] * 1e3:.0f} ms; through typer "
+            f"**{_ratio(r, FAST):.2f}×** ({verdict}; {fast['cpu_median_s'] * 1e3:.0f} ms; through typer "
             f"{_ratio(r, TYPER):.2f}×)",
             "`python3 benchmarks/cold_start.py`",
         )

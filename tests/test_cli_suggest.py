@@ -208,6 +208,9 @@ def test_study_alternative_rule_carries_the_weight_decay_the_proxy_trained_with(
     assert alt["rule"] == "mup-wd-sqrt"
     assert alt["groups"]["hidden"]["weight_decay"] == pytest.approx(0.686 * 0.5 * math.sqrt(128))
     assert alt["groups"]["hidden"]["weight_decay"] == pytest.approx(3.88, abs=0.005)
+    assert data["proxy_width"] == 32
+    code, out, _ = run("suggest", "--width", "4096", "--study", url)
+    assert code == 0 and "carried from the proxy width 32" in " ".join(out.split())
     # both columns agree at the proxy width, where the trials actually ran
     code, out, _ = run("suggest", "--width", "32", "--study", url, "--json")
     data = json.loads(out)

@@ -78,8 +78,13 @@ _WD_NOTES = {
 }
 
 
-def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Table:
-    """A rich table: one row per parameter class; weight decay shown for every plan given."""
+def render_plans(
+    plans: Sequence[Plan], config: ProxyConfig, source: str, proxy_width: int | None = None
+) -> Table:
+    """A rich table: one row per parameter class; weight decay shown for every plan given.
+
+    ``proxy_width``: the width a study's trials trained at (the alternatives were carried from it).
+    """
     from rich import box  # here, not at import: `suggest --json` draws no table
     from rich.table import Table
 
@@ -133,13 +138,21 @@ def render_plans(plans: Sequence[Plan], config: ProxyConfig, source: str) -> Tab
             "sqrt = wd ∝ sqrt(width) (Fan et al., arXiv 2510.15262). "
             "`hptransfer diagnose` measures which holds for your model; `--rule` picks one."
         )
+        if proxy_width is not None:
+            notes.append(
+                f"the other rule's wd is carried from the proxy width {proxy_width}, from the weight "
+                "decay the trials trained with."
+            )
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
 
 
-def emit_plans(plans: Sequence[Plan], cfg: ProxyConfig, source: str, as_json: bool) -> None:
-    """Print ``plans`` (the first is the answer, the rest alternatives) as a table or JSON."""
+def emit_plans(
+    plans: Sequence[Plan], cfg: ProxyConfig, source: str, as_json: bool, proxy_width: int | None = None
+) -> None:
+    """Print ``plans`` (the first is the answer, the rest alternatives) as a table or JSON;
+    ``proxy_width``: the width a study's trials trained at, when the plans come from one."""
     if as_json:
         import json
 
@@ -147,9 +160,11 @@ def emit_plans(plans: Sequence[Plan], cfg: ProxyConfig, source: str, as_json: bo
         out["config"] = cfg.to_dict()
         if len(plans) > 1:
             out["alternatives"] = [p.to_dict() for p in plans[1:]]
+        if proxy_width is not None:
+            out["proxy_width"] = proxy_width
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        console.print(render_plans(plans, cfg, source))
+        console.print(render_plans(plans, cfg, source, proxy_width))
 
 
 def _side_by_side(config: ProxyConfig) -> list[str]:
@@ -205,7 +220,7 @@ def run_suggest(
             plans += [_alternative(cfg, target, other, proxy_width) for other in _side_by_side(cfg)]
     except ConfigError as exc:
         fail(str(exc))
-    emit_plans(plans, cfg, source, as_json)
+    emit_plans(plans, cfg, source, as_json, proxy_width)
 
 
 def _alternative(cfg: ProxyConfig, width: int, rule: str, proxy_width: int | None) -> Plan:

@@ -22,9 +22,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -115,8 +114,7 @@ BAD_VALUES = {  # TOML literals no key of that kind accepts
 }
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(NamedTuple):
     """One bad command line and the files its working folder starts with."""
 
     category: str
@@ -124,13 +122,13 @@ class Case:
     files: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass
 class Outcome:
-    clean: bool
-    exit_code: int | None
-    why: str = ""
-    stderr: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    """What one case did (``why`` says what was not clean)."""
+
+    def __init__(self, clean: bool, exit_code: int | None, why: str = "", stderr: list[str] | None = None):
+        self.clean, self.exit_code, self.why = clean, exit_code, why
+        self.stderr = stderr or []
+        self.seconds = 0.0
 
 
 def _with(command: str, option: str, value: str) -> tuple[str, ...]:
@@ -315,7 +313,8 @@ def run_case(case: Case) -> Outcome:
         after = _snapshot(root)
     err = res.stderr.strip().splitlines()
     exc = res.exception
-    out = Outcome(clean=False, exit_code=res.exit_code, stderr=err, seconds=seconds)
+    out = Outcome(clean=False, exit_code=res.exit_code, stderr=err)
+    out.seconds = seconds
     if isinstance(exc, _Trained):
         out.why = "training started"
     elif exc is not None and not isinstance(exc, SystemExit):
@@ -442,7 +441,7 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "bad command lines (fuzzed) give one clean line, exit 2, nothing written",
             headline_line(r),
-            "python3 benchmarks/cli_fuzz.py",
+            "`python3 benchmarks/cli_fuzz.py`",
         )
     ]
 

@@ -14,8 +14,10 @@ file in the working directory):
 RDB storages get Optuna's heartbeat: a worker that dies mid-trial (SIGKILL, lost node) leaves its
 trial RUNNING; once no heartbeat arrived for ``grace_period`` seconds, the next worker that asks
 for a trial marks it FAIL and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues
-a copy with the same parameters (up to ``max_retry`` times). The journal storage has no
-heartbeat in Optuna; use an RDB storage when workers may crash.
+a copy with the same parameters (up to ``max_retry`` times). :func:`reap_stale_trials` makes a
+running worker look every heartbeat as well, so with long trials the dead one is not left waiting
+for the end of everyone's current trial (``hptransfer tune`` does this). The journal storage has
+no heartbeat in Optuna; use an RDB storage when workers may crash.
 
 No torch here: ``hptransfer suggest --study URL`` imports this module.
 """

@@ -8,8 +8,8 @@ its working folder, and before any training (a tripwire on ``backward`` and ``au
 
     python3 benchmarks/cli_fuzz.py [--examples 300] [--seed 0]
 
-Values a command's option type refuses (``--width abc`` for an integer option) are left out: click
-reports those itself, with its usage text.
+Usage errors click finds itself (``--width abc`` for an integer option, an unknown option) are one
+line too (``cli.safety.OneLineUsageErrors``).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _widths(draw: st.DrawFn) -> Case:
         good = draw(st.sampled_from(["16", "32", "64"]))
         text = draw(st.sampled_from([f"{good},{bad}", f"{bad},{good}", bad]))
         return Case("width", _with(command, "--widths", text))
-    value = str(draw(big))  # an integer option: integers only (click refuses the rest itself)
+    value = draw(st.one_of(big.map(str), st.sampled_from(BAD_INT_TOKENS)))  # an integer option
     if command == "stn":
         return Case("width", (*_with(command, "--width", value), "--model", "fzmods_ok:fixed"))
     return Case("width", _with(command, "--width", value))
@@ -243,9 +243,31 @@ def _outs(draw: st.DrawFn) -> Case:
     return Case("out", _with(command, "--out", where), (("taken", b"a file, not a folder\n"),))
 
 
+@st.composite
+def _usage(draw: st.DrawFn) -> Case:
+    """Command lines click itself refuses: unknown options, a missing value, a value of the wrong type."""
+    command = draw(st.sampled_from(sorted(BASE)))
+    word = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=2, max_size=10))
+    kind = draw(st.sampled_from(["unknown", "no-value", "type"]))
+    if kind == "unknown":
+        return Case("usage", (*BASE[command], f"--zz{word}"))
+    if kind == "no-value":  # an option that takes a value, given none
+        return Case("usage", (*BASE[command], "--out" if command != "suggest" else "--config"))
+    option = {
+        "suggest": "--top-k",
+        "diagnose": "--steps",
+        "sweep": "--steps",
+        "tune": "--steps",
+        "stn": "--epochs",
+    }
+    return Case(
+        "usage", _with(command, option[command], draw(st.sampled_from(["x", "1.5", "", "1e3", "--"])))
+    )
+
+
 def cases() -> st.SearchStrategy[Case]:
     """Every category of bad input, drawn evenly."""
-    return st.one_of(_widths(), _configs(), _grids(), _storages(), _models(), _outs())
+    return st.one_of(_widths(), _configs(), _grids(), _storages(), _models(), _outs(), _usage())
 
 
 class _Trained(BaseException):
@@ -426,8 +448,8 @@ Not clean:
 
 {bad}
 
-Left out: values an option's type refuses (`--width abc` for an integer option), which click reports
-with its usage text over several lines.
+Usage errors click finds itself (a value of the wrong type, an unknown option, a missing value) are
+in the draw as well (category `usage`).
 
 ## Environment
 

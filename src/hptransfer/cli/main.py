@@ -19,6 +19,7 @@ import typer
 from hptransfer import __version__
 from hptransfer.cli import diagnose, stn, sweep, tune
 from hptransfer.cli.common import console
+from hptransfer.cli.safety import OneLineUsageErrors
 from hptransfer.cli.suggest import run_suggest
 
 __all__ = ["app", "main", "suggest_cmd"]
@@ -33,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=OneLineUsageErrors,
 )
 
 

@@ -12,11 +12,13 @@ import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from typer.core import TyperGroup
 
 from hptransfer.cli.common import fail
 
-__all__ = ["check_out_dir", "command_line", "disk_error"]
+__all__ = ["OneLineUsageErrors", "check_out_dir", "command_line", "disk_error"]
 
 
 def check_out_dir(path: Path | str | None, option: str = "--out") -> None:
@@ -118,3 +120,41 @@ def disk_error(exc: BaseException) -> str | None:
             return "the disk or database is read-only"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """click's usage errors (typer vendors click, so by shape): bad option values, missing or
+    unknown options and commands. The bare ``hptransfer`` help screen is not one."""
+    return (
+        getattr(exc, "exit_code", None) == 2
+        and hasattr(exc, "format_message")
+        and type(exc).__name__ != "NoArgsIsHelpError"
+    )
+
+
+def _one_line(exc: Any) -> NoReturn:
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "hptransfer"
+    fail(f"{' '.join(exc.format_message().split())} (see {where} --help)", 2)
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The ``hptransfer`` group: a usage error (``--width abc``, a missing or unknown option) is
+    one red line naming the fix's help page, like every other bad input, not click's usage text
+    and boxed message."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as exc:
+            if _is_usage_error(exc):
+                _one_line(exc)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _is_usage_error(exc):
+                _one_line(exc)
+            raise

@@ -667,8 +667,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
         out += [
             "",
             "Why the original ran away: its hypernetwork sees the normalised hyperparameter itself, "
-            "whose mean is far from zero next to the perturbations, so the gates learn almost no slope "
-            "(cosine with the true dw*/du about 0, norm 0.4% of it, measured while developing this); "
+            "whose mean is far from zero next to the perturbations, so the gates learn almost no slope; "
             "Adam's normalisation then turns a noise-level hypergradient into full-size steps, a random "
             "walk. The default now feeds the centred perturbation (as Delta-STN does), limits each hyper "
             "step to what the weights can follow (`trust`), and anneals the hyper-lr over the last 30% "

@@ -184,6 +184,7 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path: Path, monkeypatch:
         (["--hyper", "weight_decay=0.1:0,1"], "low > 0"),
         (["--hyper", "weight_decay=1e-3:1e-6,inf,"], "NAME=INIT:LOW,HIGH"),
         (["--hyper", "l2=1e-3:nan,1"], "finite"),
+        (["--hyper", "weight_decay=1e-3:1e-6,inf"], "finite"),
         (["--width", "64"], "--model"),
         (["--model", "nomodule_xyz:f"], "cannot import"),
         (["--hyper", "dropout.9=0.1:0,0.9"], "not used by this model"),

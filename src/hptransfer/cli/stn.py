@@ -55,8 +55,8 @@ def parse_hyper(text: str) -> dict[str, Any]:
         init_f, lo, hi = float(init), float(parts[0]), float(parts[1])
     except ValueError:
         raise ValueError(f"--hyper {text!r}: INIT, LOW and HIGH must be numbers; {form}") from None
-    if not all(math.isfinite(v) for v in (init_f, lo)) or math.isnan(hi):
-        raise ValueError(f"--hyper {text!r}: INIT and LOW must be finite numbers (HIGH may be inf)")
+    if not all(math.isfinite(v) for v in (init_f, lo, hi)):
+        raise ValueError(f"--hyper {text!r}: INIT, LOW and HIGH must be finite numbers; {form}")
     return {"name": name.strip(), "init": init_f, "low": lo, "high": hi, "transform": transform}
 
 

@@ -256,7 +256,7 @@ def plot_rules(reports: dict[str, SpectralReport], stem: str | Path, *, clip: fl
         ratio = "-" if rep.pooled is None else f"{rep.pooled.ratio:.3g}"
         ax.set_title(
             f"{name}\nratio {ratio} · "
-            + (f"DRIFT: {rep.overall}" if rep.outcome == "drift" else rep.outcome),
+            + (f"DRIFT: {rep.drift_directions()}" if rep.outcome == "drift" else rep.outcome),
             fontsize=9,
             color={"safe": "black", "drift": "tab:red"}.get(rep.outcome, "tab:orange"),
         )

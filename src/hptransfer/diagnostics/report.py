@@ -242,6 +242,16 @@ class SpectralReport:
             )
         return out
 
+    def drift_directions(self) -> str:
+        """``"2 growing and 1 shrinking"``: how the drifting gated layers move ("" if none)."""
+        ups = sum(
+            1
+            for name in self.drifting
+            if (v := self.layers[name].verdict) is not None and v.verdict is Verdict.GROWING
+        )
+        downs = len(self.drifting) - ups
+        return " and ".join(f"{k} {word}" for k, word in ((ups, "growing"), (downs, "shrinking")) if k)
+
     def gated(self) -> list[LayerRow]:
         return [r for r in self.layers.values() if r.param_class in self.gate and r.fit is not None]
 
@@ -253,13 +263,7 @@ class SpectralReport:
             head = f"safe: all {n} {gate} matrices width-invariant"
         elif outcome == "drift":
             more = " …" if len(self.drifting) > 4 else ""
-            ups = sum(
-                1
-                for name in self.drifting
-                if (v := self.layers[name].verdict) is not None and v.verdict is Verdict.GROWING
-            )
-            downs = len(self.drifting) - ups
-            how = " and ".join(f"{k} {word}" for k, word in ((ups, "growing"), (downs, "shrinking")) if k)
+            how = self.drift_directions()
             names = ", ".join(self.drifting[:4]) + more
             head = f"drift: {len(self.drifting)} of {n} {gate} matrices ({how}: {names})"
         else:

@@ -72,6 +72,7 @@ def test_20_rounds_of_workers_started_together_on_a_new_study_never_fail(backend
     assert failures == []
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_on_one_out_both_finish(tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "1"]
@@ -175,12 +176,13 @@ def _interrupt_when(cmd: list[str], ready, cwd: Path, timeout: float = 180) -> t
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_path):
     import optuna
 
     db = tmp_path / "t.db"
     url = f"sqlite:///{db}"
-    args = ["tune", "--model", "mlp", "--width", "16", "--trials", "3", "--steps", "300"]
+    args = ["tune", "--model", "mlp", "--width", "16", "--trials", "3", "--steps", "200"]
     args += ["--storage", url, "--study", "s", "--sampler-seed", "0"]
 
     def finished() -> int:
@@ -201,7 +203,7 @@ def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_
     assert m and "finished trials kept in study s" in lines[0], lines[0]
     again = shlex.split(m.group(1))
     assert again[again.index("--total-trials") + 1] == "3" and "--trials" not in again
-    assert again[again.index("--storage") + 1] == url and again[again.index("--steps") + 1] == "300"
+    assert again[again.index("--storage") + 1] == url and again[again.index("--steps") + 1] == "200"
     res = subprocess.run(
         [sys.executable, "-m", "hptransfer.cli.entry", *again[1:]],
         cwd=tmp_path,
@@ -226,11 +228,12 @@ def _resume_line(err: str, pattern: str) -> list[str]:
     return shlex.split(m.group(1))
 
 
+@pytest.mark.slow
 def test_sweep_ctrl_c_is_one_line_and_the_printed_command_finishes_the_sweep(tmp_path):
     import optuna
 
     out = tmp_path / "sw"
-    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "600"]
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "400"]
 
     def complete() -> int:
         try:
@@ -251,6 +254,7 @@ def test_sweep_ctrl_c_is_one_line_and_the_printed_command_finishes_the_sweep(tmp
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6  # the kept runs were not redone
 
 
+@pytest.mark.slow
 def test_stn_ctrl_c_is_one_line_and_the_printed_command_resumes(tmp_path):
     out = tmp_path / "stn"
     args = ["stn", "--epochs", "4", "--checkpoint-every", "5", "--out", str(out)]

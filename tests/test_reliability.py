@@ -340,6 +340,38 @@ def test_sweep_disk_full_mid_run_is_one_line_and_keeps_the_runs(tmp_path, monkey
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6  # every run kept
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
+    """A 200 KiB tmpfs: room for a sweep's database, not for its figures (root only)."""
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({made.stderr.strip() or 'not root'}); the "
+            "monkeypatched full-disk tests cover the same paths"
+        )
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)  # lazy: a test may hold the db open
+
+
+def test_sweep_on_a_real_full_disk_is_one_line_and_keeps_the_runs(tiny_disk, tmp_path):
+    import optuna
+
+    out = tiny_disk / "sw"
+    args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "2"]
+    res = subprocess.run(_entry([*args, "--out", str(out)]), env=ENV, capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], lines
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'sweep.db'}")
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
+
+
 def test_stn_disk_full_at_a_checkpoint_keeps_the_last_one_and_leaves_no_tmp(tmp_path, monkeypatch):
     import errno
 

@@ -268,6 +268,36 @@ def test_stn_ctrl_c_is_one_line_and_the_printed_command_resumes(tmp_path):
     assert (out / "hyper.json").exists() and (out / "proxy.toml").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["suggest"], "Missing option '--width'"),
+        (["tune", "--trials", "x"], "Invalid value for '--trials'"),
+        (["sweep", "--bogus"], "No such option: --bogus"),
+        (["bogus"], "No such command 'bogus'"),
+        (["stn", "--out"], "Option '--out' requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help_page(args, message):
+    from typer.testing import CliRunner
+
+    from hptransfer.cli.main import app
+
+    res = CliRunner().invoke(app, args)
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.stderr
+    assert lines[0].endswith("--help)") and "Usage:" not in res.output
+
+
+def test_bare_command_still_shows_the_help():
+    from typer.testing import CliRunner
+
+    from hptransfer.cli.main import app
+
+    res = CliRunner().invoke(app, [])
+    assert "suggest" in res.stdout and "tune" in res.stdout and "error" not in res.output
+
+
 # -- output folders that cannot be written, disks that fill up ------------------------------------
 _CHEAP = {  # each would train for a while if the --out check did not come first
     "diagnose": ["diagnose", "--model", "mlp", "--widths", "16,32", "--steps", "50"],

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from hptransfer.cli.common import console, err_console, fail, parse_ints
-from hptransfer.cli.safety import check_out_dir, disk_error
+from hptransfer.cli.safety import check_out_dir, command_line, disk_error
 
 __all__ = ["BUILTIN_DIAGNOSE_WD", "DEFAULT_WIDTHS", "HELP", "SHORT_HELP", "diagnose_cmd"]
 
@@ -237,6 +237,8 @@ def diagnose_cmd(
         fail(str(exc))
     except ValueError as exc:  # e.g. a factory whose parameters do not change with width
         fail(str(exc))
+    except KeyboardInterrupt:  # was exit 130 in silence
+        fail(f"interrupted; a partial diagnosis is not kept (nothing written); again: {command_line()}", 130)
     report = next(iter(reports.values()))  # the first rule decides the exit code
     two = calibrate_from_reports(reports) if len(reports) > 1 else None
 

@@ -85,7 +85,7 @@ def test_sample_per_example_rows_stay_in_bounds_and_carry_gradients() -> None:
     hp = HyperParams([HyperSpec("dropout", 0.2, 0.0, 0.9), HyperSpec("l2", 1e-3, 1e-6, 1.0)])
     u = hp.sample(n=500)
     assert u.shape == (500, 2)
-    vals = hp.values(u)
+    vals = hp.values(u).detach()
     assert float(vals[:, 0].min()) > 0.0 and float(vals[:, 0].max()) < 0.9
     assert float(vals[:, 1].min()) >= 1e-6 * (1 - 1e-5) and float(vals[:, 1].max()) <= 1.0 * (1 + 1e-5)
     u.sum().backward()

@@ -231,7 +231,7 @@ def test_tuned_dropout_moves_and_export_matches() -> None:
     assert traj[-1] != pytest.approx(0.3, abs=1e-4)  # the validation steps moved it
     plain = tuner.export_model().eval()
     _, _, xv, yv = _cls_data()
-    exported = float(nn.functional.cross_entropy(plain(xv), yv))
+    exported = float(nn.functional.cross_entropy(plain(xv), yv).detach())
     assert exported == pytest.approx(tuner.evaluate([(xv, yv)]), rel=1e-5)
 
 

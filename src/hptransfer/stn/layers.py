@@ -257,10 +257,9 @@ class StnConv2d(StnLayer):
         if self.ctx.h is not None and self.ctx.h.dim() == 2:  # one perturbation per example
             g = F.linear(self.ctx.h, self.gate)[:, :, None, None]
             out = self.weight.shape[0]
-            args = (self.stride, self.padding, self.dilation, self.groups)
-            y = F.conv2d(x, self.weight, self.bias, *args) + g[:, :out] * F.conv2d(
-                x, self.hweight, None, *args
-            )
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            r = F.conv2d(x, self.hweight, None, self.stride, self.padding, self.dilation, self.groups)
+            y = y + g[:, :out] * r
             return y if self.hbias is None else y + g[:, out:] * self.hbias[:, None, None]
         w, b = self.effective()
         self._remember(w)

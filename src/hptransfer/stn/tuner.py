@@ -63,6 +63,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -583,7 +584,7 @@ class StnTuner:
             return ((1.0 - eps) * nll - eps * logp.mean(dim=-1)).mean()
         if self.loss == "cross_entropy":
             return F.cross_entropy(
-                out.reshape(-1, out.shape[-1]).float(), y.reshape(-1), label_smoothing=smoothing
+                out.reshape(-1, out.shape[-1]).float(), y.reshape(-1), label_smoothing=float(smoothing)
             )
         if self.loss == "mse":
             return F.mse_loss(out.float(), y.float())
@@ -866,8 +867,13 @@ class StnTuner:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        buffer = io.BytesIO()  # serialised in memory: a full disk then raises OSError(ENOSPC), with
+        torch.save(self.state_dict(streams), buffer)  # errno, not torch's bare RuntimeError
         try:
-            torch.save(self.state_dict(streams), tmp)
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it replaces the last good checkpoint
             os.replace(tmp, path)
         except BaseException:  # a full disk or Ctrl-C mid-write: no half-written .tmp left behind
             tmp.unlink(missing_ok=True)

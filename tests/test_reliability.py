@@ -372,27 +372,31 @@ def test_sweep_disk_full_mid_run_is_one_line_and_keeps_the_runs(tmp_path, monkey
 
 @pytest.fixture
 def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
-    """A 200 KiB tmpfs: room for a sweep's database, not for its figures (root only)."""
-    disk = tmp_path / "tiny"
-    disk.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        pytest.skip(
-            f"cannot mount a small tmpfs here ({made.stderr.strip() or 'not root'}); the "
-            "monkeypatched full-disk tests cover the same paths"
-        )
-    try:
-        yield disk
-    finally:
+    """``tiny_disk(kib)``: a tmpfs of that size (root only; skipped where it cannot be mounted)."""
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        disk = tmp_path / f"tiny{len(mounted)}"
+        disk.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(disk)]
+        made = subprocess.run(cmd, capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(
+                f"cannot mount a small tmpfs here ({made.stderr.strip() or 'not root'}); the "
+                "monkeypatched full-disk tests cover the same paths"
+            )
+        mounted.append(disk)
+        return disk
+
+    yield make
+    for disk in mounted:
         subprocess.run(["umount", "-l", str(disk)], check=False)  # lazy: a test may hold the db open
 
 
-def test_sweep_on_a_real_full_disk_is_one_line_and_keeps_the_runs(tiny_disk, tmp_path):
+def test_sweep_on_a_real_full_disk_is_one_line_and_keeps_the_runs(tiny_disk):
     import optuna
 
-    out = tiny_disk / "sw"
+    out = tiny_disk(200) / "sw"  # room for the database, not for the figures
     args = ["sweep", "--task", "regression", "--widths", "16,32", "--grid=-8:-6", "--steps", "2"]
     res = subprocess.run(_entry([*args, "--out", str(out)]), env=ENV, capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
@@ -402,25 +406,39 @@ def test_sweep_on_a_real_full_disk_is_one_line_and_keeps_the_runs(tiny_disk, tmp
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
 
 
+@pytest.mark.slow
+def test_stn_on_a_real_full_disk_keeps_the_last_checkpoint_and_leaves_no_tmp(tiny_disk):
+    import torch
+
+    out = tiny_disk(2900) / "stn"  # one ~1.9 MB checkpoint fits, a second beside it does not
+    args = ["stn", "--epochs", "3", "--checkpoint-every", "5", "--out", str(out)]
+    res = subprocess.run(_entry(args), env=ENV, capture_output=True, text=True)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "No space left on device" in lines[-1] and "--resume" in lines[-1], lines
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
 def test_stn_disk_full_at_a_checkpoint_keeps_the_last_one_and_leaves_no_tmp(tmp_path, monkeypatch):
+    """The second checkpoint's bytes do not reach the disk (ENOSPC at fsync, as on a full disk)."""
     import errno
 
-    import torch
     from typer.testing import CliRunner
 
     import hptransfer.stn.tuner as tuner_mod
     from hptransfer.cli.main import app
 
-    real, calls = torch.save, []
+    real, calls = os.fsync, []
 
-    def save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(f)
-        if len(calls) == 1:
-            return real(obj, f, *args, **kwargs)
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.pt.tmp"):
+            calls.append(fd)
+            if len(calls) > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
 
-    monkeypatch.setattr(tuner_mod.torch, "save", save)
+    monkeypatch.setattr(tuner_mod.os, "fsync", fsync)
     out = tmp_path / "stn"
     res = CliRunner().invoke(app, ["stn", "--epochs", "3", "--checkpoint-every", "5", "--out", str(out)])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output

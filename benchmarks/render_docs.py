@@ -68,9 +68,11 @@ def load_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"_hptransfer_bench_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up there
     try:
         spec.loader.exec_module(module)
     except ModuleNotFoundError as exc:
+        del sys.modules[spec.name]
         raise MissingPackage(f"benchmarks/{name}.py needs the package {exc.name!r}, not installed") from exc
     if not callable(getattr(module, "render", None)):
         raise AttributeError(f"benchmarks/{name}.py has no render(data, figures) function")

@@ -200,6 +200,13 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, argv: list[str], needl
     assert len(lines) <= 3 and needle in " ".join(lines) and "Traceback" not in res.output
 
 
+def test_base_config_that_cannot_take_the_width_is_refused_before_training(tmp_path: Path) -> None:
+    cfg = tmp_path / "base.toml"
+    cfg.write_text("[proxy]\nbase_width = 96\nhead_dim = 48\n")
+    res = runner.invoke(app, ["stn", "--config", str(cfg), "--epochs", "1", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "head_dim=48" in res.output and not (tmp_path / "o").exists()
+
+
 def test_corrupt_checkpoint_exits_cleanly(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     res = runner.invoke(app, ["stn", "--epochs", "1", "--out", str(tmp_path), "--resume"])

@@ -251,6 +251,15 @@ def stn_cmd(
     except ValueError as exc:
         fail(str(exc))
     proxy_width = the_task.width if width is None else width
+    if base is not None:  # proxy.toml takes the base width: check it fits before training
+        from dataclasses import replace
+
+        from hptransfer.scaling import ConfigError
+
+        try:
+            replace(base, base_width=proxy_width)
+        except ConfigError as exc:
+            fail(f"--config {config}: {exc}")
     out_dir = out if out is not None else Path("runs") / f"stn-{task}"
     ckpt = out_dir / "checkpoint.pt"
     if resume and not ckpt.exists():

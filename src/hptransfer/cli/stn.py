@@ -294,6 +294,13 @@ def stn_cmd(
             f"{where}: the model failed on the task's inputs (batch × {x_shape}, "
             f"{the_task.loss} targets): {type(exc).__name__}: {first[:200]}"
         )
+    try:  # the output must be writable before any training is spent
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"--out {out_dir}: cannot write there ({exc.strerror or exc}); choose another folder")
     train = TensorBatches(*the_task.train, the_task.batch_size)
     val = TensorBatches(*the_task.val, 128)
     total = epochs * len(train)

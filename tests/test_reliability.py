@@ -7,6 +7,7 @@ fail, not skip, when it is set but the server is unusable.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -404,6 +405,9 @@ def test_sweep_on_a_real_full_disk_is_one_line_and_keeps_the_runs(tiny_disk):
     assert len(lines) == 1 and "No space left on device" in lines[0], lines
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'sweep.db'}")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
+    assert not list(out.glob("*.tmp"))  # every result file is whole or absent, none half-written
+    if (out / "sweep_lr.json").exists():
+        json.loads((out / "sweep_lr.json").read_text())
 
 
 @pytest.mark.slow

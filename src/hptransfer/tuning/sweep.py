@@ -24,8 +24,10 @@ import csv
 import itertools
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -613,13 +615,27 @@ def _tidy_stale(
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Write to ``path.tmp``, then replace ``path``: a full disk or Ctrl-C leaves the previous
+    file (a rerun's results, figures), never half of a new one, and no ``.tmp``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_results(result: SweepResult, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``sweep_<param>.json`` (spec, optima, drift, runs) and ``sweep_<param>.csv``."""
     out = Path(out_dir)
     key = result.spec["param"]
     js, cs = out / f"sweep_{key}.json", out / f"sweep_{key}.csv"
-    js.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with cs.open("w", newline="", encoding="utf-8") as fh:
+    with _replacing(js) as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with _replacing(cs) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["width", key, "log2_" + key, "seed", "val_loss", "diverged", "steps", "seconds"])
         for r in result.records:
@@ -691,7 +707,10 @@ def plot_sweep(result: SweepResult, path_stem: str | Path) -> list[Path]:
     fig.tight_layout()
     stem = Path(path_stem)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
+    try:
+        for p in paths:
+            with _replacing(p) as tmp:
+                fig.savefig(tmp, dpi=130, format=p.suffix[1:])
+    finally:
+        plt.close(fig)
     return paths

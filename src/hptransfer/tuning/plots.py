@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from hptransfer.scaling import ProxyConfig, suggest
 from hptransfer.tuning.study import study_config, study_info
+from hptransfer.tuning.sweep import _replacing
 from hptransfer.tuning.transfer import best_config, ranked_trials
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        with _replacing(path) as tmp:  # a full disk leaves the previous figure, not half a new one
+            fig.savefig(tmp, dpi=130, bbox_inches="tight", format=ext)
         paths.append(path)
     return paths
 

@@ -127,26 +127,19 @@ class Plan:
 def check_width(config: ProxyConfig, width: Any) -> int:
     """Return ``width`` as an int, or raise :class:`WidthError` saying what is wrong.
 
-    Takes Python and NumPy integers, integral floats and integer strings (exactly, however
-    large they are written).
+    Takes Python and NumPy integers, integral floats, and strings of digits (read exactly,
+    however large they are written; "16.0" is refused).
     """
     bad = WidthError(f"width must be a positive integer, got {width!r}")
     if isinstance(width, bool):
         raise bad
     if isinstance(width, numbers.Integral):
         w = int(width)
-    elif isinstance(width, str):
+    elif isinstance(width, str):  # as typed on a command line: digits only, read exactly
         text = width.strip()
-        if text.lstrip("+").isdigit():
-            w = int(text)
-        else:
-            try:
-                as_float = float(text)
-            except ValueError:
-                raise bad from None
-            if not math.isfinite(as_float) or as_float != int(as_float):
-                raise bad
-            w = int(as_float)
+        if not (text.isascii() and text.lstrip("+").isdigit()):
+            raise bad
+        w = int(text)
     elif isinstance(width, numbers.Real):
         as_float = float(width)
         if not math.isfinite(as_float) or as_float != int(as_float):

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -618,8 +619,9 @@ def _tidy_stale(
 @contextmanager
 def _replacing(path: Path) -> Iterator[Path]:
     """Write to ``path.tmp``, then replace ``path``: a full disk or Ctrl-C leaves the previous
-    file (a rerun's results, figures), never half of a new one, and no ``.tmp``."""
-    tmp = path.with_name(path.name + ".tmp")
+    file (a rerun's results, figures), never half of a new one, and no ``.tmp``. The name is the
+    writer's own: two sweeps finishing together in one ``--out`` must not take each other's."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -57,15 +57,25 @@ class Settings:
     batch: int = 16
     seq_len: int = 64
     tune_trials: int = 16
-    seed: int = 0
+    seed: int = 0  # the proxy study's seed, and the first training seed
     extend: int = 2  # grid points added past an edge optimum
+    seeds: tuple[int, ...] = (0, 1)  # training seeds of every swept point; curves are their mean
 
     def key(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if k not in ("log2_lrs", "extend")})
+        skip = ("log2_lrs", "extend", "seeds")
+        return json.dumps({k: v for k, v in asdict(self).items() if k not in skip})
 
 
 QUICK = Settings(
-    widths=(16, 32), base_width=16, log2_lrs=(-8, -6), steps=3, batch=4, seq_len=16, tune_trials=2, extend=0
+    widths=(16, 32),
+    base_width=16,
+    log2_lrs=(-8, -6),
+    steps=3,
+    batch=4,
+    seq_len=16,
+    tune_trials=2,
+    extend=0,
+    seeds=(0,),
 )
 
 
@@ -240,11 +250,11 @@ class Run:
     width: int
     log2_lr: float
     multipliers: tuple[tuple[str, float], ...] = field(default=())
+    seed: int = 0
 
     def key(self, s: Settings) -> str:
-        return json.dumps(
-            [s.key(), self.model, self.parametrization, self.width, self.log2_lr, self.multipliers]
-        )
+        base = [s.key(), self.model, self.parametrization, self.width, self.log2_lr, self.multipliers]
+        return json.dumps(base if self.seed == 0 else [*base, self.seed])
 
 
 def train(run: Run, s: Settings) -> dict[str, float]:
@@ -258,7 +268,7 @@ def train(run: Run, s: Settings) -> dict[str, float]:
     build = factory(run.model, s)
     task = Task(run.model, s)
     lr = 2.0**run.log2_lr
-    torch.manual_seed(s.seed)
+    torch.manual_seed(run.seed)
     if run.parametrization == "mup-package":
         import mup
 
@@ -283,7 +293,7 @@ def train(run: Run, s: Settings) -> dict[str, float]:
             table = parametrize(model, plan, build, attention="ignore")
         opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _schedule(k, s.steps))
-    g = torch.Generator().manual_seed(s.seed + 1)
+    g = torch.Generator().manual_seed(run.seed + 1)
     start = time.process_time()
     for _ in range(s.steps):
         x, y = task.batch(g)
@@ -388,7 +398,7 @@ def optimum(curve: dict[float, float]) -> tuple[float | None, float]:
 
 def dips(curve: dict[float, float], tol: float = 0.005) -> int:
     """Clear local minima of a curve over the lr grid: lower than both neighbours by more than
-    ``tol`` (about the run-to-run noise of one seed here); a diverged point counts as high."""
+    ``tol`` (about the run-to-run noise here); a diverged point counts as high."""
     xs = sorted(curve)
     ys = [curve[x] if math.isfinite(curve[x]) else math.inf for x in xs]
     count = 0
@@ -440,20 +450,27 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
         (p, w): set(s.log2_lrs) for p in PARAMETRIZATIONS for w in s.widths
     }
 
+    def run(p: str, w: int, x: float, seed: int) -> Run:
+        return Run(model, p, w, x, mults if p == "hptransfer-tuned" else (), seed)
+
     def runs_for(keys: list[tuple[str, int]]) -> list[Run]:
-        return [
-            Run(model, p, w, x, mults if p == "hptransfer-tuned" else ())
-            for p, w in keys
-            for x in sorted(grids[(p, w)])
-        ]
+        return [run(p, w, x, seed) for p, w in keys for x in sorted(grids[(p, w)]) for seed in s.seeds]
+
+    def mean_curve(key: tuple[str, int]) -> dict[float, float]:
+        losses: dict[float, list[float]] = {}
+        for r, v in results.items():
+            if (r.parametrization, r.width) == key:
+                losses.setdefault(r.log2_lr, []).append(v["val_loss"])
+        return {
+            x: float(np.mean(ys)) if all(math.isfinite(y) for y in ys) else math.inf
+            for x, ys in losses.items()
+        }
 
     results = run_all(runs_for(list(grids)), s, cache, jobs)
     for _ in range(s.extend):  # an optimum at the grid edge: one more point past it
         grow = []
         for key, xs in grids.items():
-            curve = {
-                r.log2_lr: v["val_loss"] for r, v in results.items() if (r.parametrization, r.width) == key
-            }
+            curve = mean_curve(key)
             best = min(curve, key=lambda x: curve[x])
             if best == max(xs):
                 xs.add(best + 1)
@@ -464,13 +481,12 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
         if not grow:
             break
         results.update(run_all(runs_for(grow), s, cache, jobs))
-    curves: dict[str, dict[int, dict[float, float]]] = {
-        p: {w: {} for w in s.widths} for p in PARAMETRIZATIONS
-    }
-    cpu = 0.0
+    curves = {p: {w: mean_curve((p, w)) for w in s.widths} for p in PARAMETRIZATIONS}
+    by_seed: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for r, v in results.items():
-        curves[r.parametrization][r.width][r.log2_lr] = v["val_loss"]
-        cpu += v["cpu_s"]
+        point = by_seed.setdefault(r.parametrization, {}).setdefault(str(r.width), {})
+        point.setdefault(str(r.log2_lr), {})[str(r.seed)] = v["val_loss"]
+    cpu = sum(v["cpu_s"] for v in results.values())
     # The lr each parametrization carries from the base width, run at the widest width: the
     # fitted optimum (what `hptransfer sweep` reports) and the grid minimum.
     widest = max(s.widths)
@@ -482,9 +498,10 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
         carried[p] = {"fit": round(fit if fit is not None else grid_min, 2), "grid": grid_min}
     extra = run_all(
         [
-            Run(model, p, widest, x, mults if p == "hptransfer-tuned" else ())
+            run(p, widest, x, seed)
             for p, xs in carried.items()
             for x in sorted(set(xs.values()))
+            for seed in s.seeds
         ],
         s,
         cache,
@@ -492,7 +509,7 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
     )
     carried_loss = {
         p: {
-            kind: extra[Run(model, p, widest, x, mults if p == "hptransfer-tuned" else ())]["val_loss"]
+            kind: float(np.mean([extra[run(p, widest, x, seed)]["val_loss"] for seed in s.seeds]))
             for kind, x in xs.items()
         }
         for p, xs in carried.items()
@@ -504,6 +521,7 @@ def sweep_model(model: str, s: Settings, cache: Cache, jobs: int) -> dict[str, A
             p: {str(w): {str(x): y for x, y in sorted(c.items())} for w, c in by.items()}
             for p, by in curves.items()
         },
+        "curves_by_seed": by_seed,
         "analysis": analyse(curves, s, carried, carried_loss),
         "cpu_s": cpu,
         "wall_s": time.time() - t0,
@@ -533,7 +551,8 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "standard-library sources; images: 16×16 oriented gratings in noise, ten classes. "
         f"Two blocks, head dim {s['head_dim']}, widths {', '.join(map(str, s['widths']))} (base "
         f"{s['base_width']}), {s['steps']} AdamW steps (warm-up then cosine, weight decay 0), batch "
-        f"{s['batch']}, seed {s['seed']}; base lr swept over "
+        f"{s['batch']}, training seeds {', '.join(map(str, s['seeds']))} (each point is their mean "
+        "loss); base lr swept over "
         f"2^{min(s['log2_lrs']):g}…2^{max(s['log2_lrs']):g} "
         "and extended past an edge optimum.",
         "",
@@ -548,7 +567,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "reports it; the grid minimum beside it), against the best loss of any parametrization "
         "swept directly at the widest width. Targets: drift ≤ 0.5, regret ≤ 1%, base-width loss no worse "
         "than the unwrapped model, one dip per curve (a dip: lower than both neighbours by more than "
-        "0.005, about one seed's noise).",
+        "0.005).",
         "",
     ]
     for model in res["models"]:
@@ -615,7 +634,7 @@ def _verdicts(res: dict[str, Any]) -> list[str]:
                 gaps = ", ".join(f"{_second_gap(m['curves'][p][w]):.3f}" for w in map(str, s["widths"]))
                 reasons.append(
                     f"drift {_fmt(r['drift'])}: the loss gap between the two best grid lrs per width is "
-                    f"{gaps}; with one seed, gaps below about 0.03 are noise and leave that optimum "
+                    f"{gaps}; gaps below about 0.03 are within seed noise and leave that optimum "
                     "located to about half a grid step"
                 )
             if r["regret_widest"] is None or r["regret_widest"] > 0.01:
@@ -634,16 +653,14 @@ def _verdicts(res: dict[str, Any]) -> list[str]:
                     gap_base, gap_wide = _second_gap(curve), _second_gap(m["curves"][p][widest])
                     why += (
                         f": at the base width the two best grid lrs differ by {gap_base:.3f} in loss, at "
-                        f"the widest by {gap_wide:.3f}, so which lr is carried is decided by one seed's noise"
+                        f"the widest by {gap_wide:.3f}, so which lr is carried is decided by seed noise"
                     )
                 reasons.append(why)
             if r["base_width_best_loss"] > a["sp"]["base_width_best_loss"] + 1e-9:
                 reasons.append("base-width loss worse than the unwrapped model's")
             many = [w for w, v in r["dips"].items() if v > 1]
             if many:
-                reasons.append(
-                    f"more than one dip at width {', '.join(many)} (single-seed noise, see figures)"
-                )
+                reasons.append(f"more than one dip at width {', '.join(many)} (seed noise, see figures)")
             head = f"- {model}, {p}: " + (
                 "all targets met" if not reasons else "missed: " + "; ".join(reasons)
             )

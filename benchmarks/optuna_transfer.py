@@ -456,8 +456,9 @@ width 1024 would take hours.
   (wrapped {ov["wrapped_ms"]:.2f} ms, bare {ov["bare_ms"]:.2f} ms, {ov["storage"]})
   against a median proxy trial of {d["proxy_trial_s"]:.2f} s; measured against a bare Optuna objective
   doing the same `suggest_float` calls on the same storage.
-* One seed: a 12-trial search can swing by several percent between seeds (the proxy search may stop
-  short of its own optimum); {r["trials"]} trials is the STN benchmark's budget.
+* One training seed and one pair of sampler seeds, not repeated: the regret of a short TPE search
+  varies from seed to seed (the proxy search may stop short of its own optimum). {r["trials"]}
+  trials is the STN benchmark's budget.
 {sweep}
 ## Many workers on PostgreSQL and crashed workers
 

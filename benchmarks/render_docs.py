@@ -47,6 +47,10 @@ class MissingPackage(Exception):
     """A benchmark module imports a package that is not installed."""
 
 
+class RenderError(Exception):
+    """A benchmark's ``render`` fails on its own results file."""
+
+
 def _setup() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")  # no timestamps in figure files
@@ -89,7 +93,13 @@ def doc_path(name: str, module: ModuleType, docs: Path = DOCS) -> Path:
 
 def render_one(name: str, module: ModuleType, figures: Path) -> tuple[str, list[Headline]]:
     data: dict[str, Any] = json.loads((RESULTS_DIR / f"{name}.json").read_text())
-    body = module.render(data, figures)
+    try:
+        body = module.render(data, figures)
+    except Exception as exc:  # a results file the script no longer reads: say which pair
+        raise RenderError(
+            f"benchmarks/{name}.py cannot render benchmarks/results/{name}.json "
+            f"({type(exc).__name__}: {exc}): rerun the benchmark or fix its render()"
+        ) from exc
     if not isinstance(body, str):
         raise TypeError(f"benchmarks/{name}.py: render() returned {type(body).__name__}, not str")
     text = HEADER.format(name=name) + "\n" + body.rstrip("\n") + "\n"
@@ -187,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except MissingPackage as exc:
         print(exc, file=sys.stderr)
         return 3
+    except RenderError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path.relative_to(ROOT)}")
     count = len(args.names or result_names())

@@ -123,3 +123,14 @@ def test_save_results_round_trip_with_environment(tmp_path: Path, monkeypatch: p
     assert {"git_commit", "git_dirty", "date_utc", "load_average", "torch_threads", "cpu_model"} <= set(env)
     with pytest.raises(TypeError, match=r"results\.bad"):
         res.save_results("toy", {"bad": object()})
+
+
+def test_a_results_file_the_script_cannot_read_is_named(
+    tree: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tree.RESULTS_DIR / "toy.json"
+    data = json.loads(results.read_text())
+    del data["results"]["speedup"]
+    results.write_text(json.dumps(data))
+    assert tree.main(["--check"]) == 1
+    assert "benchmarks/toy.py cannot render benchmarks/results/toy.json (KeyError" in capsys.readouterr().err

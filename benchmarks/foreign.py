@@ -631,12 +631,17 @@ def _verdicts(res: dict[str, Any]) -> list[str]:
             same = p == "hptransfer" and curve == sp_base
             reasons = []
             if r["drift"] is None or r["drift"] > 0.5:
-                gaps = ", ".join(f"{_second_gap(m['curves'][p][w]):.3f}" for w in map(str, s["widths"]))
-                reasons.append(
-                    f"drift {_fmt(r['drift'])}: the loss gap between the two best grid lrs per width is "
-                    f"{gaps}; gaps below about 0.03 are within seed noise and leave that optimum "
-                    "located to about half a grid step"
-                )
+                gap_list = [_second_gap(m["curves"][p][w]) for w in map(str, s["widths"])]
+                gaps = ", ".join(f"{g:.3f}" for g in gap_list)
+                optima = ", ".join(_fmt(r["log2_lr_opt"][w]) for w in map(str, s["widths"]))
+                if any(g < 0.03 for g in gap_list):
+                    why = (
+                        f"the loss gap between the two best grid lrs per width is {gaps}; gaps below about "
+                        "0.03 are within seed noise and leave that optimum located to about half a grid step"
+                    )
+                else:
+                    why = f"the curves are well separated (gaps {gaps}), so the optima ({optima}) really move"
+                reasons.append(f"drift {_fmt(r['drift'])}: {why}")
             if r["regret_widest"] is None or r["regret_widest"] > 0.01:
                 why = f"regret {_pct(r['regret_widest'])} (grid lr {_pct(r['regret_widest_grid'])})"
                 if p == "hptransfer":

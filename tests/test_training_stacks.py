@@ -17,6 +17,7 @@ import io
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 import warnings
@@ -332,6 +333,11 @@ def _dist_worker(rank: int, world: int, port: int, out: str) -> None:
     finally:
         torch.save(results, Path(out) / f"rank{rank}.pt")
         dist.destroy_process_group()
+        # Leave without interpreter teardown: gloo's threads can abort a rank on exit
+        # ("terminate called without an active exception") after its results are saved.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _free_port() -> int:

@@ -29,6 +29,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def parse_width(text: str | None, option: str) -> int | None:
+    """A width as typed: digits only (``"16.0"``, ``"1e3"`` and ``"-4"`` are one red line).
+
+    >>> parse_width("256", "--width")
+    256
+    """
+    if text is None:
+        return None
+    body = text.strip()
+    if not (body.isascii() and body.isdigit()) or int(body) < 1:
+        fail(f"{option} must be a positive integer, got {text!r}")
+    return int(body)
+
+
 def parse_ints(text: str, option: str) -> list[int]:
     """``"128, 256,512"`` -> ``[128, 256, 512]``; anything else is one red line naming the option.
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hptransfer.cli.common import console, fail
+from hptransfer.cli.common import console, fail, parse_width
 from hptransfer.cli.safety import check_out_dir, disk_error
 
 __all__ = ["EPILOG", "parse_hyper", "resume_command", "stn_cmd"]
@@ -98,7 +98,7 @@ def stn_cmd(
         ),
     ] = None,
     width: Annotated[
-        Optional[int],  # noqa: UP045
+        Optional[str],  # noqa: UP045
         typer.Option(
             "--width", "-w", help="Width for --model (the proxy's base width). Default: the task's."
         ),
@@ -185,9 +185,8 @@ def stn_cmd(
     """
     if epochs < 1:
         fail(f"--epochs must be >= 1, got {epochs}")
-    if width is not None and width < 1:
-        fail(f"--width must be >= 1, got {width}")
-    if width is not None and model is None:
+    given_width = parse_width(width, "--width")
+    if given_width is not None and model is None:
         fail("--width needs --model (the built-in models have the task's width)")
     try:
         specs_kw = [parse_hyper(h) for h in (hyper or [])]
@@ -250,7 +249,7 @@ def stn_cmd(
         cfg = StnConfig(seed=seed, **overrides)
     except ValueError as exc:
         fail(str(exc))
-    proxy_width = the_task.width if width is None else width
+    proxy_width = the_task.width if given_width is None else given_width
     if base is not None:  # proxy.toml takes the base width: check it fits before training
         from dataclasses import replace
 

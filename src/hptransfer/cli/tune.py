@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hptransfer.cli.common import console, err_console, fail, parse_ints
+from hptransfer.cli.common import console, err_console, fail, parse_ints, parse_width
 from hptransfer.cli.safety import check_out_dir, command_line, disk_error
 from hptransfer.cli.suggest import emit_plans
 from hptransfer.scaling import ConfigError, load_config
@@ -41,7 +41,7 @@ def tune_cmd(
         ),
     ] = "llama",
     width: Annotated[
-        int | None,
+        str | None,
         typer.Option("--width", "-w", help="Proxy width the trials train at. Default: the base width."),
     ] = None,
     trials: Annotated[
@@ -98,7 +98,7 @@ def tune_cmd(
         typer.Option("--out", "-o", help="Folder for the figures (optuna_history/optuna_slice .png/.svg)."),
     ] = None,
     target_width: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--target-width", "-t", help="Carry the best trial to this width. Default: 8 × --width."
         ),
@@ -149,6 +149,8 @@ def tune_cmd(
     from hptransfer.tuning.run import TuneInterrupted, tune
 
     ladder_widths = tuple(parse_ints(ladder or "", "--ladder"))
+    proxy_width = parse_width(width, "--width")
+    wide = parse_width(target_width, "--target-width")
     if trials is not None and total_trials is not None:
         fail("give --trials N (add N trials) or --total-trials N (top the study up to N), not both")
     check_out_dir(out)
@@ -197,7 +199,7 @@ def tune_cmd(
 
             result = tune(
                 model,
-                width,
+                proxy_width,
                 trials if trials is not None else 50,
                 total_trials=total_trials,
                 heartbeat=heartbeat or None,
@@ -208,7 +210,7 @@ def tune_cmd(
                 steps=steps,
                 force=force,
                 out=out,
-                target_width=target_width,
+                target_width=wide,
                 task=task,
                 config=cfg,
                 space=space,

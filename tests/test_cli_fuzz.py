@@ -25,7 +25,14 @@ def harness():  # type: ignore[no-untyped-def]
         yield mods
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same 60 examples every run, so a red CI can be reproduced; the benchmark
+# (benchmarks/cli_fuzz.py) explores 300 more.
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(case=cli_fuzz.cases())
 def test_bad_command_line_is_one_clean_error(harness, case):  # type: ignore[no-untyped-def]
     outcome = cli_fuzz.run_case(case)

@@ -163,15 +163,17 @@ def _owners_all(model: nn.Module) -> dict[int, list[tuple[str, nn.Module]]]:
     return owners
 
 
+def _primary(entries: Sequence[tuple[str, nn.Module]]) -> nn.Module:
+    """The module a parameter belongs to: the embedding, for a weight tied to a readout."""
+    return next((m for _, m in entries if isinstance(m, _EMBEDDINGS)), entries[0][1])
+
+
 def _owners(model: nn.Module) -> dict[str, nn.Module]:
     """Parameter name -> the module that holds it (the embedding, for a tied weight)."""
-    out: dict[str, nn.Module] = {}
     all_owners = _owners_all(model)
-    for name, param in model.named_parameters():
-        entries = all_owners.get(id(param), [])
-        emb = [m for _, m in entries if isinstance(m, _EMBEDDINGS)]
-        out[name] = emb[0] if emb else (entries[0][1] if entries else model)
-    return out
+    return {
+        name: _primary(all_owners.get(id(param), [(name, model)])) for name, param in model.named_parameters()
+    }
 
 
 def _classify_shape(
@@ -296,9 +298,9 @@ def classify(
     unexplained: list[str] = []
     for name, param in named:
         entries = all_owners.get(id(param), [(name, model)])
-        embeddings = [m for _, m in entries if isinstance(m, _EMBEDDINGS)]
-        module = embeddings[0] if embeddings else entries[0][1]
-        readouts = tuple(n.rsplit(".", 1)[0] for n, m in entries if embeddings and m not in embeddings)
+        module = _primary(entries)
+        tied = isinstance(module, _EMBEDDINGS) and len(entries) > 1
+        readouts = tuple(n.rsplit(".", 1)[0] for n, m in entries if tied and not isinstance(m, _EMBEDDINGS))
         shape = tuple(param.shape)
         ref = ref_shapes[name] if ref_shapes is not None else None
         forced = next((cls for pat, cls in rules if pat.search(name)), None)
@@ -342,15 +344,22 @@ def classify(
     return ParamTable(infos)
 
 
+def _growth_ratios(
+    named: Iterable[tuple[str, nn.Parameter]], ref_shapes: Mapping[str, tuple[int, ...]]
+) -> Counter[float]:
+    """How often each growth ratio (model dim / reference dim) occurs among the dims that grow."""
+    return Counter(
+        round(a / b, 6) for n, p in named for a, b in zip(p.shape, ref_shapes.get(n, ())) if a != b and b
+    )
+
+
 def _common_ratio(
     named: Sequence[tuple[str, nn.Parameter]], ref_shapes: Mapping[str, tuple[int, ...]] | None
 ) -> float | None:
     """The growth ratio most dims share between the model and the reference (the width ratio)."""
     if ref_shapes is None:
         return None
-    ratios = Counter(
-        round(a / b, 6) for n, p in named for a, b in zip(p.shape, ref_shapes.get(n, ())) if a != b and b
-    )
+    ratios = _growth_ratios(named, ref_shapes)
     return ratios.most_common(1)[0][0] if ratios else None
 
 
@@ -849,12 +858,7 @@ def _check_plan_width(
     if reference is None or expected is None:
         return
     ref_shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
-    ratios = {
-        round(a / b, 6)
-        for n, p in model.named_parameters()
-        for a, b in zip(p.shape, ref_shapes.get(n, ()))
-        if a != b and b
-    }
+    ratios = set(_growth_ratios(model.named_parameters(), ref_shapes))
     if len(ratios) == 1 and not math.isclose(seen := ratios.pop(), expected, rel_tol=1e-4):
         m = plan.width_mult
         raise ClassificationError(

@@ -49,7 +49,15 @@ def test_embedded_default_is_the_documented_proxy() -> None:
     assert (cfg.name, cfg.base_width, cfg.head_dim, cfg.rule) == ("llama-256", 256, 64, "mup-wd-linear")
     # dataclass defaults (which keep the model's own init and have no attention) plus those keys
     assert cfg == ProxyConfig(
-        name="llama-256", head_dim=64, init_std=0.02, embed_init_std=0.02, output_init_std=0.0
+        name="llama-256",
+        head_dim=64,
+        init_std=0.02,
+        embed_init_std=0.02,
+        output_init_std=0.0,
+        base_depth=2,  # the built-in llama's blocks
+        depth_rule="completep",
+        tokens=2048 * 1000,  # 1000 steps of 32 x 64 tokens
+        batch_tokens=2048,
     )
 
 
@@ -104,7 +112,16 @@ def test_custom_exponent_config() -> None:
     assert cfg.scaling_rule().wd_exponent == 0.75
     # keys a file leaves out take the dataclass defaults (no attention unless head_dim/n_heads)
     assert load_config_from_text("[rule]\nname='custom'\nwd_exponent=0.75\n") == replace(
-        cfg, name="proxy", head_dim=None, init_std=None, embed_init_std=None, output_init_std=None
+        cfg,
+        name="proxy",
+        head_dim=None,
+        init_std=None,
+        embed_init_std=None,
+        output_init_std=None,
+        base_depth=None,
+        depth_rule="none",
+        tokens=None,
+        batch_tokens=None,
     )
 
 

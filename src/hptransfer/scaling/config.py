@@ -1,15 +1,18 @@
 """The proxy configuration: base width, base hyperparameters and the width rule.
 
-A config is a TOML or JSON file with three tables (every key optional, unknown keys refused)::
+A config is a TOML or JSON file with four tables (every key optional, unknown keys refused)::
 
     [proxy]
     name = "llama-256"
     base_width = 256      # width the base hyperparameters were tuned at
     head_dim = 64         # fixed head size (heads grow with width); or n_heads = 4
+    # base_depth = 2      # residual blocks of the proxy (needed to carry to another depth)
     [hyper]
-    lr = 0.00390625       # lr of hidden matrices at the base width
+    lr = 0.00390625       # AdamW lr at the base width (vector-like params: lr * vector_lr_mult)
     weight_decay = 0.1    # torch AdamW weight_decay (multiplied by lr in the step)
     vector_lr_mult = 1.0  # lr of vector-like params (embeddings, biases, norm gains) = lr * this
+    hidden_lr_mult = 1.0  # lr of hidden matrices = lr * this (e.g. ~10-100 for Muon's matrices)
+    eps = 1e-8            # Adam epsilon at the base width
     init_scale = 1.0      # multiplies the init of hidden matrices
     embed_init_scale = 1.0  # multiplies the init of embeddings / input layers
     # init_std = 0.02       # redraw hidden matrices as N(0, init_std²) at the base width
@@ -21,7 +24,18 @@ A config is a TOML or JSON file with three tables (every key optional, unknown k
     name = "mup-wd-linear"  # sp | mup | mup-wd-linear | mup-wd-sqrt | mup-wd-constant | custom
     # wd_exponent = 0.75    # custom weight-decay width exponent
     # readout = "lr"        # "lr" (readout lr/m) or "multiplier" (mup-style output/m)
-    # optimizer = "adamw"   # adamw | adam (coupled L2) | sgd
+    # optimizer = "adamw"   # adamw | adam (coupled L2) | sgd | muon (Muon matrices, AdamW rest)
+    # muon_adjust_lr_fn = "original"  # torch.optim.Muon adjust_lr_fn: original | match_rms_adamw
+    # depth_rule = "none"   # none | depth-mup (alpha 1/2) | completep (alpha 1)
+    # scale_eps = false     # scale Adam epsilon per class with width/depth (off: one eps)
+    # wd_exponents = {attention = 1.0, mlp = 1.0, output = 1.0}  # per-class wd width exponents
+    [train]
+    # tokens = 2e8          # training tokens of the proxy run
+    # batch_tokens = 65536  # tokens per optimizer step of the proxy run (iterations = tokens/this)
+
+``wd_exponents`` are AdamW exponents ``e`` (``wd ~ m**e`` with muP's lr, like ``wd_exponent``)
+for hidden attention matrices, hidden MLP matrices and the readout; a key left out takes the
+rule's exponent. Under another optimizer or readout style each is shifted as the rule's own.
 
 Init: a key left out (``init_std``, ``embed_init_std``, ``output_init_std``) keeps the model's own
 init at the base width and applies only the rule's width correction elsewhere; the scales
@@ -30,15 +44,24 @@ multiply whichever init is used.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hptransfer.scaling.rules import DEFAULT_RULE, OPTIMIZERS, ScalingRule, get_rule
+from hptransfer.scaling.rules import (
+    DEFAULT_RULE,
+    MUON_ADJUST_LR_FNS,
+    OPTIMIZERS,
+    DepthRule,
+    ScalingRule,
+    get_depth_rule,
+    get_rule,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +73,9 @@ __all__ = ["ConfigError", "ProxyConfig", "default_config", "load_config"]
 
 #: Largest weight-decay width exponent accepted (the named rules use 0, 0.5 and 1).
 MAX_WD_EXPONENT = 4.0
+
+#: Classes that ``wd_exponents`` may name: hidden attention matrices, hidden MLP matrices, readout.
+WD_EXPONENT_KEYS = ("attention", "mlp", "output")
 
 
 class ConfigError(ValueError):
@@ -64,9 +90,12 @@ class ProxyConfig:
     base_width: int = 256
     head_dim: int | None = None  # None (and no n_heads): a model without attention
     n_heads: int | None = None
+    base_depth: int | None = None  # residual blocks of the proxy; None: depth is not carried
     lr: float = 2.0**-8
     weight_decay: float = 0.1
     vector_lr_mult: float = 1.0
+    hidden_lr_mult: float = 1.0
+    eps: float = 1e-8
     init_scale: float = 1.0
     embed_init_scale: float = 1.0
     init_std: float | None = None  # None: keep the model's own init (rule-corrected)
@@ -78,14 +107,27 @@ class ProxyConfig:
     wd_exponent: float | None = None
     readout: str = "lr"
     optimizer: str = "adamw"
+    muon_adjust_lr_fn: str = "original"
+    depth_rule: str = "none"
+    scale_eps: bool = False
+    wd_exponents: Mapping[str, float] = field(default_factory=dict, hash=False)
+    tokens: float | None = None  # training tokens of the proxy run
+    batch_tokens: float | None = None  # tokens per optimizer step of the proxy run
 
     def __post_init__(self) -> None:
-        for key, attr in (("proxy.name", "name"), ("rule.name", "rule"), ("rule.readout", "readout")):
+        for key, attr in (
+            ("proxy.name", "name"),
+            ("rule.name", "rule"),
+            ("rule.readout", "readout"),
+            ("rule.optimizer", "optimizer"),
+            ("rule.muon_adjust_lr_fn", "muon_adjust_lr_fn"),
+            ("rule.depth_rule", "depth_rule"),
+        ):
             if not isinstance(getattr(self, attr), str):
                 raise ConfigError(f"{key} must be a string, got {getattr(self, attr)!r}")
-        if not isinstance(self.optimizer, str):
-            raise ConfigError(f"rule.optimizer must be a string, got {self.optimizer!r}")
         _check_int("proxy.base_width", self.base_width, minimum=1)
+        if self.base_depth is not None:
+            _check_int("proxy.base_depth", self.base_depth, minimum=1)
         if self.head_dim is not None and self.n_heads is not None:
             raise ConfigError(
                 "proxy: give head_dim (fixed head size) or n_heads (fixed head count), not both"
@@ -98,7 +140,16 @@ class ProxyConfig:
         if divisor and self.base_width % divisor:
             what = "head_dim" if self.head_dim else "n_heads"
             raise ConfigError(f"proxy.base_width={self.base_width} is not divisible by {what}={divisor}")
-        for key in ("lr", "vector_lr_mult", "init_scale", "embed_init_scale", "output_mult", "attn_mult"):
+        for key in (
+            "lr",
+            "vector_lr_mult",
+            "hidden_lr_mult",
+            "eps",
+            "init_scale",
+            "embed_init_scale",
+            "output_mult",
+            "attn_mult",
+        ):
             _check_float(f"hyper.{key}", getattr(self, key), positive=True)
         _check_float("hyper.weight_decay", self.weight_decay, positive=False)
         for key in ("init_std", "embed_init_std", "output_init_std"):
@@ -110,17 +161,54 @@ class ProxyConfig:
             raise ConfigError(
                 f"rule.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
+        if self.muon_adjust_lr_fn not in MUON_ADJUST_LR_FNS:
+            raise ConfigError(
+                f"rule.muon_adjust_lr_fn must be one of {', '.join(MUON_ADJUST_LR_FNS)}, "
+                f"got {self.muon_adjust_lr_fn!r}"
+            )
+        if not isinstance(self.scale_eps, bool):
+            raise ConfigError(f"rule.scale_eps must be true or false, got {self.scale_eps!r}")
         if self.wd_exponent is not None:
-            _check_float("rule.wd_exponent", self.wd_exponent, positive=False, allow_negative=True)
-            if abs(self.wd_exponent) > MAX_WD_EXPONENT:
+            _check_wd_exponent("rule.wd_exponent", self.wd_exponent)
+        if not isinstance(self.wd_exponents, Mapping):
+            raise ConfigError(
+                "rule.wd_exponents must be a table such as {attention = 1.0, mlp = 1.0, output = 1.0}, "
+                f"got {self.wd_exponents!r}"
+            )
+        for key, value in self.wd_exponents.items():
+            if key not in WD_EXPONENT_KEYS:
                 raise ConfigError(
-                    f"rule.wd_exponent must be within ±{MAX_WD_EXPONENT:g} (linear is 1, sqrt 0.5), "
-                    f"got {self.wd_exponent!r}"
+                    f"rule.wd_exponents: unknown class {key!r}; allowed: {', '.join(WD_EXPONENT_KEYS)}"
                 )
+            _check_wd_exponent(f"rule.wd_exponents.{key}", value)
+        # a private copy, in the order of WD_EXPONENT_KEYS (equal configs print alike)
+        object.__setattr__(
+            self,
+            "wd_exponents",
+            {k: float(self.wd_exponents[k]) for k in WD_EXPONENT_KEYS if k in self.wd_exponents},
+        )
+        for key in ("tokens", "batch_tokens"):
+            if getattr(self, key) is not None:
+                _check_float(f"train.{key}", getattr(self, key), positive=True)
+        if (self.tokens is None) != (self.batch_tokens is None):
+            raise ConfigError(
+                "train: give both tokens (training tokens of the proxy run) and batch_tokens "
+                "(tokens per optimizer step), or neither"
+            )
+        if self.tokens is not None and self.batch_tokens is not None and self.batch_tokens > self.tokens:
+            raise ConfigError(
+                f"train.batch_tokens={self.batch_tokens:g} is more than train.tokens={self.tokens:g} "
+                "(the run would be less than one step)"
+            )
         try:
-            self.scaling_rule()
+            rule = self.scaling_rule()
+            self.depth_scaling_rule()
         except ValueError as exc:
             raise ConfigError(f"rule: {exc}") from None
+        if self.wd_exponents and not rule.is_mup:
+            raise ConfigError(
+                f"rule.wd_exponents needs a muP rule; rule {rule.name!r} scales nothing with width"
+            )
 
     # -- derived ---------------------------------------------------------------------------
     def scaling_rule(self) -> ScalingRule:
@@ -129,7 +217,19 @@ class ProxyConfig:
             wd_exponent=self.wd_exponent,
             readout=self.readout,  # type: ignore[arg-type]
             optimizer=self.optimizer,  # type: ignore[arg-type]
+            muon_adjust_lr_fn=self.muon_adjust_lr_fn,  # type: ignore[arg-type]
         )
+
+    def depth_scaling_rule(self, optimizer: str | None = None) -> DepthRule:
+        """The depth rule (``depth_rule``) for ``optimizer`` (default: the config's)."""
+        return get_depth_rule(self.depth_rule, optimizer=(optimizer or self.optimizer))  # type: ignore[arg-type]
+
+    @property
+    def iterations(self) -> float | None:
+        """Optimizer steps of the proxy run, ``tokens / batch_tokens`` (None when not given)."""
+        if self.tokens is None or self.batch_tokens is None:
+            return None
+        return self.tokens / self.batch_tokens
 
     @property
     def min_width(self) -> int:
@@ -153,9 +253,11 @@ class ProxyConfig:
         out: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
         for section, keys in _SECTIONS.items():
             for file_key, attr in keys.items():
-                if flat[attr] is not None:
-                    out[section][file_key] = flat[attr]
-        return out
+                value = flat[attr]
+                if value is None or (attr in _OMIT_AT_DEFAULT and value == _DEFAULTS[attr]):
+                    continue
+                out[section][file_key] = dict(value) if isinstance(value, Mapping) else value
+        return {section: values for section, values in out.items() if values}
 
     def to_toml(self) -> str:
         lines: list[str] = []
@@ -197,13 +299,21 @@ class ProxyConfig:
 
 # file layout: section -> {key in file: dataclass attribute}
 _SECTIONS: dict[str, dict[str, str]] = {
-    "proxy": {"name": "name", "base_width": "base_width", "head_dim": "head_dim", "n_heads": "n_heads"},
+    "proxy": {
+        "name": "name",
+        "base_width": "base_width",
+        "head_dim": "head_dim",
+        "n_heads": "n_heads",
+        "base_depth": "base_depth",
+    },
     "hyper": {
         k: k
         for k in (
             "lr",
             "weight_decay",
             "vector_lr_mult",
+            "hidden_lr_mult",
+            "eps",
             "init_scale",
             "embed_init_scale",
             "init_std",
@@ -213,9 +323,35 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "attn_mult",
         )
     },
-    "rule": {"name": "rule", "wd_exponent": "wd_exponent", "readout": "readout", "optimizer": "optimizer"},
+    "rule": {
+        "name": "rule",
+        "wd_exponent": "wd_exponent",
+        "readout": "readout",
+        "optimizer": "optimizer",
+        "muon_adjust_lr_fn": "muon_adjust_lr_fn",
+        "depth_rule": "depth_rule",
+        "scale_eps": "scale_eps",
+        "wd_exponents": "wd_exponents",
+    },
+    "train": {"tokens": "tokens", "batch_tokens": "batch_tokens"},
 }
 assert {a for s in _SECTIONS.values() for a in s.values()} == {f.name for f in fields(ProxyConfig)}
+
+# New keys written only when they differ from the default: configs (and study attributes)
+# that do not use them serialise exactly as before they existed.
+_OMIT_AT_DEFAULT = frozenset(
+    {"hidden_lr_mult", "eps", "muon_adjust_lr_fn", "depth_rule", "scale_eps", "wd_exponents"}
+)
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    for f in fields(ProxyConfig)
+}
+
+
+def _check_wd_exponent(key: str, value: Any) -> None:
+    _check_float(key, value, positive=False, allow_negative=True)
+    if abs(value) > MAX_WD_EXPONENT:
+        raise ConfigError(f"{key} must be within ±{MAX_WD_EXPONENT:g} (linear is 1, sqrt 0.5), got {value!r}")
 
 
 def _check_int(key: str, value: Any, *, minimum: int) -> None:
@@ -242,6 +378,8 @@ def _toml_value(v: Any) -> str:
         return f'"{body}"'
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hptransfer.data import CharLM, TeacherRegression, load_task, stdlib_text
+from hptransfer.data import (
+    TASKS,
+    CharLM,
+    NoisyClassification,
+    TeacherRegression,
+    get_task,
+    load_task,
+    stdlib_text,
+)
 
 
 def test_stdlib_text_present():
@@ -52,5 +60,62 @@ def test_regression_task():
 
 def test_load_task():
     assert isinstance(load_task("regression", n_train=10, n_val=10), TeacherRegression)
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown task 'imagenet'; choose one of: charlm, regression"):
         load_task("imagenet")
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("imagenet")
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_builds_data_and_a_model_that_fits_its_loss(name):
+    spec = TASKS[name]
+    kwargs = {"seq_len": 16, "val_sequences": 4} if name == "charlm" else {}
+    data = spec.load(**kwargs)
+    overrides = {"seq_len": 16, "depth": 1} if name == "charlm" else {}
+    model = spec.build_model(32, **overrides)
+    x, y = data.batch(4, torch.Generator().manual_seed(0))
+    loss = data.loss(model(x), y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    vx, vy = data.val_set()
+    assert vx.shape[0] == vy.shape[0] > 0
+    from hptransfer.models import builtin_config
+
+    assert builtin_config(spec.config).base_width > 0  # the config runs on this task start from
+    if spec.hypers:  # set up for STN: tensor splits with a test split, a loss name the tuner knows
+        assert data.test_set()[0].shape[0] > 0 and data.train_set()[0].shape[0] > 0
+        assert data.loss_name in ("cross_entropy", "mse")
+        assert all(lo <= init <= hi for _, init, lo, hi in spec.hypers)
+
+
+def test_small_regression_is_the_stn_variant():
+    small, big = load_task("regression-small", seed=3), load_task("regression", seed=3)
+    assert small.train_set()[0].shape[0] == 128 and big.train_set()[0].shape[0] == 8192
+    assert small.noise == 0.5 and big.noise == 0.1
+    assert (small.val_x.shape[0], small.test_x.shape[0]) == (1024, 4096)
+    assert big.test_x.shape[0] == 0  # the proxy task has no test split by default
+
+
+def test_test_split_is_the_tail_of_the_held_out_points():
+    a = TeacherRegression(d_in=4, n_train=50, n_val=50, seed=0)
+    b = TeacherRegression(d_in=4, n_train=50, n_val=20, n_test=30, seed=0)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.train_y, b.train_y)
+    assert torch.equal(a.val_x[:20], b.val_x) and torch.equal(a.val_y[20:], b.test_y)
+    assert b.test_x.shape == (30, 4)
+    with pytest.raises(ValueError, match="n_test >= 0"):
+        TeacherRegression(n_test=-1)
+
+
+def test_noisy_classification():
+    a, b = NoisyClassification(seed=0), NoisyClassification(seed=0)
+    assert torch.equal(a.train_y, b.train_y) and torch.equal(a.test_x, b.test_x)
+    assert not torch.equal(NoisyClassification(seed=1).train_x, a.train_x)
+    assert a.train_x.shape == (256, 32) and a.val_x.shape == (1024, 32) and a.test_x.shape == (4096, 32)
+    # noisy labels: all classes occur, and the teacher's argmax is far from always right
+    assert set(a.test_y.tolist()) == set(range(10))
+    logits = torch.zeros(4, 10)
+    target = torch.tensor([0, 1, 2, 3])
+    assert float(a.loss(logits, target)) == pytest.approx(float(torch.log(torch.tensor(10.0))))
+    sharp = torch.nn.functional.one_hot(target, 10).float() * 20
+    assert float(a.loss(sharp, target, label_smoothing=0.1)) > float(a.loss(sharp, target)) + 0.5
+    with pytest.raises(ValueError, match="classes must be >= 2"):
+        NoisyClassification(classes=1)

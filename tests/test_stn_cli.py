@@ -190,6 +190,8 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path: Path, monkeypatch:
         (["--hyper", "dropout.9=0.1:0,0.9"], "not used by this model"),
         (["--hyper", "lr=1e-3:1e-5,1@log"], "learning rate"),
         (["--task", "nope"], "unknown task"),
+        (["--task", "regression"], "now 'regression-small'"),
+        (["--task", "charlm"], "not set up for STN"),
         (["--epochs", "0"], "--epochs"),
     ],
 )
@@ -236,6 +238,61 @@ def test_builtin_task_overfits_without_regularisation() -> None:
     reg = train_fixed(task, {"l2": 1e-2, "dropout": 0.5}, epochs=25)
     assert plain["train_loss"] < 0.3 * plain["val_loss"]  # memorises the small training split
     assert reg["val_loss"] < plain["val_loss"] - 0.3
+
+
+def test_train_fixed_is_the_plain_epoch_loop_with_the_tuners_regularisers() -> None:
+    """train_fixed through the one training loop: the same run as an epoch loop written out by
+    hand (global generator for init, permutations, noise and dropout; l2 as c/2 ||W||^2; AdamW
+    decay on one layer), so STN and fixed-value searches optimise the same objective."""
+    task = make_task("regression-small", seed=1, n_train=64)
+    values = {"dropout": 0.2, "l2": 1e-2, "input_noise": 0.3, "weight_decay.layers.3": 0.5}
+    got = train_fixed(task, values, epochs=2, seed=5)
+
+    torch.manual_seed(5)
+    model = task.make_model()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.2
+    hidden = model.layers[3].weight
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p is not hidden], "weight_decay": 0.0},
+            {"params": [hidden], "weight_decay": 0.5},
+        ],
+        lr=task.lr,
+    )
+    x, y = task.train
+    for _ in range(2):
+        order = torch.randperm(x.shape[0])
+        for i in range(0, x.shape[0], task.batch_size):
+            idx = order[i : i + task.batch_size]
+            xb = x[idx] + 0.3 * torch.randn_like(x[idx])
+            loss = torch.nn.functional.mse_loss(model(xb), y[idx])
+            loss = loss + sum(
+                0.5 * 1e-2 * (m.weight**2).sum() for m in model.modules() if isinstance(m, torch.nn.Linear)
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        want = {
+            k: float(torch.nn.functional.mse_loss(model(xs), ys))
+            for k, (xs, ys) in (("train_loss", task.train), ("val_loss", task.val), ("test_loss", task.test))
+        }
+    assert got == pytest.approx(want, rel=1e-4)
+    assert train_fixed(task, values, epochs=2, seed=6)["val_loss"] != got["val_loss"]
+    with pytest.raises(ValueError, match="names no module"):
+        train_fixed(task, {"dropout.head": 0.1}, epochs=1)
+
+
+def test_make_task_names_the_renamed_regression() -> None:
+    with pytest.raises(ValueError, match="now 'regression-small'"):
+        make_task("regression")
+    small = make_task("regression-small", seed=0)
+    assert small.loss == "mse" and small.train[0].shape == (128, 16) and small.test[0].shape[0] == 4096
+    assert [h.name for h in small.default_hypers] == ["dropout", "l2", "input_noise"]
+    assert make_task("classify", width=64).make_model().width == 64
 
 
 def test_benchmark_quick_smoke_and_render(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

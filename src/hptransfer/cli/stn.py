@@ -89,7 +89,7 @@ def stn_cmd(
     ctx: typer.Context,
     task: Annotated[
         str,
-        typer.Option("--task", "-t", help="Data (and built-in model): classify | regression."),
+        typer.Option("--task", "-t", help="Data (and built-in model): classify | regression-small."),
     ] = "classify",
     model: Annotated[
         Optional[str],  # noqa: UP045

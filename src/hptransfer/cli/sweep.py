@@ -141,7 +141,7 @@ def sweep_cmd(
             from hptransfer.data import TASKS
             from hptransfer.models import factory_config
 
-            cfg = factory_config(TASKS[spec.task][1], model)
+            cfg = factory_config(TASKS[spec.task].config, model)
         else:
             cfg = spec.resolved_config()
         if base_lr is not None:

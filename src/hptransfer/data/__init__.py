@@ -1,7 +1,12 @@
-"""Built-in datasets, generated locally or read from Python's own stdlib sources (no download).
+"""Built-in tasks: datasets generated locally or read from Python's own stdlib sources (no download),
+and the one task registry (:data:`TASKS`, in :mod:`hptransfer.data.tasks`).
 
-* ``"charlm"``: next-byte prediction on standard-library source files (:class:`CharLM`).
-* ``"regression"``: a random teacher network plus noise (:class:`TeacherRegression`).
+* ``"charlm"``: next-byte prediction on standard-library source files (:class:`CharLM`), LLaMA proxy.
+* ``"regression"``: a random teacher network plus noise (:class:`TeacherRegression`), MLP proxy.
+* ``"classify"``: noisy-label classification, 256 examples (:class:`NoisyClassification`),
+  dropout MLP; STN's default task.
+* ``"regression-small"``: the teacher regression with 128 points and noise 0.5, dropout MLP (STN's
+  regression task; it was called ``"regression"`` in the STN command before the registries merged).
 
 Every dataset has ``batch(batch_size, generator)``, ``val_set()`` and ``loss(output, target)``.
 
@@ -12,11 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import torch
-
-from hptransfer.data.synthetic import TeacherRegression
+from hptransfer.data.synthetic import NoisyClassification, TeacherRegression
+from hptransfer.data.tasks import TASKS, Dataset, DropoutMLP, TaskSpec, dropout_mlp, get_task, load_task
 from hptransfer.data.text import STDLIB_FILES, VOCAB_SIZE, CharLM, stdlib_text
 
 __all__ = [
@@ -25,31 +27,12 @@ __all__ = [
     "VOCAB_SIZE",
     "CharLM",
     "Dataset",
+    "DropoutMLP",
+    "NoisyClassification",
+    "TaskSpec",
     "TeacherRegression",
+    "dropout_mlp",
+    "get_task",
     "load_task",
     "stdlib_text",
 ]
-
-
-class Dataset(Protocol):
-    """What the training loop needs from a task's data."""
-
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def val_set(self) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
-
-
-# task name -> (dataset class, built-in model name)
-TASKS: dict[str, tuple[type, str]] = {
-    "charlm": (CharLM, "llama"),
-    "regression": (TeacherRegression, "mlp"),
-}
-
-
-def load_task(name: str, **kwargs: Any) -> Dataset:
-    """The dataset of built-in task ``name``; ``kwargs`` go to its class."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    return TASKS[name][0](**kwargs)

@@ -113,7 +113,7 @@ class CharLM:
         self._val_x = torch.stack([self.val_tokens[s : s + seq_len] for s in starts])
         self._val_y = torch.stack([self.val_tokens[s + 1 : s + seq_len + 1] for s in starts])
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Random training windows: inputs and next-byte targets, both ``(batch, seq_len)``."""
         hi = self.train_tokens.numel() - self.seq_len - 1
         starts = torch.randint(0, hi + 1, (batch_size,), generator=generator)
@@ -125,8 +125,10 @@ class CharLM:
         """The fixed validation windows ``(n, seq_len)`` and their targets."""
         return self._val_x, self._val_y
 
+    loss_name = "cross_entropy"
+
     @staticmethod
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(output: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(
-            output.reshape(-1, output.shape[-1]).float(), target.reshape(-1)
+            output.reshape(-1, output.shape[-1]).float(), target.reshape(-1), label_smoothing=label_smoothing
         )

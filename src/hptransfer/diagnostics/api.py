@@ -105,7 +105,7 @@ def resolve_model(
         factory, label = model, getattr(model, "__name__", "factory")
     task = task or "charlm"
     if config is None:
-        config = factory_config(TASKS[task][1], label)
+        config = factory_config(TASKS[task].config, label)
     return ModelSpec(factory, None, task, config, label)
 
 

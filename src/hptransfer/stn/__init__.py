@@ -26,7 +26,7 @@ from hptransfer.stn.layers import (
     StnModel,
     to_stn,
 )
-from hptransfer.stn.tasks import TASKS, Task, make_task, train_fixed
+from hptransfer.stn.tasks import Task, make_task, stn_tasks, train_fixed
 from hptransfer.stn.tuner import (
     StnCheckpointError,
     StnConfig,
@@ -41,7 +41,6 @@ from hptransfer.stn.tuner import (
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
-    "TASKS",
     "HyperContext",
     "HyperParams",
     "HyperSpec",
@@ -62,6 +61,7 @@ __all__ = [
     "TensorBatches",
     "load_checkpoint",
     "make_task",
+    "stn_tasks",
     "to_stn",
     "train_fixed",
 ]

@@ -229,7 +229,7 @@ class SweepSpec:
 
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
-        return builtin_config(TASKS[self.task][1])
+        return builtin_config(TASKS[self.task].config)
 
     def rule_name(self) -> str:
         cfg = self.resolved_config()

@@ -161,3 +161,40 @@ def test_per_example_tuner_step_runs_and_moves_the_hyperparameters() -> None:
     res = tuner.fit(TensorBatches(x, y, 16), TensorBatches(x, y, 16), steps=30)
     assert res.val_steps > 0 and all(math.isfinite(v) for v in res.values.values())
     assert res.values != {s.name: s.init for s in specs}
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear_nobias", "conv", "embedding"])
+def test_one_node_layer_matches_the_composite_graph_exactly(kind: str) -> None:
+    """The fused forward/backward (_GatedLayer), weight-decay gradient included, gives the same
+    numbers as the composite path (gate matvec, slices, addcmul, an explicit L2 term), which a
+    plain scale of exactly 1 forces."""
+    results = []
+    for composite in (False, True):
+        torch.manual_seed(7)
+        ctx = HyperContext(3)
+        layer: nn.Module
+        if kind == "conv":
+            layer = StnConv2d(nn.Conv2d(2, 4, 3, padding=1), ctx, gate_std=0.5)
+            x: torch.Tensor = torch.randn(3, 2, 6, 6)
+        elif kind == "embedding":
+            layer = StnEmbedding(nn.Embedding(9, 5), ctx, gate_std=0.5)
+            x = torch.randint(0, 9, (3, 4))
+        else:
+            layer = StnLinear(6, 4, ctx, bias=kind == "linear", gate_std=0.5)
+            x = torch.randn(3, 6)
+        u = torch.tensor([0.3, -0.8, 1.1], requires_grad=True)
+        ctx.h = torch.tanh(u)
+        ctx.scale = torch.tensor(1.0) if composite else None
+        layer.l2_coef = 0.0 if composite else 0.3
+        out = layer(x)
+        loss = (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum()
+        if composite:
+            loss = loss + 0.15 * layer._last[2].pow(2).sum()
+        loss.backward()
+        params = [
+            p for p in (layer.weight, layer.bias, layer.hweight, layer.hbias, layer.gate) if p is not None
+        ]
+        results.append([out.detach()] + [p.grad for p in params] + [u.grad])
+    for fused, comp in zip(*results):
+        assert fused is not None and comp is not None
+        assert torch.allclose(fused, comp, rtol=1e-6, atol=1e-7)

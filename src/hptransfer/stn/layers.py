@@ -9,6 +9,9 @@ hypernetwork input ``h`` (normalised unconstrained hyperparameters, one draw per
 (MacKay et al., ICLR 2019). Because ``h`` is shared by the minibatch, the gated term is folded into
 the weights once per step, ``W = W_e + diag(g[:out]) W_h``, and the layer runs a single matmul:
 the overhead over the plain layer is two elementwise passes over the weights, not a second matmul.
+Gates, weight and bias are one autograd node per layer (:class:`_GatedLayer`, same numbers as the
+composite graph): on small CPU layers the bookkeeping of six tiny nodes cost more than the
+arithmetic.
 
 Delta-STN (Bae & Grosse, NeurIPS 2020) uses the same structure centred at the current
 hyperparameters: the tuner feeds ``h = n(lambda_pert) - stopgrad(n(lambda))`` and ``V`` starts at
@@ -67,6 +70,7 @@ class _GatedWeight(torch.autograd.Function):
 
     One autograd node instead of addcmul + an L2 graph: ``dW += coef * W`` then
     ``dW_e = dW``, ``dW_h = g * dW``, ``dg = sum(dW * W_h)`` (reduced to ``g``'s shape).
+    Used when the gates come from somewhere else than one matvec of ``h`` (see :class:`_GatedLayer`).
     """
 
     @staticmethod
@@ -90,6 +94,66 @@ class _GatedWeight(torch.autograd.Function):
         d_wh = dw * g if ctx.needs_input_grad[1] else None
         d_g = (dw * w_h).sum_to_size(g.shape) if ctx.needs_input_grad[2] else None
         return dw, d_wh, d_g, None
+
+
+class _GatedLayer(torch.autograd.Function):
+    """A whole STN layer's effective weight and bias in one autograd node.
+
+    Forward: ``g = V h``, ``W = W_e + g[:n].view(shape) * W_h``, ``b = b_e + g[n:] * b_h``: the
+    same operations, in the same order, as the composite path (gates, slices, addcmul), so the
+    numbers are identical, but the backward is one Python call instead of about six autograd
+    nodes (gate matvec, two slices, a reshape, two addcmul), which on small CPU layers costs more
+    than the arithmetic. The backward adds the weight-decay gradient ``coef * W`` to ``dW`` first.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: torch.Tensor,
+        gate: torch.Tensor,
+        w_e: torch.Tensor,
+        w_h: torch.Tensor,
+        b_e: torch.Tensor | None,
+        b_h: torch.Tensor | None,
+        view: tuple[int, ...],
+        coef: float,
+    ) -> Any:
+        g = F.linear(h, gate)
+        n = math.prod(view)
+        gw = g[:n].reshape(view)
+        w = torch.addcmul(w_e, gw, w_h)
+        ctx.coef, ctx.n = coef, n
+        biased = b_e is not None and b_h is not None
+        ctx.biased = biased
+        gb = g[n:] if biased else None
+        ctx.save_for_backward(h, gate, w_h, gw, b_h if biased else None, gb, w if coef else None)
+        if not biased:
+            return w
+        assert b_e is not None and b_h is not None and gb is not None
+        return w, torch.addcmul(b_e, gb, b_h)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        h, gate, w_h, gw, b_h, gb, w = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dw = grads[0]
+        if ctx.coef:
+            dw = torch.add(dw, w, alpha=ctx.coef)
+        d_wh = dw * gw if need[3] else None
+        d_be = d_bh = d_h = d_gate = None
+        db = grads[1] if ctx.biased else None
+        if db is not None:
+            d_be = db if need[4] else None
+            d_bh = db * gb if need[5] else None
+        if need[0] or need[1]:
+            d_g = (dw * w_h).sum_to_size(gw.shape).reshape(-1)
+            if db is not None:
+                d_g = torch.cat([d_g, db * b_h])
+            if need[1]:
+                d_gate = torch.outer(d_g, h)
+            if need[0]:
+                d_h = torch.mv(gate.t(), d_g)
+        return d_h, d_gate, dw if need[2] else None, d_wh, d_be, d_bh, None, None
 
 
 def _gated(
@@ -165,8 +229,23 @@ class StnLayer(nn.Module):
         if not delta:
             nn.init.normal_(self.gate, std=gate_std)
 
+    def _fused(self) -> bool:
+        """Whether the one-node path (:class:`_GatedLayer`) applies: one draw per minibatch,
+        gradients recorded, no dual-number scale (forward-mode AD takes the composite path)."""
+        h = self.ctx.h
+        return h is not None and h.dim() == 1 and self.ctx.scale is None and torch.is_grad_enabled()
+
     def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weight and bias used for the current :attr:`HyperContext.h`."""
+        if self._fused():
+            out = self.weight.shape[0]
+            view = (out,) + (1,) * (self.weight.dim() - 1)
+            ctx, biased = self.ctx, self.bias is not None and self.hbias is not None
+            b_e, b_h = (self.bias, self.hbias) if biased else (None, None)
+            out_wb = _GatedLayer.apply(
+                ctx.h, self.gate, self.weight, self.hweight, b_e, b_h, view, self.l2_coef
+            )
+            return (out_wb[0], out_wb[1]) if biased else (out_wb, self.bias)
         g = self.ctx.gates(self.gate)
         if g is None:
             return self.weight, self.bias
@@ -283,6 +362,12 @@ class StnEmbedding(StnLayer):
             nn.init.normal_(self.gate, std=gate_std)
 
     def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._fused():
+            view = (self.weight.shape[1],)
+            w = _GatedLayer.apply(
+                self.ctx.h, self.gate, self.weight, self.hweight, None, None, view, self.l2_coef
+            )
+            return w, None
         g = self.ctx.gates(self.gate)
         if g is None:
             return self.weight, None

@@ -573,8 +573,20 @@ class StnTuner:
     def _net_input(self, u: torch.Tensor) -> torch.Tensor:
         h = self.hyper.net_input(u)
         if self.config.delta:
-            h = h - self.hyper.net_input(self.hyper.u).detach()
+            h = h - self._centre()
         return h
+
+    def _centre(self) -> torch.Tensor:
+        """``stopgrad(n(u))``, computed once per hyper step: cached on the version counter of ``u``,
+        which every in-place change (optimiser step, projection, checkpoint load) bumps."""
+        u = self.hyper.u
+        key = (id(u), u._version)
+        if self._centre_cache is None or self._centre_cache[0] != key:
+            with torch.no_grad():
+                self._centre_cache = (key, self.hyper.net_input(u))
+        return self._centre_cache[1]
+
+    _centre_cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
     def _loss(
         self, out: torch.Tensor, y: torch.Tensor, smoothing: float | torch.Tensor = 0.0

@@ -74,7 +74,10 @@ def test_four_workers_25_trials_each_exactly_100(backend, tmp_path):
     assert len(trials) == 100
     assert [t.state.name for t in trials].count("COMPLETE") == 100
     assert sorted(t.number for t in trials) == list(range(100))  # unique, none lost
-    assert len({t._trial_id for t in trials}) == 100
+    storage = make_storage(url, heartbeat_interval=None)  # public Optuna API, no private ids
+    study_id = storage.get_study_id_from_name(name)
+    ids = {storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials}
+    assert len(ids) == 100  # one storage row per trial
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 4 and all(sum(t.user_attrs["worker"] == w for t in trials) == 25 for w in workers)
     print(f"{backend}: 4 workers x 25 trials in {elapsed:.1f} s")

@@ -267,3 +267,46 @@ def test_tune_failures_and_ctrl_c_are_one_line_each(error, code, expected, tmp_p
     if code == 130:  # one line, with the command that resumes
         assert len(result.stderr.strip().splitlines()) == 1 and "to go on: hptransfer tune" in result.stderr
     sys.modules.pop(mod, None)
+
+
+_TIED = """
+import torch
+from torch import nn
+
+
+class Tied(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.emb = nn.Embedding(128, width)
+        self.mid = nn.Linear(width, width)
+        self.head = nn.Linear(width, 128, bias=False)
+        self.head.weight = self.emb.weight  # one parameter, two roles
+
+    def forward(self, idx):
+        return self.head(torch.relu(self.mid(self.emb(idx))))
+
+
+def make(width):
+    return Tied(width)
+
+
+def broken(width):
+    raise RuntimeError("no")
+"""
+
+
+def test_tied_readout_note_only_for_a_model_that_ties(tmp_path, monkeypatch):
+    from hptransfer.cli.tune import tied_readout
+
+    (tmp_path / "tune_tied.py").write_text(_TIED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cfg = builtin_config("mlp")
+    assert tied_readout("mlp", None, cfg, 32) is False
+    assert tied_readout("llama", None, builtin_config("llama"), 32) is False
+    assert tied_readout("tune_tied:make", "charlm", cfg, 32) is True
+    assert tied_readout("tune_tied:broken", "charlm", cfg, 32) is None  # unknown: the note stays
+    code, out, err = run("tune", "--model", "mlp", "--width", "32", "--trials", "1", "--steps", "2")
+    assert code == 0, err
+    assert "rule mup" in out and "tied embedding/readout" not in out
+    sys.modules.pop("tune_tied", None)

@@ -79,11 +79,16 @@ _WD_NOTES = {
 
 
 def render_plans(
-    plans: Sequence[Plan], config: ProxyConfig, source: str, proxy_width: int | None = None
+    plans: Sequence[Plan],
+    config: ProxyConfig,
+    source: str,
+    proxy_width: int | None = None,
+    tied: bool | None = None,
 ) -> Table:
     """A rich table: one row per parameter class; weight decay shown for every plan given.
 
     ``proxy_width``: the width a study's trials trained at (the alternatives were carried from it).
+    ``tied``: whether the model ties its embedding and readout (None: unknown, the note is shown).
     """
     from rich import box  # here, not at import: `suggest --json` draws no table
     from rich.table import Table
@@ -121,7 +126,7 @@ def render_plans(
             "init own: the model's own init is kept (parametrize corrects it for width where the "
             "rule needs it); ×s: the tuned init scale multiplies it."
         )
-    if main.rule.is_mup:
+    if main.rule.is_mup and tied is not False:
         notes.append(
             "tied embedding/readout: the shared weight trains as vector; readout output × "
             f"{_fmt(main.tied_output_multiplier)}."

@@ -14,8 +14,8 @@ import typer
 
 from hptransfer.cli.common import console, err_console, fail, parse_ints, parse_width
 from hptransfer.cli.safety import check_out_dir, command_line, disk_error
-from hptransfer.cli.suggest import emit_plans
-from hptransfer.scaling import ConfigError, load_config
+from hptransfer.cli.suggest import render_plans
+from hptransfer.scaling import ConfigError, ProxyConfig, load_config
 from hptransfer.tuning.run import DEFAULT_GRACE, DEFAULT_HEARTBEAT, describe_space, load_space
 from hptransfer.tuning.space import TUNABLE, default_space
 
@@ -28,6 +28,32 @@ EPILOG = (
     "one table per name: low, high, log); --no-tune NAME keeps NAME at the config's value. "
     "Tunable: " + ", ".join(TUNABLE) + ". The space is recorded in the study."
 )
+
+
+def tied_readout(model: str, task: str | None, config: ProxyConfig, width: int) -> bool | None:
+    """Whether ``model`` (a built-in name or ``MODULE:FACTORY``) shares a weight between an
+    embedding and a readout, as the torch adapter classifies it (``ParamTable.tied()``, from the
+    model built on the meta device at ``width`` and twice it); None when it cannot be told."""
+    import torch
+
+    from hptransfer.models import build_model
+    from hptransfer.scaling import suggest
+    from hptransfer.scaling.torch_adapter import classify, meta_model
+    from hptransfer.tuning.builtin import resolve_model
+
+    try:
+        choice = resolve_model(model, task, config)
+
+        def factory(w: int) -> torch.nn.Module:
+            if choice.factory is not None:
+                built: torch.nn.Module = choice.factory(w)
+                return built
+            return build_model(choice.name, w, suggest(config, w))
+
+        table = classify(meta_model(factory, width), meta_model(factory, 2 * width))
+    except Exception:  # a user's factory can raise anything; the summary then keeps the note
+        return None
+    return bool(table.tied())
 
 
 def tune_cmd(
@@ -279,7 +305,9 @@ def tune_cmd(
         "base hyperparameters (at base width "
         f"{result.best.base_width}): " + ", ".join(f"{k} = {v:.4g}" for k, v in tuned.items())
     )
-    emit_plans([result.plan], result.best, f"study {st.study_name}", False)
+    # the tied embedding/readout note only for a model that ties them
+    tied = tied_readout(model, task, result.best, result.proxy_width)
+    console.print(render_plans([result.plan], result.best, f"study {st.study_name}", tied=tied))
     for p in result.figures:
         console.print(f"figure: {p}")
     console.print(

@@ -92,6 +92,17 @@ def test_table_shows_own_init_scales_and_the_vector_lr_multiplier(tmp_path: Path
         (["--width", "512", "--rule", "bogus"], "unknown rule"),
         (["--width", "512", "--config", "/nonexistent.toml"], "config file not found"),
         (["--width", "512", "--readout", "both"], "readout must be"),
+        (["--width", "512", "--depth", "0"], "depth must be a positive integer"),
+        (["--width", "512", "--depth", "-4"], "depth must be a positive integer"),
+        (["--width", "512", "--depth", "2.5"], "depth must be a positive integer"),
+        (["--width", "512", "--depth", "deep"], "depth must be a positive integer"),
+        (["--width", "512", "--depth-rule", "bogus"], "unknown depth rule 'bogus'"),
+        (["--width", "512", "--optimizer", "lion"], "optimizer must be one of"),
+        (["--width", "512", "--tokens", "0"], "--tokens must be a positive number of tokens"),
+        (["--width", "512", "--tokens", "-2e9"], "--tokens must be a positive number of tokens"),
+        (["--width", "512", "--tokens", "lots"], "--tokens must be a positive number of tokens"),
+        (["--width", "512", "--batch", "0"], "--batch must be a positive number of tokens"),
+        (["--width", "512", "--batch", "1e12"], "less than one optimizer step"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
@@ -101,18 +112,64 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+def test_depth_or_tokens_without_the_proxy_values_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[proxy]\nbase_width = 128\n")
+    code, out, err = run("suggest", "--width", "512", "--config", str(cfg), "--depth", "24")
+    assert code == 2 and "no proxy.base_depth" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run("suggest", "--width", "512", "--config", str(cfg), "--tokens", "2e9")
+    assert code == 2 and "no [train] tokens and batch_tokens" in err and "Traceback" not in out + err
+
+
+def test_width_depth_optimizer_tokens_and_batch_together() -> None:
+    """The README's worked example: the JSON is the Python API's plan, the table shows the depth
+    multiplier, the residual multiplier and the timescale as a fraction of the run."""
+    args = ["--width", "4096", "--depth", "48", "--optimizer", "muon", "--tokens", "2e9", "--batch", "1M"]
+    code, out, err = run("suggest", *args, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    plan = suggest(default_config(), 4096, depth=48, tokens=2e9, batch_tokens=1e6, optimizer="muon")
+    assert data["depth"] == 48 and data["depth_mult"] == 24 and data["depth_rule"] == "completep"
+    assert data["residual_multiplier"] == pytest.approx(1 / 24) == pytest.approx(plan.residual_multiplier)
+    assert data["optimizer"] == "muon" and data["muon_adjust_lr_fn"] == "original"
+    assert data["iterations"] == 2000 and data["base_iterations"] == 1000
+    for cls in ("vector", "hidden", "output"):
+        for key in ("lr", "weight_decay", "eps", "tau"):
+            assert data["groups"][cls][key] == pytest.approx(plan[cls].to_dict()[key]), (cls, key)
+    assert data["groups"]["hidden"]["tau_fraction"] == pytest.approx(plan.tau_fraction("hidden"))
+    assert data["variants"]["vector.block"]["lr"] == pytest.approx(plan.group_for("vector", "block").lr)
+    code, out, err = run("suggest", *args)
+    text = " ".join(out.split())
+    assert code == 0, err
+    for words in ("depth 2 → 48", "m_L = 24", "completep", "× 0.0417", "optimizer muon", "2000 steps"):
+        assert words in text, words
+    assert "tau (/run)" in out and "(2.6)" in out  # hidden tau 5120 steps = 2.56 runs of 2000
+    assert "adjust_lr_fn='original'" in text
+
+
+def test_scale_eps_shows_an_eps_column() -> None:
+    code, out, _ = run("suggest", "--width", "4096", "--scale-eps", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["scale_eps"] is True
+    assert data["groups"]["hidden"]["eps"] == pytest.approx(1e-8 / 16)
+    code, out, _ = run("suggest", "--width", "4096", "--scale-eps")
+    assert code == 0 and "eps" in out.split("─")[0] and "6.25e-10" in out
+
+
 def test_error_text_is_printed_as_written(tmp_path: Path) -> None:
     """Brackets in a message are text, not rich markup (`[proxy]` used to vanish)."""
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[bogus]\nx = 1\n")
     code, _, err = run("suggest", "--width", "512", "--config", str(cfg))
-    assert code == 2 and "unknown section [bogus]; expected one of [proxy], [hyper], [rule]" in err
+    assert code == 2 and "unknown section [bogus]; expected one of [proxy], [hyper], [rule], [train]" in err
 
 
 def test_version_and_help() -> None:
     assert __version__ in run("--version")[1]
     code, out, _ = run("suggest", "--help")
-    assert code == 0 and "--width" in out and "Example" in out
+    assert code == 0 and "Example" in out
+    for option in ("--width", "--depth", "--optimizer", "--tokens", "--batch"):
+        assert option in out, option
 
 
 def test_suggest_imports_neither_torch_nor_typer() -> None:
@@ -166,6 +223,14 @@ def _through_entry(args: list[str]) -> tuple[int, str, str]:
         (["--width", "512", "--readout", "both"], True),
         (["--width", "512", "--config", "/nonexistent.toml"], True),
         (["--width", "512", "--study-name", "x"], True),
+        (
+            ["--width", "4096", "--depth", "48", "--optimizer", "muon", "--tokens", "2e9", "--batch", "1M"],
+            True,
+        ),
+        (["--width=1024", "--depth=8", "--depth-rule", "depth-mup", "--scale-eps"], True),
+        (["--width", "512", "--depth", "0"], True),
+        (["--width", "512", "--tokens", "x"], True),
+        (["--width", "512", "--scale-eps=1"], False),
         (["--width", "512", "--top-k", "0"], False),  # typer's own range error
         (["--width", "512", "--wd-exponent", "x"], False),
         (["--width", "512", "--json=1"], False),

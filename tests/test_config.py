@@ -23,8 +23,18 @@ configs = st.builds(
     weight_decay=st.floats(0, 10),
     init_std=finite,
     output_init_std=st.floats(0, 1),
-    rule=st.sampled_from(["sp", "mup", "mup-wd-sqrt", "mup-wd-linear", "mup-wd-constant"]),
+    rule=st.sampled_from(["mup", "mup-wd-sqrt", "mup-wd-linear", "mup-wd-constant"]),
     readout=st.sampled_from(["lr", "multiplier"]),
+    base_depth=st.none() | st.integers(1, 96),
+    depth_rule=st.sampled_from(["none", "depth-mup", "completep"]),
+    optimizer=st.sampled_from(["adamw", "adam", "sgd", "muon"]),
+    muon_adjust_lr_fn=st.sampled_from(["original", "match_rms_adamw"]),
+    hidden_lr_mult=finite,
+    eps=st.floats(1e-20, 1e-3),
+    scale_eps=st.booleans(),
+    wd_exponents=st.dictionaries(st.sampled_from(["attention", "mlp", "output"]), st.floats(-4, 4)),
+    tokens=st.floats(1e6, 1e13),
+    batch_tokens=st.just(65536.0),
 ).filter(lambda c: c.head_dim is None or c.base_width % c.head_dim == 0)
 
 
@@ -61,6 +71,32 @@ def test_embedded_default_is_the_documented_proxy() -> None:
     )
 
 
+def test_new_keys_are_written_only_when_set() -> None:
+    """Configs that do not use depth, Muon, eps or per-class exponents serialise as before (study
+    attributes and files stay the same); one that does round-trips them."""
+    plain = ProxyConfig()
+    assert "train" not in plain.to_dict()
+    for key in ("depth_rule", "scale_eps", "wd_exponents", "muon_adjust_lr_fn"):
+        assert key not in plain.to_dict()["rule"]
+    assert "eps" not in plain.to_dict()["hyper"] and "hidden_lr_mult" not in plain.to_dict()["hyper"]
+    full = replace(
+        plain,
+        base_depth=12,
+        depth_rule="completep",
+        eps=1e-12,
+        scale_eps=True,
+        wd_exponents={"mlp": 0.8, "attention": 1.0},
+        tokens=2e9,
+        batch_tokens=2**20,
+        optimizer="muon",
+        hidden_lr_mult=20.0,
+    )
+    text = full.to_toml()
+    assert "wd_exponents = {attention = 1.0, mlp = 0.8}" in text
+    assert load_config_from_text(text) == full
+    assert full.iterations == pytest.approx(2e9 / 2**20)
+
+
 def test_rule_may_be_a_plain_string_and_sections_are_optional() -> None:
     cfg = ProxyConfig.from_dict({"rule": "sqrt", "hyper": {"lr": 0.01}})
     assert cfg.scaling_rule().wd_exponent == 0.5 and cfg.lr == 0.01 and cfg.base_width == 256
@@ -82,6 +118,21 @@ def test_rule_may_be_a_plain_string_and_sections_are_optional() -> None:
         ({"rule": {"name": "custom"}}, "needs a wd_exponent"),
         ({"rule": {"readout": "both"}}, "readout must be"),
         ({"hyper": 3}, r"\[hyper\] must be a table"),
+        ({"proxy": {"base_depth": 0}}, "proxy.base_depth must be >= 1"),
+        ({"proxy": {"base_depth": 2.5}}, "proxy.base_depth must be an integer"),
+        ({"hyper": {"eps": 0}}, "hyper.eps must be > 0"),
+        ({"hyper": {"hidden_lr_mult": -1}}, "hyper.hidden_lr_mult must be > 0"),
+        ({"rule": {"depth_rule": "deep"}}, "unknown depth rule 'deep'"),
+        ({"rule": {"optimizer": "lion"}}, "rule.optimizer must be one of"),
+        ({"rule": {"muon_adjust_lr_fn": "rms"}}, "rule.muon_adjust_lr_fn must be one of"),
+        ({"rule": {"scale_eps": "yes"}}, "rule.scale_eps must be true or false"),
+        ({"rule": {"wd_exponents": 1.0}}, "rule.wd_exponents must be a table"),
+        ({"rule": {"wd_exponents": {"qkv": 1.0}}}, "unknown class 'qkv'"),
+        ({"rule": {"wd_exponents": {"mlp": "x"}}}, "rule.wd_exponents.mlp must be a number"),
+        ({"rule": {"name": "sp", "wd_exponents": {"mlp": 1.0}}}, "needs a muP rule"),
+        ({"train": {"tokens": 1e9}}, "give both tokens"),
+        ({"train": {"tokens": 1e9, "batch_tokens": 0}}, "train.batch_tokens must be > 0"),
+        ({"train": {"tokens": 1e3, "batch_tokens": 1e6}}, "less than one step"),
         ([1, 2], "top level must be a table"),
     ],
 )

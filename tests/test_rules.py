@@ -106,7 +106,7 @@ def test_readout_styles_are_the_same_function_under_adam(config: ProxyConfig, k:
     )
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "muon"])
 @pytest.mark.parametrize("readout", ["lr", "multiplier"])
 def test_optimizer_rows(optimizer: str, readout: str) -> None:
     """lr exponents per optimizer as in Tensor Programs V / mup's MuAdam and MuSGD, and the
@@ -121,6 +121,8 @@ def test_optimizer_rows(optimizer: str, readout: str) -> None:
         ("adamw", "multiplier"): (0, -1, 0),
         ("adam", "multiplier"): (0, -1, 0),
         ("sgd", "multiplier"): (1, 0, 1),
+        ("muon", "lr"): (0, 0, -1),  # Muon (adjust_lr_fn "original") on hidden matrices, AdamW rest
+        ("muon", "multiplier"): (0, 0, 0),
     }[(optimizer, readout)]
     assert (lr[VECTOR], lr[HIDDEN], lr[OUTPUT]) == expected
     for c in (HIDDEN, OUTPUT):
@@ -128,8 +130,8 @@ def test_optimizer_rows(optimizer: str, readout: str) -> None:
         assert ex.lr + ex.wd == pytest.approx(ref.lr + ref.wd)
         assert ex.init_std == ref.init_std and ex.multiplier == ref.multiplier
     assert rule.optimizer == optimizer
-    # linear under SGD keeps lr·wd per class constant: hidden wd does not move (mup's MuSGD)
-    if optimizer == "sgd":
+    # linear under SGD or Muon keeps lr·wd per class constant: hidden wd does not move (mup's MuSGD)
+    if optimizer in ("sgd", "muon"):
         assert rule.exponents[HIDDEN].wd == 0
 
 

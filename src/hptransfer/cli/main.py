@@ -91,12 +91,52 @@ def suggest_cmd(
         int, typer.Option("--top-k", help="With --study: median of the k best trials.", min=1)
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    depth: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--depth", help="Target depth (residual blocks); needs base_depth in the config."),
+    ] = None,
+    depth_rule: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--depth-rule", help="none | depth-mup (alpha 1/2) | completep (alpha 1)."),
+    ] = None,
+    optimizer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--optimizer", help="adamw | adam | sgd | muon (Muon matrices, AdamW rest)."),
+    ] = None,
+    tokens: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--tokens", help="Training tokens of the target run (2e9, 500M); wd keeps tau/run."),
+    ] = None,
+    batch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--batch", help="Tokens per optimizer step of the target run (1M = 1e6)."),
+    ] = None,
+    scale_eps: Annotated[
+        bool, typer.Option("--scale-eps", help="Scale Adam epsilon per class with width and depth.")
+    ] = False,
 ) -> None:
-    """Per-class lr, weight decay, init std and multipliers at a target width.
+    """Per-class lr, weight decay, eps, init std and multipliers at a target width, depth,
+    optimizer and run length.
 
-    Example: hptransfer suggest --width 4096 --rule sqrt
+    Example: hptransfer suggest --width 4096 --depth 48 --optimizer muon --tokens 2e9 --batch 1M
     """
-    run_suggest(width, config, rule, wd_exponent, readout, study, study_name, top_k, as_json)
+    run_suggest(
+        width,
+        config,
+        rule,
+        wd_exponent,
+        readout,
+        study,
+        study_name,
+        top_k,
+        as_json,
+        depth=depth,
+        depth_rule=depth_rule,
+        optimizer=optimizer,
+        tokens=tokens,
+        batch=batch,
+        scale_eps=scale_eps,
+    )
 
 
 def _add(name: str, module: ModuleType) -> None:

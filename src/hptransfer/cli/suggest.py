@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +25,11 @@ from hptransfer.scaling import (
     GroupHyper,
     Plan,
     ProxyConfig,
+    check_depth,
     check_width,
     default_config,
     load_config,
+    parse_count,
     suggest,
 )
 
@@ -40,6 +42,13 @@ _EXAMPLES = {
     "vector": "embeddings, biases, norm gains",
     "hidden": "attention & MLP matrices",
     "output": "readout / unembedding",
+}
+
+# kind rows shown under their class when they differ from it: (variant key, label)
+_KIND_ROWS = {
+    "vector": (("vector.block", "  blocks"),),
+    "hidden": (("hidden.attention", "  attention"), ("hidden.mlp", "  mlp")),
+    "output": (),
 }
 
 
@@ -60,6 +69,18 @@ def _fmt_steps(x: float) -> str:
     return "∞" if math.isinf(x) else f"{x:.0f}"
 
 
+def _fmt_fraction(plan: Plan, group: GroupHyper) -> str:
+    fraction = plan.tau_fraction(group.param_class, group.kind)
+    if fraction is None:
+        return "-"
+    return "∞" if math.isinf(fraction) else f"{fraction:.2g}"
+
+
+def _differs(a: GroupHyper, b: GroupHyper) -> bool:
+    keys = ("lr", "weight_decay", "eps", "init_std", "multiplier")
+    return any(getattr(a, k) != getattr(b, k) for k in keys)
+
+
 def _fmt_init(group: GroupHyper) -> str:
     """The init std to draw with (explicit std × tuned scale), or ``own`` (×scale) when the
     model's own init is kept."""
@@ -75,6 +96,8 @@ _WD_NOTES = {
     "tau = 1/(lr·wd) steps.",
     "sgd": "wd = torch.optim.SGD weight_decay (coupled L2: each step decays p by lr·wd); "
     "tau = 1/(lr·wd) steps.",
+    "muon": "wd = torch.optim.Muon / AdamW weight_decay (each step decays p by lr·wd, Muon with its "
+    "lr before the shape adjustment); tau = 1/(lr·wd) steps.",
 }
 
 
@@ -94,33 +117,85 @@ def render_plans(
     from rich.table import Table
 
     main = plans[0]
+    title = (
+        f"[bold]{config.name}[/] ({source}) · base width {main.base_width} → width "
+        f"[bold]{main.width}[/] (m = {main.width_mult:g}) · rule [bold]{main.rule.name}[/]"
+    )
+    if main.depth is not None and main.base_depth is not None:
+        title += (
+            f" · depth {main.base_depth} → [bold]{main.depth}[/] (m_L = {main.depth_mult:g}, "
+            f"{main.depth_rule})"
+        )
+    if main.optimizer != "adamw":
+        title += f" · optimizer [bold]{main.optimizer}[/]"
+    if main.iterations is not None and main.base_iterations is not None and main.length_mult != 1:
+        title += f" · {_fmt_steps(main.base_iterations)} → [bold]{_fmt_steps(main.iterations)}[/] steps"
     table = Table(
-        title=(
-            f"[bold]{config.name}[/] ({source}) · base width {main.base_width} → width "
-            f"[bold]{main.width}[/] (m = {main.width_mult:g}) · rule [bold]{main.rule.name}[/]"
-        ),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
     table.add_column("class", style="bold", no_wrap=True)
-    for header in ("lr", "init std", "mult"):
+    show_eps = main.scale_eps
+    for header in ("lr", "init", "mult", *(("eps",) if show_eps else ())):
         table.add_column(header, justify="right", no_wrap=True)
+    show_fraction = main.iterations is not None
     for plan in plans:
         label = plan.rule.name.removeprefix("mup-wd-") if len(plans) > 1 else ""
         suffix = f"\n{label}" if label else ""
         table.add_column(f"wd{suffix}", justify="right", style="cyan", no_wrap=True)
-        table.add_column(f"tau{suffix}", justify="right", style="cyan", no_wrap=True)
-    for cls, group in main.groups.items():
-        row = [str(cls), _fmt(group.lr), _fmt_init(group), _fmt(group.multiplier)]
+        tau_header = "tau (/run)" if show_fraction else "tau"
+        table.add_column(f"{tau_header}{suffix}", justify="right", style="cyan", no_wrap=True)
+
+    def row(label: str, pick: Callable[[Plan], GroupHyper]) -> list[str]:
+        group = pick(main)
+        cells = [label, _fmt(group.lr), _fmt_init(group), _fmt(group.multiplier)]
+        if show_eps:
+            cells.append(_fmt(group.eps))
         for plan in plans:
-            g = plan.groups[cls]
-            row += [_fmt(g.weight_decay), _fmt_steps(g.tau)]
-        table.add_row(*row)
+            g = pick(plan)
+            tau = _fmt_steps(g.tau)
+            if show_fraction and not math.isinf(g.tau):
+                tau += f" ({_fmt_fraction(plan, g)})"
+            cells += [_fmt(g.weight_decay), tau]
+        return cells
+
+    for cls in main.groups:
+        table.add_row(*row(str(cls), lambda p, c=cls: p.groups[c]))  # type: ignore[misc]
+        for key, label in _KIND_ROWS.get(str(cls), ()):
+            if any(_differs(p.variants[key], p.groups[cls]) for p in plans if key in p.variants):
+                table.add_row(*row(label, lambda p, k=key: p.variants[k]))  # type: ignore[misc]
     notes = [
         "; ".join(f"{c}: {e}" for c, e in _EXAMPLES.items()) + ".",
         _WD_NOTES.get(main.optimizer, _WD_NOTES["adamw"]),
     ]
+    if main.optimizer == "muon":
+        notes.append(
+            f"muon: torch.optim.Muon(adjust_lr_fn={main.muon_adjust_lr_fn!r}) for hidden matrices "
+            "(its lr is set by the spectral condition: "
+            + ("constant in width" if main.muon_adjust_lr_fn == "original" else "∝ width^-1/2")
+            + "), AdamW for the rest."
+        )
+    if main.depth is not None and main.base_depth is not None:
+        notes.append(
+            f"depth {main.depth} ({main.depth_rule}, alpha {main.depth_alpha:g}): every residual branch × "
+            f"{_fmt(main.residual_multiplier)} (x + r·f(x)); block matrices and block norm gains/biases "
+            f"lr × m_L^(alpha-1) = {_fmt(main.depth_mult ** (main.depth_alpha - 1))}"
+            + (" (Adam)" if main.optimizer in ("adamw", "adam", "muon") else "")
+            + "."
+        )
+    if main.iterations is not None and main.base_iterations is not None:
+        run = (
+            f"run: {_fmt(main.tokens)} tokens in steps of {_fmt(main.batch_tokens)} = "
+            f"{_fmt_steps(main.iterations)} steps (proxy {_fmt_steps(main.base_iterations)})"
+        )
+        if main.length_mult != 1:
+            run += (
+                f"; wd × {_fmt(1 / main.length_mult)} keeps tau the same fraction of the run "
+                "(AdamW timescale rule, Wang & Aitchison arXiv 2405.13698); lr unchanged"
+            )
+        notes.append(run + ". tau (/run): the timescale in steps (and as a fraction of the run).")
+    eps_values = {g.eps for p in plans for g in (*p.groups.values(), *p.variants.values())}
+    if not show_eps:
+        notes.append(f"Adam eps {_fmt(next(iter(eps_values)))} for every class (scale_eps off).")
     if any(g.init_std is None for g in main.groups.values()):
         notes.append(
             "init own: the model's own init is kept (parametrize corrects it for width where the "
@@ -191,6 +266,12 @@ def run_suggest(
     study_name: str | None = None,
     top_k: int = 1,
     as_json: bool = False,
+    depth: str | None = None,
+    depth_rule: str | None = None,
+    optimizer: str | None = None,
+    tokens: str | None = None,
+    batch: str | None = None,
+    scale_eps: bool = False,
 ) -> None:
     """What ``hptransfer suggest`` does once its options are parsed (bad input: :func:`fail`)."""
     proxy_width: int | None = None
@@ -219,23 +300,37 @@ def run_suggest(
                 wd_exponent=wd_exponent if chosen else cfg.wd_exponent,
                 readout=readout if readout is not None else cfg.readout,
             )
+        if optimizer is not None or depth_rule is not None or scale_eps:
+            cfg = replace(
+                cfg,
+                optimizer=optimizer if optimizer is not None else cfg.optimizer,
+                depth_rule=depth_rule if depth_rule is not None else cfg.depth_rule,
+                scale_eps=scale_eps or cfg.scale_eps,
+            )
         target = check_width(cfg, width)  # the option's text, checked: a positive int that fits
-        plans = [suggest(cfg, target)]
+        extra: dict[str, Any] = {
+            "depth": check_depth(cfg, depth),
+            "tokens": None if tokens is None else parse_count(tokens, "--tokens"),
+            "batch_tokens": None if batch is None else parse_count(batch, "--batch"),
+        }
+        plans = [suggest(cfg, target, **extra)]
         if not chosen:
-            plans += [_alternative(cfg, target, other, proxy_width) for other in _side_by_side(cfg)]
+            plans += [_alternative(cfg, target, other, proxy_width, extra) for other in _side_by_side(cfg)]
     except ConfigError as exc:
         fail(str(exc))
     emit_plans(plans, cfg, source, as_json, proxy_width)
 
 
-def _alternative(cfg: ProxyConfig, width: int, rule: str, proxy_width: int | None) -> Plan:
+def _alternative(
+    cfg: ProxyConfig, width: int, rule: str, proxy_width: int | None, extra: dict[str, Any]
+) -> Plan:
     """``cfg`` carried to ``width`` under the other wd ``rule``; for a study, from the proxy width
     (the weight decay the proxy trained with), not from the base width it was expressed at."""
     if proxy_width is None:
-        return suggest(cfg, width, rule)
+        return suggest(cfg, width, rule, **extra)
     from hptransfer.tuning.transfer import rebase_weight_decay
 
-    return suggest(rebase_weight_decay(cfg, proxy_width, rule), width, rule)
+    return suggest(rebase_weight_decay(cfg, proxy_width, rule), width, rule, **extra)
 
 
 # -- the fast path: the console script reads `suggest` without typer -----------------------------
@@ -254,6 +349,12 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "--study-name": ("study_name", "str"),
     "--top-k": ("top_k", "int"),
     "--json": ("as_json", "flag"),
+    "--depth": ("depth", "str"),
+    "--depth-rule": ("depth_rule", "str"),
+    "--optimizer": ("optimizer", "str"),
+    "--tokens": ("tokens", "str"),
+    "--batch": ("batch", "str"),
+    "--scale-eps": ("scale_eps", "flag"),
 }
 
 

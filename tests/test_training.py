@@ -194,3 +194,20 @@ def test_small_tasks_train_through_the_proxy_path():
     assert not res.diverged and res.train_losses[-1] < res.train_losses[0]
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         train_proxy("nope", 32, builtin_config("mlp"), steps=1)
+
+
+def test_dataset_augment_applies_to_every_training_batch_in_both_modes():
+    class Flipped(TeacherRegression):
+        calls = 0
+
+        def augment(self, x, y, generator):
+            Flipped.calls += 1
+            return -x, y  # a visible, deterministic augmentation
+
+    data = Flipped(d_in=1, n_train=6, n_val=4)
+    data.train_x = torch.arange(1, 7, dtype=torch.float32)[:, None]
+    for shuffle in (False, True):
+        model = _Recorder()
+        train(model, None, None, data, steps=3, batch_size=2, lr=1e-3, shuffle=shuffle)
+        assert all(bool((x < 0).all()) for x in model.seen)
+    assert Flipped.calls == 6

@@ -175,13 +175,14 @@ def diagnose_cmd(
     import torch
 
     from hptransfer.diagnostics.api import (
+        calibrate_classes_from_reports,
         calibrate_from_reports,
         diagnose,
         diagnose_checkpoints,
         resolve_model,
     )
     from hptransfer.diagnostics.fit import Thresholds
-    from hptransfer.diagnostics.report import DiagnosticError, SpectralReport
+    from hptransfer.diagnostics.report import DiagnosticError, SpectralReport, disagreements
     from hptransfer.scaling import ConfigError, load_config
 
     torch.set_num_threads(threads)
@@ -241,6 +242,7 @@ def diagnose_cmd(
         fail(f"interrupted; a partial diagnosis is not kept (nothing written); again: {command_line()}", 130)
     report = next(iter(reports.values()))  # the first rule decides the exit code
     two = calibrate_from_reports(reports) if len(reports) > 1 else None
+    two_classes = calibrate_classes_from_reports(reports) if len(reports) > 1 else {}
 
     written: list[Path] = []
     try:
@@ -273,14 +275,29 @@ def diagnose_cmd(
                     "recommended": two[0].too_wide() is None,
                     "not_recommended_because": two[0].too_wide(),
                 },
+                "two_run_class_calibration": {
+                    comp: {
+                        "wd_exponent": cal.exponent,
+                        "ci": None if cal.ci is None else list(cal.ci),
+                        "from_rules": list(pair),
+                        "recommended": cal.too_wide() is None,
+                        "not_recommended_because": cal.too_wide(),
+                    }
+                    for comp, (cal, pair) in two_classes.items()
+                },
+                "two_run_class_disagreements": [
+                    list(p) for p in disagreements({c: cal for c, (cal, _) in two_classes.items()})
+                ],
             }
             sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
     else:
-        _print_report(report, reports, two, written)
+        _print_report(report, reports, two, written, two_classes)
     raise typer.Exit(report.exit_code)
 
 
-def _print_report(report: Any, reports: dict[str, Any], two: Any, written: list[Path]) -> None:
+def _print_report(
+    report: Any, reports: dict[str, Any], two: Any, written: list[Path], two_classes: dict[str, Any]
+) -> None:
     from rich.console import Console
 
     from hptransfer.diagnostics.report import render
@@ -303,7 +320,7 @@ def _print_report(report: Any, reports: dict[str, Any], two: Any, written: list[
             + f" (|slope| tolerance {report.coord.tolerance:g})"
         )
     if len(reports) > 1:
-        out.print(_rules_table(reports, two))
+        out.print(_rules_table(reports, two, two_classes))
     if written:
         out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
     for line in report.missing_evidence():
@@ -313,7 +330,7 @@ def _print_report(report: Any, reports: dict[str, Any], two: Any, written: list[
     out.print(f"[bold {colour}]{prefix}{report.summary()}[/] (exit {report.exit_code})", highlight=False)
 
 
-def _rules_table(reports: dict[str, Any], two: Any) -> Any:
+def _rules_table(reports: dict[str, Any], two: Any, two_classes: dict[str, Any]) -> Any:
     from rich import box
     from rich.table import Table
 
@@ -352,9 +369,36 @@ def _rules_table(reports: dict[str, Any], two: Any) -> Any:
             text += f"try --rule custom --wd-exponent {cal.exponent:.2f} in `hptransfer suggest`."
         else:
             text += f"no --wd-exponent recommendation: {why}."
-        table.caption = text
+        table.caption = text + _two_run_class_text(two_classes)
+        table.caption_justify = "left"
+    elif two_classes:
+        table.caption = _two_run_class_text(two_classes).lstrip("\n")
         table.caption_justify = "left"
     return table
+
+
+def _two_run_class_text(two_classes: dict[str, Any]) -> str:
+    """Per-component two-run exponents; the config's form when their intervals part."""
+    from rich.markup import escape
+
+    from hptransfer.diagnostics.report import disagreements, wd_exponents_text
+
+    if not two_classes:
+        return ""
+    parts = []
+    for comp, (cal, _pair) in two_classes.items():
+        band = "interval undefined" if cal.ci is None else f"[{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
+        parts.append(f"{comp} {cal.exponent:.2f} {band}")
+    text = "\nper class (two-run): " + "; ".join(parts) + "."
+    split = disagreements({c: cal for c, (cal, _) in two_classes.items()})
+    if split:
+        pairs = ", ".join(f"{a} and {b}" for a, b in split)
+        exps = {c: round(cal.exponent, 2) for c, (cal, _) in two_classes.items()}
+        text += (
+            f"\n{pairs}: the intervals do not overlap, so no single wd exponent keeps these classes "
+            f"flat; use per-class exponents: {wd_exponents_text(exps)}"
+        )
+    return escape(text)
 
 
 class _progress:

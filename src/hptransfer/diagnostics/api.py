@@ -17,15 +17,22 @@ import operator
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from hptransfer.diagnostics.components import COMPONENTS
 from hptransfer.diagnostics.coord import coord_check
-from hptransfer.diagnostics.fit import Thresholds
+from hptransfer.diagnostics.fit import (
+    Calibration,
+    PowerLawFit,
+    Thresholds,
+    TrainedExponents,
+    calibrate_two_rules,
+)
 from hptransfer.diagnostics.report import (
     MIN_TIMESCALES,
     DiagnosticError,
@@ -45,9 +52,11 @@ from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule
 __all__ = [
     "Coverage",
     "ModelSpec",
+    "calibrate_classes_from_reports",
     "calibrate_from_reports",
     "check_architectures",
     "compare_rules",
+    "component_exponents",
     "default_steps",
     "diagnose",
     "diagnose_checkpoints",
@@ -72,6 +81,18 @@ class ModelSpec:
 
 
 _BUILTIN_TASK = {"llama": "charlm", "mlp": "regression"}
+
+
+class _WarmCache(SpectralCache):
+    """A :class:`SpectralCache` that never warm-starts from degenerate vectors: a zero matrix
+    (the zero-initialised readout at step 0) leaves zero vectors in the cache, and a warm start
+    from them kept that layer's sigma_max at 0 for the whole run."""
+
+    def get(self, name: str, shape: tuple[int, int]) -> torch.Tensor | None:
+        v = super().get(name, shape)
+        if v is None or not bool(torch.isfinite(v).all()) or bool((v.norm(dim=0) < 0.5).any()):
+            return None
+        return v
 
 
 def resolve_model(
@@ -113,6 +134,60 @@ def rule_exponents(rule: ScalingRule) -> tuple[float, float]:
     """Hidden-matrix (lr, wd) width exponents of a rule, for the calibration."""
     hidden = rule.exponents[ParamClass.HIDDEN]
     return hidden.lr, hidden.wd
+
+
+def _component_group(plan: Any, comp: str) -> Any:
+    """The plan's hyperparameters for a component: the readout's class, or the hidden
+    matrices' attention / MLP kind where the plan has kinds (``ProxyConfig.wd_exponents``)."""
+    if comp == "output":
+        return plan["output"]
+    group_for = getattr(plan, "group_for", None)
+    return plan["hidden"] if group_for is None else group_for("hidden", comp)
+
+
+def component_exponents(
+    cfg: ProxyConfig, rule: str | ScalingRule | None, widths: Sequence[int]
+) -> dict[str, TrainedExponents]:
+    """The width exponents (lr, wd, multiplier) each component trains with, read off the
+    plans at the smallest and largest width (so per-class ``wd_exponents`` and every rule
+    are covered without knowing their algebra). Components without weight decay are left out.
+
+    Example:
+        >>> from hptransfer.models import builtin_config
+        >>> ex = component_exponents(builtin_config("llama"), "mup-wd-sqrt", [32, 128])
+        >>> round(ex["mlp"].lr, 9), round(ex["mlp"].wd, 9), round(ex["output"].wd, 9)
+        (-1.0, 0.5, 0.5)
+    """
+    lo, hi = min(widths), max(widths)
+    if lo == hi:
+        raise ValueError("component_exponents needs two different widths")
+    p_lo, p_hi = suggest(cfg, lo, rule), suggest(cfg, hi, rule)
+    span = math.log(hi / lo)
+    out: dict[str, TrainedExponents] = {}
+    for comp in COMPONENTS:
+        a, b = _component_group(p_lo, comp), _component_group(p_hi, comp)
+        if not (a.weight_decay > 0 and b.weight_decay > 0):
+            continue
+        out[comp] = TrainedExponents(
+            lr=math.log(b.lr / a.lr) / span,
+            wd=math.log(b.weight_decay / a.weight_decay) / span,
+            multiplier=math.log(b.multiplier / a.multiplier) / span,
+        )
+    return out
+
+
+def _rule_component_exponents(rule: ScalingRule) -> dict[str, TrainedExponents]:
+    """Component exponents from a rule's rows (no config: no per-class overrides)."""
+    out = {}
+    for comp, cls in (
+        ("attention", ParamClass.HIDDEN),
+        ("mlp", ParamClass.HIDDEN),
+        ("output", ParamClass.OUTPUT),
+    ):
+        ex = rule.exponents[cls]
+        if ex.decay:
+            out[comp] = TrainedExponents(ex.lr, ex.wd, ex.multiplier)
+    return out
 
 
 def _factory_for(
@@ -215,7 +290,7 @@ def diagnose(
     for w in ws:
         plan = suggest(cfg, w, rule)
         ref_width = cfg.base_width if cfg.base_width != w else 2 * w
-        cache = SpectralCache()
+        cache = _WarmCache()
         hist: list[tuple[int, dict[str, float]]] = []
         try:
             torch.manual_seed(seed)
@@ -284,10 +359,12 @@ def diagnose(
         wd_exponent=wd_e,
         rule=rule_obj.name,
         problems=problems,
+        class_exponents=component_exponents(cfg, rule, sorted(spectra)),
     )
     report.history, report.val_loss = history, val_loss
     cover = timescale_coverage(cfg, rule, sorted(spectra), steps)
     report.timescales, report.timescale_advice = cover.covered, cover.advice
+    report.timescales_by_width = cover.by_width
     report.notes.append(cover.note)
     if coord:
         x, y = data.batch(min(batch_size, 16), torch.Generator().manual_seed(seed + 1))
@@ -337,26 +414,74 @@ def default_steps(cfg: ProxyConfig, rule: str | None, widths: Sequence[int]) -> 
         >>> default_steps(cfg, "linear", [16, 128]), default_steps(cfg, "sqrt", [16, 128])
         (256, 363)
     """
-    taus = [suggest(cfg, w, rule)["hidden"].tau for w in widths]
+    taus = [_hidden_tau(suggest(cfg, w, rule)) for w in widths]
     finite = [t for t in taus if math.isfinite(t)]
     if not finite:
         return FALLBACK_STEPS
     return max(1, math.ceil(DEFAULT_TIMESCALES * max(finite) - 1e-9))
 
 
+def _hidden_tau(plan: Any) -> float:
+    """The slowest AdamW timescale among the hidden matrices (attention and MLP kinds)."""
+    return max(_component_group(plan, comp).tau for comp in ("attention", "mlp"))
+
+
+def run_timescales(plan: Any, steps: int) -> dict[str, float]:
+    """AdamW timescales a run of ``steps`` covers, per component: ``steps / tau`` with
+    ``tau = 1/(lr·wd)`` from the plan (``attention``, ``mlp``, ``output``; components without
+    weight decay have no timescale and are left out).
+
+    Example:
+        >>> from hptransfer.models import builtin_config
+        >>> plan = suggest(builtin_config("llama"), 64, "linear")   # lr 2^-6, wd 0.1: tau 640
+        >>> run_timescales(plan, 1280)
+        {'attention': 2.0, 'mlp': 2.0, 'output': 2.0}
+    """
+    out = {}
+    for comp in COMPONENTS:
+        tau = _component_group(plan, comp).tau
+        if math.isfinite(tau):
+            out[comp] = steps / tau
+    return out
+
+
 @dataclass(frozen=True)
 class Coverage:
-    """How many AdamW timescales ``tau = 1/(lr·wd)`` of hidden matrices a run covers."""
+    """How many AdamW timescales ``tau = 1/(lr·wd)`` a run covers.
 
-    taus: dict[int, float]  # width -> tau in steps (inf without weight decay)
+    ``covered`` (what gates the outcome) is for hidden matrices at the slowest width and kind;
+    ``by_width`` has every width and component (:func:`run_timescales`)."""
+
+    taus: dict[int, float]  # width -> slowest hidden tau in steps (inf without weight decay)
     steps: int
-    covered: float  # steps / the longest tau (inf without weight decay)
+    covered: float  # steps / the longest hidden tau (inf without weight decay)
     note: str
     advice: str  # how to reach MIN_TIMESCALES ("" when covered)
+    by_width: dict[int, dict[str, float]] = field(default_factory=dict)  # width -> {component: steps/tau}
+
+
+def _timescales_text(by_width: Mapping[int, Mapping[str, float]]) -> str:
+    """``width 16: hidden 4, output 4; width 32: …`` (attention and MLP shown as hidden when
+    equal; one entry when every width covers the same)."""
+
+    def one(d: Mapping[str, float]) -> str:
+        items = dict(d)
+        if "attention" in items and "mlp" in items and math.isclose(items["attention"], items["mlp"]):
+            items = {
+                "hidden": items["attention"],
+                **{k: v for k, v in items.items() if k not in ("attention", "mlp")},
+            }
+        return ", ".join(f"{k} {v:.2g}" for k, v in items.items()) or "no weight decay"
+
+    texts = {w: one(d) for w, d in by_width.items()}
+    if len(set(texts.values())) == 1 and len(texts) > 1:
+        return "every width: " + next(iter(texts.values()))
+    return "; ".join(f"width {w}: {t}" for w, t in texts.items())
 
 
 def timescale_coverage(cfg: ProxyConfig, rule: str | None, widths: Sequence[int], steps: int) -> Coverage:
-    """AdamW timescales covered by ``steps`` at the slowest width, and what would cover
+    """AdamW timescales covered by ``steps``, per width and component, and at the slowest
+    width for the hidden matrices, with what would cover
     :data:`~hptransfer.diagnostics.report.MIN_TIMESCALES` of them.
 
     Example:
@@ -364,12 +489,16 @@ def timescale_coverage(cfg: ProxyConfig, rule: str | None, widths: Sequence[int]
         >>> cov = timescale_coverage(builtin_config("llama"), "linear", [32, 64], 640)
         >>> round(cov.covered, 3)   # lr 2^-6, wd 0.1: tau = 640 steps at every width
         1.0
+        >>> cov.by_width[64]
+        {'attention': 1.0, 'mlp': 1.0, 'output': 1.0}
     """
-    taus = {w: suggest(cfg, w, rule)["hidden"].tau for w in widths}
+    plans = {w: suggest(cfg, w, rule) for w in widths}
+    taus = {w: _hidden_tau(p) for w, p in plans.items()}
+    by_width = {w: run_timescales(p, steps) for w, p in plans.items()}
     finite = [t for t in taus.values() if math.isfinite(t)]
     if not finite:
         note = "hidden matrices have no weight decay: sigma_max has no AdamW steady state"
-        return Coverage(taus, steps, math.inf, note, "")
+        return Coverage(taus, steps, math.inf, note, "", by_width)
     longest = max(finite)
     covered = steps / longest
     note = (
@@ -388,7 +517,8 @@ def timescale_coverage(cfg: ProxyConfig, rule: str | None, widths: Sequence[int]
             f"≥ {need_wd:.3g} (--wd; lr·wd sets tau)"
         )
         note += f" (< {MIN_TIMESCALES:g} tau: sigma_max is not at its steady state yet)"
-    return Coverage(taus, steps, covered, note, advice)
+    note += ". Timescales covered (steps/tau), " + _timescales_text(by_width)
+    return Coverage(taus, steps, covered, note, advice, by_width)
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
@@ -624,10 +754,15 @@ def diagnose_checkpoints(
         raise DiagnosticError("fewer than two usable checkpoints: " + " | ".join(problems))
     lr_e = wd_e = None
     name = None
+    class_exponents = None
     if rule is not None:
         rule_obj = get_rule(rule) if isinstance(rule, str) else rule
         lr_e, wd_e = rule_exponents(rule_obj)
         name = rule_obj.name
+        if config is not None:
+            class_exponents = component_exponents(config, rule_obj, sorted(spectra))
+        else:
+            class_exponents = _rule_component_exponents(rule_obj)
     report = cross_width_report(
         spectra,
         thresholds=thresholds,
@@ -636,11 +771,13 @@ def diagnose_checkpoints(
         wd_exponent=wd_e,
         rule=name,
         problems=problems,
+        class_exponents=class_exponents,
     )
     if steps is not None and config is not None:
         rule_name = name if isinstance(rule, str) else None
         cover = timescale_coverage(config, rule_name, sorted(spectra), steps)
         report.timescales, report.timescale_advice = cover.covered, cover.advice
+        report.timescales_by_width = cover.by_width
         report.notes.append(cover.note)
     untrained = report.untrained = looks_untrained(report)
     if untrained:
@@ -662,21 +799,9 @@ def diagnose_checkpoints(
     return report
 
 
-def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, tuple[str, str]] | None:
-    """Two-run calibration from reports of one proxy under muP rules with different wd exponents.
-
-    Picks the pair whose pooled slopes bracket zero (else the two slopes nearest zero) and
-    interpolates (:func:`~hptransfer.diagnostics.fit.calibrate_two_rules`). Returns
-    ``(Calibration, (rule_a, rule_b))`` or None when fewer than two usable reports.
-    """
-    from hptransfer.diagnostics.fit import calibrate_two_rules
-
-    runs = []
-    for name, rep in reports.items():
-        cal = rep.calibration
-        if rep.pooled is None or cal is None or cal.trained_lr_exponent != -1.0:
-            continue
-        runs.append((cal.trained_wd_exponent, rep.pooled, name))
+def _two_run(runs: Sequence[tuple[float, PowerLawFit, str]]) -> tuple[Calibration, tuple[str, str]] | None:
+    """Two-run calibration from ``(wd exponent, fit, rule name)`` runs: the pair whose slopes
+    bracket zero (else the two slopes nearest zero), interpolated."""
     best = None
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
@@ -691,6 +816,48 @@ def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, 
         return None
     (ea, fa, na), (eb, fb, nb) = best[1], best[2]
     return calibrate_two_rules(fa, ea, fb, eb), (na, nb)
+
+
+def calibrate_from_reports(reports: Mapping[str, SpectralReport]) -> tuple[Any, tuple[str, str]] | None:
+    """Two-run calibration from reports of one proxy under muP rules with different wd exponents.
+
+    Picks the pair whose pooled slopes bracket zero (else the two slopes nearest zero) and
+    interpolates (:func:`~hptransfer.diagnostics.fit.calibrate_two_rules`). Returns
+    ``(Calibration, (rule_a, rule_b))`` or None when fewer than two usable reports.
+    """
+    runs = []
+    for name, rep in reports.items():
+        cal = rep.calibration
+        if rep.pooled is None or cal is None or cal.trained_lr_exponent != -1.0:
+            continue
+        runs.append((cal.trained_wd_exponent, rep.pooled, name))
+    return _two_run(runs)
+
+
+def calibrate_classes_from_reports(
+    reports: Mapping[str, SpectralReport],
+) -> dict[str, tuple[Calibration, tuple[str, str]]]:
+    """:func:`calibrate_from_reports` per component (attention, mlp, output): each
+    component's pooled slope (of its effective weight, see
+    :func:`~hptransfer.diagnostics.fit.calibrate_class`) interpolated between two rules, with
+    its interval. Components with fewer than two usable reports are left out.
+    """
+    out: dict[str, tuple[Calibration, tuple[str, str]]] = {}
+    for comp in COMPONENTS:
+        runs = []
+        for name, rep in reports.items():
+            cal, fit = rep.class_calibrations.get(comp), rep.class_fits.get(comp)
+            if cal is None or fit is None or not math.isclose(cal.trained_lr_exponent, -1.0, abs_tol=1e-9):
+                continue
+            shift = cal.alpha - fit.alpha  # the forward multiplier's exponent
+            effective = replace(
+                fit, alpha=cal.alpha, ci=None if fit.ci is None else (fit.ci[0] + shift, fit.ci[1] + shift)
+            )
+            runs.append((cal.trained_wd_exponent, effective, name))
+        two = _two_run(runs)
+        if two is not None:
+            out[comp] = two
+    return out
 
 
 def compare_rules(

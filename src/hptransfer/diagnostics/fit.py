@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -53,10 +53,13 @@ __all__ = [
     "LayerVerdict",
     "PowerLawFit",
     "Thresholds",
+    "TrainedExponents",
     "Verdict",
+    "calibrate_class",
     "calibrate_two_rules",
     "calibrate_wd_exponent",
     "fit_power_law",
+    "intervals_overlap",
     "law_alpha",
     "pooled_fit",
     "verdict",
@@ -436,3 +439,58 @@ def calibrate_two_rules(
         trained_lr_exponent=float("nan"),
         presets=dict(WD_EXPONENTS),
     )
+
+
+@dataclass(frozen=True)
+class TrainedExponents:
+    """Width exponents a class of matrices was trained with: ``lr ∝ m**lr``, ``wd ∝ m**wd``
+    and a forward multiplier ``m**multiplier`` (the mup-style readout's ``1/m``: -1)."""
+
+    lr: float
+    wd: float
+    multiplier: float = 0.0
+
+
+def calibrate_class(fit: PowerLawFit, trained: TrainedExponents) -> Calibration:
+    """The wd exponent, in the config's muP form, that makes one class's sigma_max flat.
+
+    The fitted matrix is the stored weight ``W``; the network uses ``m**multiplier · W``, which
+    trains like a weight with lr exponent ``lr + multiplier`` and wd exponent
+    ``wd - multiplier`` (Adam's step is scale-free, and AdamW's per-step decay ``lr·wd`` is
+    kept). The calibration is made on that effective weight, slope ``alpha + multiplier``,
+    for muP's ``lr ∝ 1/m``: so a mup-style readout (lr exponent 0, wd ``e - 1``, multiplier
+    -1) and an lr-style one (lr -1, wd ``e``) both give the ``e`` a config takes. With no
+    multiplier it is :func:`calibrate_wd_exponent` with ``target_lr_exponent = -1``.
+
+    Example:
+        >>> fit = fit_power_law([64, 128, 256], [w**0.25 for w in (64, 128, 256)])
+        >>> round(calibrate_class(fit, TrainedExponents(-1.0, 1.0)).exponent, 6)
+        1.5
+        >>> round(calibrate_class(fit, TrainedExponents(0.0, 0.0, multiplier=-1.0)).exponent, 6)
+        -0.5
+    """
+    shift = trained.multiplier
+    effective = replace(
+        fit,
+        alpha=fit.alpha + shift,
+        ci=None if fit.ci is None else (fit.ci[0] + shift, fit.ci[1] + shift),
+    )
+    return calibrate_wd_exponent(
+        effective,
+        wd_exponent=trained.wd - shift,
+        lr_exponent=trained.lr + shift,
+        target_lr_exponent=-1.0,
+    )
+
+
+def intervals_overlap(a: Calibration, b: Calibration) -> bool | None:
+    """Whether two calibrations' intervals overlap (None when either is undefined).
+
+    Example:
+        >>> c = lambda lo, hi: Calibration((lo + hi) / 2, (lo, hi), 0.0, 1.0, -1.0, {})
+        >>> intervals_overlap(c(0.4, 0.6), c(0.55, 0.9)), intervals_overlap(c(0.4, 0.6), c(0.7, 0.9))
+        (True, False)
+    """
+    if a.ci is None or b.ci is None:
+        return None
+    return a.ci[0] <= b.ci[1] and b.ci[0] <= a.ci[1]

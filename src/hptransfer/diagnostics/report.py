@@ -23,19 +23,29 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hptransfer.diagnostics.components import COMPONENTS, component
+from hptransfer.diagnostics.condition import (
+    FAR_FACTOR,
+    condition_row,
+    condition_target,
+    fans,
+    is_embedding,
+)
 from hptransfer.diagnostics.fit import (
     Calibration,
     LayerVerdict,
     PowerLawFit,
     Thresholds,
+    TrainedExponents,
     Verdict,
+    calibrate_class,
     calibrate_wd_exponent,
     fit_power_law,
+    intervals_overlap,
     law_alpha,
     pooled_fit,
     verdict,
@@ -86,11 +96,6 @@ class _Spectrum(Protocol):
     def stable_rank(self) -> float: ...
 
 
-_EMBEDDING_NAME = re.compile(
-    r"(^|\.)(embed|embedding|embeddings|wte|wpe|tok_embeddings|tok_emb|pos_emb)(\.|$)"
-)
-
-
 def layer_class(small: Sequence[int], large: Sequence[int], *, embedding: bool = False) -> str:
     """``hidden`` / ``output`` / ``input`` / ``fixed`` from a matrix's shapes at two widths
     (``(fan_out, fan_in·k…)``, torch's layout for Linear and conv kernels; an embedding table
@@ -122,6 +127,13 @@ class LayerRow:
     fit: PowerLawFit | None = None
     verdict: LayerVerdict | None = None
     note: str = ""
+    component: str = "other"  # attention / mlp / output / other (components.component)
+    # width -> sigma_max / sqrt(fan_out/fan_in) (the spectral condition; empty for embeddings)
+    condition: dict[int, float] = field(default_factory=dict)
+
+    def far_widths(self) -> list[int]:
+        """Widths where the matrix is far from the spectral condition (beyond ×FAR_FACTOR)."""
+        return [w for w, r in sorted(self.condition.items()) if not 1 / FAR_FACTOR <= r <= FAR_FACTOR]
 
     @property
     def ratio(self) -> float | None:
@@ -135,6 +147,7 @@ class LayerRow:
             "name": self.name,
             "layer_type": self.layer_type,
             "class": self.param_class,
+            "component": self.component,
             "sigma_max": {str(w): v for w, v in sorted(self.sigma.items())},
             "spectral_to_rms": {str(w): v for w, v in sorted(self.spectral_to_rms.items())},
             "stable_rank": {str(w): v for w, v in sorted(self.stable_rank.items())},
@@ -146,6 +159,14 @@ class LayerRow:
             "conclusive": None if self.verdict is None else self.verdict.conclusive,
             "reasons": [] if self.verdict is None else list(self.verdict.reasons),
             "note": self.note,
+            "spectral_condition": {
+                str(w): {
+                    "target": condition_target(self.layer_type, self.shapes[w]),
+                    "ratio": r,
+                    "far": w in self.far_widths(),
+                }
+                for w, r in sorted(self.condition.items())
+            },
         }
 
 
@@ -175,6 +196,45 @@ class SpectralReport:
     min_timescales: float = MIN_TIMESCALES
     # gated layers whose spectrum looks like a random init (set for checkpoints)
     untrained: list[str] = field(default_factory=list)
+    # per component (attention / mlp / output): pooled slope of sigma_max/sqrt(fan_out/fan_in)
+    # and the calibrated wd exponent that makes it flat
+    class_fits: dict[str, PowerLawFit] = field(default_factory=dict)
+    class_calibrations: dict[str, Calibration] = field(default_factory=dict)
+    # width -> {plan class: steps / tau}: AdamW timescales each run covered, per class
+    timescales_by_width: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def class_disagreements(self) -> list[tuple[str, str]]:
+        """Pairs of components whose calibrated wd-exponent intervals do not overlap: one
+        exponent for all of them cannot keep every class's sigma_max flat."""
+        return disagreements(self.class_calibrations)
+
+    def wd_exponents(self) -> dict[str, float]:
+        """The per-component calibrated wd exponents, rounded to 2 decimals, in the form
+        ``ProxyConfig.wd_exponents`` takes (keys ``attention``, ``mlp``, ``output``)."""
+        cals = self.class_calibrations
+        return {c: round(cal.exponent, 2) for c, cal in cals.items() if math.isfinite(cal.exponent)}
+
+    def _class_dict(self, comp: str) -> dict[str, Any]:
+        fit, cal = self.class_fits[comp], self.class_calibrations.get(comp)
+        return {
+            "fitted": "sigma_max / sqrt(fan_out / fan_in), pooled over the matrices",
+            "alpha": fit.alpha,
+            "alpha_ci": None if fit.ci is None else list(fit.ci),
+            "matrices": [r.name for r in self.layers.values() if r.component == comp and r.fit is not None],
+            "wd_exponent": None if cal is None else cal.exponent,
+            "ci": None if cal is None or cal.ci is None else list(cal.ci),
+            "trained_wd_exponent": None if cal is None else cal.trained_wd_exponent,
+            "recommended": None if cal is None else cal.too_wide() is None,
+            "not_recommended_because": None if cal is None else cal.too_wide(),
+        }
+
+    def far_from_condition(self) -> dict[int, list[str]]:
+        """Width -> matrices far from the spectral condition there (information only)."""
+        out: dict[int, list[str]] = {}
+        for row in self.layers.values():
+            for w in row.far_widths():
+                out.setdefault(w, []).append(row.name)
+        return dict(sorted(out.items()))
 
     def inconclusive_layers(self) -> list[str]:
         """Gated layers whose interval cannot tell invariant from drift."""
@@ -317,6 +377,14 @@ class SpectralReport:
                 "not_recommended_because": self.calibration.too_wide(),
                 "weight_decay_convention": WD_CONVENTION,
             },
+            "class_calibration": {c: self._class_dict(c) for c in self.class_fits},
+            "class_disagreements": [list(p) for p in self.class_disagreements()],
+            "wd_exponents": self.wd_exponents() or None,
+            "timescales_by_width": {str(w): d for w, d in sorted(self.timescales_by_width.items())},
+            "spectral_condition": {
+                "far_factor": FAR_FACTOR,
+                "far": {str(w): names for w, names in self.far_from_condition().items()},
+            },
             "layers": [r.to_dict() for r in self.layers.values()],
             "val_loss": {str(w): v for w, v in self.val_loss.items()},
             "history": {str(w): [[s, d] for s, d in h] for w, h in self.history.items()},
@@ -344,6 +412,7 @@ def cross_width_report(
     wd_exponent: float | None = None,
     rule: str | None = None,
     problems: Iterable[str] = (),
+    class_exponents: Mapping[str, TrainedExponents] | None = None,
 ) -> SpectralReport:
     """Match layers across widths, fit ``sigma_max ∝ width^alpha`` per layer, give verdicts.
 
@@ -357,6 +426,15 @@ def cross_width_report(
             width-invariant is estimated (:func:`~hptransfer.diagnostics.fit.calibrate_wd_exponent`).
         rule: the rule's name, for the record.
         problems: messages gathered upstream (e.g. a width whose factory failed); kept.
+        class_exponents: the exponents each component (``attention``, ``mlp``, ``output``;
+            :mod:`~hptransfer.diagnostics.components`) was trained with; each component with a
+            fitted matrix and known exponents gets its own pooled slope and calibrated wd
+            exponent (:func:`~hptransfer.diagnostics.fit.calibrate_class`). Default, when
+            ``lr_exponent`` and ``wd_exponent`` are given: those for attention and MLP (the
+            readout's own exponents are not known then).
+
+    Every matrix also gets its spectral-condition ratio at each width
+    (:mod:`~hptransfer.diagnostics.condition`), information beside the fit.
 
     Layers missing at some widths, or whose type differs between widths, are reported in
     ``problems`` (by name and width); layers seen at two or more widths are still fitted.
@@ -394,15 +472,21 @@ def cross_width_report(
         if len(present) < 2:
             continue
         first, last = spectra[present[0]][name], spectra[present[-1]][name]
+        kind = next(iter(types))
+        param_class = layer_class(
+            _out_in(kind, first.shape), _out_in(kind, last.shape), embedding=is_embedding(name, kind)
+        )
+        condition = {}
+        for w in present:
+            cond = condition_row(name, kind, spectra[w][name].shape, spectra[w][name].sigma_max)
+            if cond.ratio is not None:
+                condition[w] = cond.ratio
         row = LayerRow(
             name=name,
-            layer_type=next(iter(types)),
-            param_class=layer_class(
-                _mat(first.shape),
-                _mat(last.shape),
-                embedding=first.layer_type == "Embedding"
-                or (first.layer_type == "matrix" and bool(_EMBEDDING_NAME.search(name))),
-            ),
+            layer_type=kind,
+            param_class=param_class,
+            component=component(name, param_class),
+            condition=condition,
             sigma={w: spectra[w][name].sigma_max for w in present},
             spectral_to_rms={w: spectra[w][name].spectral_to_rms for w in present},
             stable_rank={w: spectra[w][name].stable_rank for w in present},
@@ -451,6 +535,10 @@ def cross_width_report(
             f"wd ∝ d^{wd_exponent:g}); measured {pooled.alpha:+.2f}. It holds only after several "
             "AdamW timescales tau = 1/(lr·wd)"
         )
+    if class_exponents is None and lr_exponent is not None and wd_exponent is not None:
+        hidden = TrainedExponents(lr_exponent, wd_exponent)
+        class_exponents = {"attention": hidden, "mlp": hidden}
+    class_fits, class_cals = _class_calibration(rows, class_exponents or {}, th.confidence, probs)
     return SpectralReport(
         widths=widths,
         layers=rows,
@@ -463,7 +551,42 @@ def cross_width_report(
         rule=rule,
         problems=probs,
         notes=notes,
+        class_fits=class_fits,
+        class_calibrations=class_cals,
     )
+
+
+def _class_calibration(
+    rows: Mapping[str, LayerRow],
+    exponents: Mapping[str, TrainedExponents],
+    confidence: float,
+    problems: list[str],
+) -> tuple[dict[str, PowerLawFit], dict[str, Calibration]]:
+    """One pooled slope per component (attention, mlp, output) over its fitted matrices, and
+    its calibrated wd exponent when the component's trained exponents are known.
+
+    The slope is that of ``sigma_max / sqrt(fan_out/fan_in)`` (the spectral condition's
+    ratio), not of sigma_max itself: for hidden matrices the target is constant in width and
+    the two are the same, but the readout's target shrinks as ``width^-1/2`` (fan-in grows),
+    so a readout that follows the condition has a flat ratio and a shrinking sigma_max."""
+    fits: dict[str, PowerLawFit] = {}
+    cals: dict[str, Calibration] = {}
+    for comp in COMPONENTS:
+        members = {
+            r.name: {float(w): v for w, v in r.condition.items()}
+            for r in rows.values()
+            if r.component == comp and r.fit is not None and len(r.condition) == len(r.sigma)
+        }
+        if not members:
+            continue
+        try:
+            fits[comp] = pooled_fit(members, confidence=confidence)
+        except ValueError as exc:
+            problems.append(f"{comp} fit: {exc}")
+            continue
+        if comp in exponents:
+            cals[comp] = calibrate_class(fits[comp], exponents[comp])
+    return fits, cals
 
 
 def looks_untrained(report: SpectralReport, slack: float = 1.15) -> list[str]:
@@ -485,9 +608,84 @@ def _mat(shape: Sequence[int]) -> tuple[int, int]:
     return (shape[0], math.prod(shape[1:]))
 
 
+def _out_in(layer_type: str, shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_out, fan_in)`` whatever the layout (HF Conv1D stores ``(in, out)``)."""
+    fan_in, fan_out = fans(layer_type, shape)
+    return (fan_out, fan_in)
+
+
+def _condition_cell(row: LayerRow) -> str:
+    """The spectral-condition ratio at the smallest and largest width (``a→b``), yellow when
+    far from the target at either; ``-`` for embeddings."""
+    if not row.condition:
+        return "-"
+    ws = sorted(row.condition)
+    lo, hi = row.condition[ws[0]], row.condition[ws[-1]]
+    text = f"{lo:.2g}" if len(ws) == 1 else f"{lo:.2g}→{hi:.2g}"
+    return f"[yellow]{text}[/]" if row.far_widths() else text
+
+
+def class_calibration_lines(report: SpectralReport) -> list[str]:
+    """Text lines for the per-component calibration: each component's exponent and interval,
+    and, when two components' intervals do not overlap, the exponents in the config's form."""
+    cals = report.class_calibrations
+    if not cals:
+        return []
+    parts = []
+    for comp, cal in cals.items():
+        band = "interval undefined" if cal.ci is None else f"[{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
+        n = sum(1 for r in report.layers.values() if r.component == comp and r.fit is not None)
+        parts.append(f"{comp} {cal.exponent:.2f} {band} ({n} matrices)")
+    lines = ["per-class calibrated wd exponent: " + "; ".join(parts) + " (muP lr ∝ 1/width)."]
+    split = report.class_disagreements()
+    if split:
+        pairs = ", ".join(f"{a} and {b}" for a, b in split)
+        lines.append(
+            f"{pairs}: the intervals do not overlap, so no single wd exponent keeps these classes "
+            f"flat; use per-class exponents: {wd_exponents_text(report.wd_exponents())}"
+        )
+    return lines
+
+
+def disagreements(cals: Mapping[str, Calibration]) -> list[tuple[str, str]]:
+    """Pairs of components (in :data:`COMPONENTS` order) whose calibration intervals do not
+    overlap; undefined intervals never count as a disagreement."""
+    names = [c for c in COMPONENTS if c in cals]
+    return [
+        (a, b)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if intervals_overlap(cals[a], cals[b]) is False
+    ]
+
+
+def wd_exponents_text(exponents: Mapping[str, float]) -> str:
+    """Per-class exponents as the config takes them (TOML, under ``[rule]``)."""
+    inner = ", ".join(f"{k} = {float(v)!r}" for k, v in exponents.items())
+    return f"wd_exponents = {{{inner}}} under [rule] in the config"
+
+
+def condition_line(report: SpectralReport) -> str:
+    """One line on the spectral condition: what the column is and which matrices are far."""
+    text = (
+        "σ/√(out/in): sigma_max over the spectral-condition target sqrt(fan_out/fan_in) (Yang, Simon "
+        "& Bernstein 2023), the matrix's RMS→RMS gain, at the smallest→largest width; "
+        f"far = beyond ×{FAR_FACTOR:g} either way. Information only: one width cannot prove transfer"
+    )
+    far = report.far_from_condition()
+    if not far:
+        return text + "; no matrix is far."
+    parts = []
+    for w, names in far.items():
+        more = " …" if len(names) > 2 else ""
+        parts.append(f"{len(names)} at width {w} ({', '.join(names[:2])}{more})")
+    return text + "; far: " + "; ".join(parts) + "."
+
+
 def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
     """A rich table of the report (imported lazily: rich is only needed for display)."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     colours = {
@@ -510,14 +708,17 @@ def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
     for w in report.widths:
         table.add_column(f"σmax@{w}", justify="right", min_width=6)
     table.add_column("ratio", justify="right", min_width=5)
+    table.add_column("σ/√(out/in)", justify="right", min_width=7)
     table.add_column("alpha [CI]", justify="right", min_width=12, ratio=2)
     table.add_column("verdict", min_width=9, ratio=2)
     rows = list(report.layers.values())
     rows.sort(key=lambda r: (r.param_class not in report.gate, 0))
     for row in rows[:max_rows]:
-        cells = [row.name, row.param_class]
+        cls = row.param_class if row.component == "other" else f"{row.param_class}/{row.component}"
+        cells = [row.name, cls]
         cells += [f"{row.sigma[w]:.3g}" if w in row.sigma else "-" for w in report.widths]
         cells.append("-" if row.ratio is None else f"{row.ratio:.3g}")
+        cells.append(_condition_cell(row))
         if row.fit is None:
             cells += ["-", row.note or "-"]
         else:
@@ -533,6 +734,8 @@ def render(report: SpectralReport, *, max_rows: int = 60) -> Any:
         lines.append(f"({len(rows) - max_rows} more layers in --json / report.json)")
     if report.calibration is not None:
         lines.append("calibrated: " + report.calibration.describe() + f"; wd = {WD_CONVENTION}.")
+    lines.extend(escape(line) for line in class_calibration_lines(report))
+    lines.append(condition_line(report))
     lines.extend(report.notes)
     table.caption = "\n".join(lines)
     table.caption_justify = "left"

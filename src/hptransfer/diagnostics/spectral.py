@@ -1,7 +1,8 @@
 """Top singular values of every weight matrix of a model, fast.
 
 :func:`top_singular_values` runs block Lanczos (a block Krylov subspace of ``AᵀA`` with full
-reorthogonalisation and Rayleigh–Ritz) on many same-shape matrices at once. Each Ritz value
+reorthogonalisation and Rayleigh–Ritz; for the top value alone, single-vector Lanczos on the
+Gram matrix of the smaller side) on many same-shape matrices at once. Each Ritz value
 comes with its residual ``‖Aᵀu − σv‖`` (``Av = σu`` holds exactly by construction), and
 ``residual / sqrt(2)`` bounds the distance from the estimate to a true singular value.
 Iteration stops when the top-k Ritz values move by less than ``tol`` (relative) between
@@ -31,6 +32,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,9 +117,11 @@ def top_singular_values(
         k: how many values.
         tol: relative tolerance on the values (see the module docstring for the stop rule).
         max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``).
-        block: Krylov block size (default 2 for ``k = 1``, else ``k + 4``). Each step reads
-            ``a`` twice whatever the block, so the block trades steps against work per step:
-            for the top value a block of 2 was fastest in benchmarks/spectral.py.
+        block: Krylov block size (default for ``k = 1``: 1, single-vector Lanczos on the
+            Gram matrix of the smaller side; else ``k + 4``). Each
+            step is one product with ``a`` and one with ``aᵀ``; with the CPU BLAS measured in
+            benchmarks/spectral.py a product with a block of 2 vectors costs as much as two
+            matrix–vector products, so for the top value a single vector needs the fewest.
         v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
         precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
@@ -143,12 +147,22 @@ def top_singular_values(
         raise ValueError(f"k must be >= 1 and the matrix non-empty, got k={k}, shape {(m, n)}")
     if precision not in ("float32", "mixed"):
         raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
-    default_block = 2 if kk == 1 else kk + 4
-    if exact or min(m, n) <= max(2 * (block or default_block), 16):
+    default_block = 1 if kk == 1 else kk + 4  # the top value alone: single-vector Lanczos
+    blk = block or default_block
+    warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
+    if exact or min(m, n) <= max(2 * blk, 16):
         res = _exact(batch, kk)
+    elif kk == 1 and blk == 1:
+        if precision == "mixed":
+            rough = _lanczos_vector(
+                batch, tol=tol, max_iter=max_iter, v0=warm, generator=generator, a_mm=batch.to(torch.bfloat16)
+            )
+            # refined from the bfloat16 run's own top Ritz vector (not an outside warm start)
+            res = _lanczos_vector(batch, tol=tol, max_iter=max_iter, v0=rough.v, generator=generator)
+            res.iterations += rough.iterations
+        else:
+            res = _lanczos_vector(batch, tol=tol, max_iter=max_iter, v0=warm, generator=generator)
     else:
-        blk = block or default_block
-        warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
         if precision == "mixed":
             rough = _block_lanczos(
                 batch,
@@ -179,6 +193,174 @@ def _exact(a: torch.Tensor, k: int) -> SVDResult:
     v = vh.transpose(-1, -2)[..., :k]
     resid = (a.transpose(-1, -2) @ u[..., :k] - v * s[..., None, :k]).norm(dim=-2)
     return SVDResult(s[..., :k].clone(), v, resid, 0, exact=True)
+
+
+_CHECK_EVERY = 0  # 0: by size (see _lanczos_vector); tests and profiling may set it
+
+
+def _lanczos_vector(
+    a: torch.Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    v0: torch.Tensor | None,
+    generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None,
+) -> SVDResult:
+    """Top singular value of each matrix of ``a`` ``(bsz, m, n)`` by single-vector Lanczos.
+
+    Lanczos on the Gram matrix of the smaller side (``AᵀA`` in R^n when ``n <= m``, else
+    ``AAᵀ`` in R^m: the same products, a shorter basis to orthogonalise against), two full
+    classical Gram–Schmidt passes a step, the tridiagonal ``T`` solved on the host. Each
+    step is one product with ``A`` and one with ``Aᵀ``, as matrix–vector products: on the CPU
+    BLAS measured by benchmarks/spectral.py a block of 2 vectors costs as much as two single
+    products, so a block would only buy the lower polynomial degree of a block Krylov space.
+    The Ritz residual ``β_j |s_j| / σ`` is ``‖Aᵀu − σv‖`` with ``Av = σu`` (on the ``AAᵀ``
+    side its mirror image) and needs no extra product. The stop rule is that of
+    :func:`_block_lanczos_core`, plus a gap rule (error ≈ residual² / gap) when the next Ritz
+    value is well separated; it is judged every few steps on small matrices, where the
+    eigensolve of ``T`` costs about as much as the step itself. No host sync between checks.
+    """
+    mm = a if a_mm is None else a_mm
+    bsz, m, n = a.shape
+    dt, dev = a.dtype, a.device
+    left = m < n
+    d = min(m, n)
+    steps = max(1, min(max_iter, d))
+    single = bsz == 1
+    mat = mm[0] if single else mm
+    cast = a_mm is not None and a_mm.dtype != dt
+    tiny = float(torch.finfo(dt).tiny)
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:  # A x for x (…, n)
+        xx = x.to(mat.dtype) if cast else x
+        out = torch.mv(mat, xx) if single else torch.bmm(xx[:, None, :], mat.mT)[:, 0]
+        return out.to(dt) if cast else out
+
+    def bwd(y: torch.Tensor) -> torch.Tensor:  # Aᵀ y as yᵀA (no read through a transposed view)
+        yy = y.to(mat.dtype) if cast else y
+        out = yy @ mat if single else torch.bmm(yy[:, None, :], mat)[:, 0]
+        return out.to(dt) if cast else out
+
+    def project(qs: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w`` minus its part in the row span of ``qs``, and the coefficients."""
+        if single:
+            c = torch.mv(qs, w)
+            return torch.addmv(w, qs.T, c, alpha=-1.0), c
+        cb = torch.bmm(w[:, None, :], qs.mT)  # (bsz, 1, j)
+        return torch.baddbmm(w[:, None, :], cb, qs, alpha=-1.0)[:, 0], cb[:, 0]
+
+    lead: tuple[int, ...] = () if single else (bsz,)
+    basis = torch.empty(*lead, steps + 1, d, dtype=dt, device=dev)  # rows q_0, q_1, …
+    # row j: the coefficients of C q_j on q_0 … q_j (alpha_j = [j, j]); column `steps`: beta_j
+    coef = torch.zeros(*lead, steps, steps + 1, dtype=dt, device=dev)
+    start = torch.randn(*lead, d, generator=generator, dtype=dt).to(dev)
+    if v0 is not None:
+        if v0.shape[:-1] != (bsz, n):
+            raise ValueError(f"warm start v0 has shape {tuple(v0.shape)}; expected (…, {n}, j)")
+        w0 = v0[..., 0].to(dev, dt)
+        w0 = w0[0] if single else w0
+        w0 = fwd(w0) if left else w0  # the image of a right vector starts the left side
+        # keep a trace of the random start: a warm start orthogonal to the top singular vector
+        # would otherwise never find it; 1e-3 costs about one step
+        start = w0 + 1e-3 * w0.norm(dim=-1, keepdim=True) / start.norm(dim=-1, keepdim=True) * start
+    basis[..., 0, :] = start / start.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    every = _CHECK_EVERY or (1 if m * n >= 2**20 else 2)
+    # per matrix of the batch: the values, residuals and top vectors once it has converged;
+    # converged matrices leave the batch (a batch runs as long as its slowest member otherwise)
+    out_sig, out_res = np.zeros(bsz), np.zeros(bsz)
+    out_x = torch.zeros(bsz, d, dtype=dt, device=dev)
+    idx = np.arange(bsz)  # original positions of the matrices still iterating
+    live = np.ones(bsz, dtype=bool)  # converged ones stay until enough have to make a copy pay
+    prev = np.full(bsz, np.nan)
+    prev_delta = np.full(bsz, np.nan)
+    it = 0
+    for j in range(steps):
+        it = j + 1
+        qs = basis[..., :it, :]
+        q = basis[..., j, :]
+        w = fwd(bwd(q)) if left else bwd(fwd(q))  # C q_j
+        if single:  # the same as project() twice, with fewer dispatches (small matrices)
+            qt = qs.T
+            w = torch.addmv(w, qt, torch.mv(qs, w, out=coef[j, :it]), alpha=-1.0)
+            w = torch.addmv(w, qt, torch.mv(qs, w), alpha=-1.0)  # twice is enough
+            beta = torch.linalg.vector_norm(w, out=coef[j, steps])
+        else:
+            w, c = project(qs, w)
+            w, _ = project(qs, w)
+            coef[:, j, :it] = c
+            beta = torch.linalg.vector_norm(w, dim=-1)
+            coef[:, j, steps] = beta
+        # an invariant Krylov space (low rank) gives beta = 0: then q_{j+1} = 0 and T decouples
+        torch.div(w, beta.clamp_min(tiny)[..., None], out=basis[..., it, :])
+        if not (it == steps or (it >= 3 and (it - 3) % every == 0)):
+            continue
+        host = coef.numpy() if dev.type == "cpu" else coef  # a view on the CPU: no copy
+        theta, s_top, resid, gap = _tridiag_top(host, it, steps, len(idx))
+        sig = np.sqrt(theta)
+        scale = np.maximum(sig, tiny)
+        conv = resid / math.sqrt(2) <= tol * scale  # the rigorous bound
+        # a clear gap to the next Ritz value: theta's error is about (σ·resid)² / gap, sigma's
+        # relative error half of theta's
+        err = (resid * sig) ** 2 / np.maximum(gap, tiny) / np.maximum(2 * theta, tiny)
+        conv |= (gap >= 0.1 * theta) & (err <= tol / 4)
+        # the rule of _block_lanczos_core, between checks: Ritz values stagnate geometrically
+        delta = np.abs(sig - prev[idx]) / scale
+        rho = np.minimum(delta / np.maximum(prev_delta[idx], tiny), 0.999)
+        conv |= (delta <= tol / 4) & (delta * rho / (1 - rho) <= tol / 4)  # NaN (too early): False
+        prev[idx], prev_delta[idx] = sig, delta
+        if it == steps:
+            conv[:] = True
+        new = np.flatnonzero(conv & live)
+        if len(new):
+            ritz = torch.from_numpy(s_top[new]).to(dev, dt)  # (len(new), it)
+            rows = torch.from_numpy(new).to(dev)
+            x = ritz[0] @ basis[:it] if single else torch.bmm(ritz[:, None, :], basis[rows, :it])[:, 0]
+            out_x[torch.from_numpy(idx[new]).to(dev)] = x
+            out_sig[idx[new]], out_res[idx[new]] = sig[new], resid[new]
+            live[new] = False
+        if not live.any():
+            break
+        if not single and (~live).sum() * 4 >= len(idx):  # drop the converged matrices
+            keep = torch.from_numpy(np.flatnonzero(live)).to(dev)
+            mat, basis, coef = mat[keep], basis[keep], coef[keep]
+            idx, live = idx[live], live[live]
+    x = out_x / out_x.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    if left:  # x holds the left vectors u; the right ones are Aᵀu / σ
+        x = torch.stack([(x[i].to(mm.dtype) @ mm[i]).to(dt) for i in range(bsz)])
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    sig_t = torch.from_numpy(out_sig).to(dev, dt)
+    res_t = torch.from_numpy(out_res).to(dev, dt)
+    return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=1)
+
+
+def _tridiag_top(
+    coef: torch.Tensor | np.ndarray, j: int, steps: int, bsz: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top eigenpair of the j×j Lanczos tridiagonal ``T`` (alphas on the diagonal of
+    ``coef[…, :j, :j]``, betas in its column ``steps``, the last one coupling to the next
+    vector), in float64 on the host: ``(theta, eigenvector, singular residual
+    beta_last·|s_last| / sqrt(theta), theta minus the next Ritz value)``, per matrix."""
+    from scipy.linalg import lapack
+
+    c = coef.detach().cpu().numpy() if isinstance(coef, torch.Tensor) else coef
+    c = c.reshape(bsz, steps, steps + 1)
+    idx = np.arange(j)
+    alpha = c[:, idx, idx].astype(np.float64)
+    beta = c[:, idx, steps].astype(np.float64)
+    theta, gap, s_top = np.zeros(bsz), np.zeros(bsz), np.zeros((bsz, j))
+    for b in range(bsz):
+        lo = max(j - 1, 1)  # the top two eigenpairs (LAPACK's dstemr, indices from 1)
+        got, w, z, info = lapack.dstemr(alpha[b], beta[b].copy(), 2, 0.0, 0.0, lo, j)
+        if info != 0 or got != j - lo + 1:  # dstemr declined: dense solver
+            t = np.diag(alpha[b]) + np.diag(beta[b, :-1], 1) + np.diag(beta[b, :-1], -1)
+            ev, vec = np.linalg.eigh(t)
+            w, z, got = ev[lo - 1 :], vec[:, lo - 1 :], j - lo + 1
+        theta[b] = max(w[got - 1], 0.0)
+        gap[b] = w[got - 1] - w[0] if got > 1 else 0.0
+        s_top[b] = z[:j, got - 1]
+    resid = np.abs(beta[:, -1] * s_top[:, -1]) / np.maximum(np.sqrt(theta), np.finfo(np.float64).tiny)
+    return theta, s_top, resid, gap
 
 
 def _block_lanczos(
@@ -423,19 +605,24 @@ def model_spectrum(
         ['weight']
     """
     gen = torch.Generator().manual_seed(seed)
-    Member = tuple[str, str, torch.Tensor, tuple[int, ...]]
+    Member = tuple[str, str, torch.Tensor, tuple[int, ...], float]
     groups: dict[tuple[tuple[int, int], torch.dtype], list[Member]] = {}
     for name, kind, tensor in weight_matrices(source, include=include, exclude=exclude):
         mat = as_matrix(tensor)
-        if not bool(torch.isfinite(mat).all()):
+        dtype = mat.dtype if mat.dtype in (torch.float32, torch.float64) else torch.float32
+        # the Frobenius norm is finite iff every entry is (barring overflow of the sum, which
+        # the exact test below then settles): one cheap pass instead of an isfinite mask
+        fro = float(mat.to(dtype).norm())
+        if not math.isfinite(fro) and not bool(torch.isfinite(mat).all()):
             bad = int((~torch.isfinite(mat)).sum())
             raise NonFiniteWeightError(
                 f"layer {name!r} has {bad} non-finite weight(s) (NaN/inf): the run diverged or "
                 "the checkpoint is corrupt; re-train with a smaller lr or load another checkpoint"
             )
-        dtype = mat.dtype if mat.dtype in (torch.float32, torch.float64) else torch.float32
+        if not math.isfinite(fro):
+            fro = float(mat.double().norm())
         groups.setdefault(((int(mat.shape[0]), int(mat.shape[1])), dtype), []).append(
-            (name, kind, mat, tuple(tensor.shape))
+            (name, kind, mat, tuple(tensor.shape), fro)
         )
     out: dict[str, LayerSpectrum] = {}
     for ((m, n), dtype), members in groups.items():
@@ -443,24 +630,26 @@ def model_spectrum(
         chunk = max(1, max_batch_bytes // max(per, 1))
         for i in range(0, len(members), chunk):
             part = members[i : i + chunk]
-            stack = torch.stack([mm.to(dtype) for _, _, mm, _ in part])
+            if len(part) == 1:  # no copy of a lone matrix (e.g. the embedding)
+                stack = part[0][2].to(dtype).unsqueeze(0)
+            else:
+                stack = torch.stack([mm.to(dtype) for _, _, mm, _, _ in part])
             v0 = None
             if cache is not None:
-                warm = [cache.get(nm, (m, n)) for nm, _, _, _ in part]
+                warm = [cache.get(nm, (m, n)) for nm, _, _, _, _ in part]
                 if all(w is not None for w in warm):
                     j = min(w.shape[-1] for w in warm if w is not None)
                     v0 = torch.stack([w[..., :j] for w in warm if w is not None])
             res = top_singular_values(
                 stack, k, tol=tol, exact=exact, v0=v0, generator=gen, precision=precision
             )
-            fro = stack.flatten(1).norm(dim=1)
-            for j, (name, kind, _, shape) in enumerate(part):
+            for j, (name, kind, _, shape, fro) in enumerate(part):
                 out[name] = LayerSpectrum(
                     name=name,
                     layer_type=kind,
                     shape=shape,
                     sigma=tuple(float(x) for x in res.values[j]),
-                    fro=float(fro[j]),
+                    fro=fro,
                     error_bound=float(res.error_bound[j, 0]),
                 )
                 if cache is not None:

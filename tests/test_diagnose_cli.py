@@ -262,6 +262,7 @@ def test_cli_compares_rules_and_custom_exponent(tmp_path: Path) -> None:
     assert code == data["exit_code"] == data["rules"]["mup-wd-sqrt"]["exit_code"], err
     assert data["exit_rule"] == "mup-wd-sqrt" and set(data["rules"]) == {"mup-wd-sqrt", "mup-wd-linear"}
     assert data["two_run_calibration"]["from_rules"] == ["mup-wd-sqrt", "mup-wd-linear"]
+    assert isinstance(data["two_run_class_calibration"], dict)
     assert (tmp_path / "spectral_rules.png").exists()
     assert (tmp_path / "mup-wd-linear" / "report.json").exists()
     code, out, err = run(
@@ -417,3 +418,43 @@ def test_untrained_checkpoints_are_inconclusive(tmp_path: Path) -> None:
     assert sorted(data["untrained"]) == ["fc.weight", "proj.weight"]
     assert any("looks untrained" in m for m in data["missing_evidence"])
     assert any("look untrained" in n for n in data["notes"])
+
+
+def test_checkpoints_per_class_split_condition_and_timescales(tmp_path: Path) -> None:
+    """Attention grows as width^0.25 and the MLP shrinks as width^-0.25 under the linear rule:
+    the per-class exponents (1.5 and 0.5) part, and the CLI prints them as the config takes
+    them; the spectral-condition column and the timescales per width come along."""
+    widths = [32, 64, 128, 256]
+    paths = []
+    for i, w in enumerate(widths):
+        sd = {
+            "blocks.0.attn.q.weight": _matrix(w, w, 2.0 * (w / 32) ** 0.25, 10 + i),
+            "blocks.0.mlp.up.weight": _matrix(4 * w, w, 3.0 * (w / 32) ** -0.25, 20 + i),
+            "head.weight": _matrix(100, w, 1.0, 30 + i),
+        }
+        torch.save(sd, tmp_path / f"w{w}.pt")
+        paths.append(str(tmp_path / f"w{w}.pt"))
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text("[proxy]\nbase_width = 64\n[hyper]\nlr = 0.015625\nweight_decay = 0.1\n")
+    args = ["--checkpoints", ",".join(paths), "--rule", "linear", "--steps", "100", "--config", str(cfg)]
+    code, out, err = run(*args)
+    assert code == 3, err  # drift, but 0.16 tau is too short a run to call it
+    flat = " ".join(out.split())
+    assert "attention and mlp, " in flat and "the intervals do not overlap" in flat
+    # the readout's sigma_max is flat while its target sqrt(100/width) shrinks: e = 1 + 2·0.5
+    assert "wd_exponents = {attention = 1.5, mlp = 0.5, output = 2.0} under [rule] in the config" in flat
+    assert "σ/√(out/in)" in out and "hidden/attention" in out
+    code, out, err = run(*args, "--json")
+    data = json.loads(out)
+    cal = data["class_calibration"]
+    assert cal["attention"]["wd_exponent"] == pytest.approx(1.5, abs=1e-3)
+    assert cal["mlp"]["wd_exponent"] == pytest.approx(0.5, abs=1e-3)
+    assert cal["mlp"]["matrices"] == ["blocks.0.mlp.up.weight"]
+    assert data["class_disagreements"][0] == ["attention", "mlp"]
+    for w in widths:  # lr·wd is constant under the linear rule: 100 steps / 640 at every width
+        assert data["timescales_by_width"][str(w)]["mlp"] == pytest.approx(100 / 640)
+    layers = {row["name"]: row for row in data["layers"]}
+    q = layers["blocks.0.attn.q.weight"]["spectral_condition"]["256"]
+    assert q["target"] == pytest.approx(1.0) and q["ratio"] == pytest.approx(2.0 * 8**0.25, rel=1e-3)
+    up = layers["blocks.0.mlp.up.weight"]["spectral_condition"]["32"]
+    assert up["target"] == pytest.approx(2.0) and up["ratio"] == pytest.approx(1.5, rel=1e-3)

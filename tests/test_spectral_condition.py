@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from hptransfer.diagnostics.fit import TrainedExponents
 from hptransfer.diagnostics.report import cross_width_report, render
 from hptransfer.diagnostics.spectral import LayerSpectrum
 from hptransfer.models import builtin_config
-from hptransfer.scaling import suggest
+from hptransfer.scaling import load_config, suggest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,7 +165,7 @@ def _model(w: int, a: float, b: float, out: float = -0.5, noise: float = 0.0, se
     return rows
 
 
-def test_per_class_exponents_recovered_and_the_split_printed_in_config_form() -> None:
+def test_per_class_exponents_recovered_and_the_split_printed_in_config_form(tmp_path: Path) -> None:
     a, b = 0.2, -0.15  # trained under muP + linear wd (e0 = 1): e* = 1 + 2 alpha
     exps = {c: TrainedExponents(-1.0, 1.0) for c in ("attention", "mlp", "output")}
     rep = cross_width_report(
@@ -199,6 +200,9 @@ def test_per_class_exponents_recovered_and_the_split_printed_in_config_form() ->
     assert "under [rule] in the config" in flat
     parsed = tomllib.loads("[rule]\n" + toml)["rule"]["wd_exponents"]
     assert parsed == rep.wd_exponents() == data["wd_exponents"]
+    path = tmp_path / "proxy.toml"  # the printed line is a valid config, read by load_config
+    path.write_text('[rule]\nname = "mup-wd-linear"\n' + toml + "\n", encoding="utf-8")
+    assert dict(load_config(path).wd_exponents) == parsed
     assert parsed["attention"] == pytest.approx(1 + 2 * a, abs=0.05)
     assert parsed["mlp"] == pytest.approx(1 + 2 * b, abs=0.05)
     # one slope for everything: the classes agree and no per-class config is printed
@@ -249,6 +253,17 @@ def test_component_exponents_read_off_the_plans() -> None:
         (0.0, 0.0, -1.0)
     )
     assert component_exponents(cfg, "mup", [32, 128])["mlp"].wd == pytest.approx(0.0)
+    # per-class exponents of the config (ProxyConfig.wd_exponents) are what the proxies train with
+    per = replace(cfg, rule="mup-wd-linear", wd_exponents={"mlp": 0.75, "output": 0.25})
+    ex = component_exponents(per, None, [32, 128])
+    assert (ex["attention"].wd, ex["mlp"].wd, ex["output"].wd) == pytest.approx((1.0, 0.75, 0.25))
+    steps = run_timescales(suggest(per, 128), 100)
+    m = 128 / per.base_width  # lr·wd ∝ m^(e-1) per class
+    base = 100 * per.lr * per.weight_decay
+    assert steps["attention"] == pytest.approx(base)
+    assert steps["mlp"] == pytest.approx(base * m**-0.25) and steps["output"] == pytest.approx(
+        base * m**-0.75
+    )
 
 
 @pytest.mark.parametrize("rule", ["linear", "sqrt"])

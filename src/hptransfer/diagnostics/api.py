@@ -48,6 +48,7 @@ from hptransfer.diagnostics.spectral import (
 )
 from hptransfer.factories import load_factory
 from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule, get_rule, suggest
+from hptransfer.scaling.plan import GroupHyper, Plan
 
 __all__ = [
     "Coverage",
@@ -136,13 +137,10 @@ def rule_exponents(rule: ScalingRule) -> tuple[float, float]:
     return hidden.lr, hidden.wd
 
 
-def _component_group(plan: Any, comp: str) -> Any:
+def _component_group(plan: Plan, comp: str) -> GroupHyper:
     """The plan's hyperparameters for a component: the readout's class, or the hidden
-    matrices' attention / MLP kind where the plan has kinds (``ProxyConfig.wd_exponents``)."""
-    if comp == "output":
-        return plan["output"]
-    group_for = getattr(plan, "group_for", None)
-    return plan["hidden"] if group_for is None else group_for("hidden", comp)
+    matrices' attention / MLP kind (their own wd under ``ProxyConfig.wd_exponents``)."""
+    return plan["output"] if comp == "output" else plan.group_for("hidden", comp)
 
 
 def component_exponents(
@@ -421,12 +419,12 @@ def default_steps(cfg: ProxyConfig, rule: str | None, widths: Sequence[int]) -> 
     return max(1, math.ceil(DEFAULT_TIMESCALES * max(finite) - 1e-9))
 
 
-def _hidden_tau(plan: Any) -> float:
+def _hidden_tau(plan: Plan) -> float:
     """The slowest AdamW timescale among the hidden matrices (attention and MLP kinds)."""
     return max(_component_group(plan, comp).tau for comp in ("attention", "mlp"))
 
 
-def run_timescales(plan: Any, steps: int) -> dict[str, float]:
+def run_timescales(plan: Plan, steps: int) -> dict[str, float]:
     """AdamW timescales a run of ``steps`` covers, per component: ``steps / tau`` with
     ``tau = 1/(lr·wd)`` from the plan (``attention``, ``mlp``, ``output``; components without
     weight decay have no timescale and are left out).

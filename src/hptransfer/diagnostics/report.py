@@ -635,7 +635,7 @@ def class_calibration_lines(report: SpectralReport) -> list[str]:
     for comp, cal in cals.items():
         band = "interval undefined" if cal.ci is None else f"[{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
         n = sum(1 for r in report.layers.values() if r.component == comp and r.fit is not None)
-        parts.append(f"{comp} {cal.exponent:.2f} {band} ({n} matrices)")
+        parts.append(f"{comp} {cal.exponent:.2f} {band} ({n} {'matrix' if n == 1 else 'matrices'})")
     lines = ["per-class calibrated wd exponent: " + "; ".join(parts) + " (muP lr ∝ 1/width)."]
     split = report.class_disagreements()
     if split:

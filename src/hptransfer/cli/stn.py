@@ -25,7 +25,8 @@ EPILOG = (
     "Hyperparameters (--hyper NAME=INIT:LOW,HIGH): dropout[.<layer>], weight_decay (AdamW's "
     "decoupled decay on weight matrices, the value suggest scales with width; "
     "weight_decay.hidden|output|vector|<layer>), l2[.<layer>] (an L2 term c/2 ||W||^2 in the "
-    "training loss), input_noise, input_mask, label_smoothing. --model MODULE:FACTORY trains "
+    "training loss), input_noise, input_mask, label_smoothing, augment (strength of the task's data "
+    "augmentation: random rotation, scale and shift on --task glyphs). --model MODULE:FACTORY trains "
     "FACTORY(--width) on the task's data: its nn.Linear/Conv2d/Embedding layers become "
     "hyperparameter-conditioned (--skip PATH keeps one plain), its nn.Dropout rates tunable."
 )
@@ -89,7 +90,9 @@ def stn_cmd(
     ctx: typer.Context,
     task: Annotated[
         str,
-        typer.Option("--task", "-t", help="Data (and built-in model): classify | regression-small."),
+        typer.Option(
+            "--task", "-t", help="Data (and built-in model): classify | regression-small | glyphs (images)."
+        ),
     ] = "classify",
     model: Annotated[
         Optional[str],  # noqa: UP045
@@ -178,7 +181,7 @@ def stn_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Tune dropout, weight decay, input noise and label smoothing in one training run.
+    """Tune dropout, weight decay, input noise, label smoothing and augmentation in one training run.
 
     Example: hptransfer stn --task classify --hyper dropout=0.1:0,0.9 --hyper l2=1e-3:1e-6,1
     --epochs 60 --out runs/stn
@@ -280,7 +283,14 @@ def stn_cmd(
         return built  # type: ignore[no-any-return]
 
     try:
-        tuner = StnTuner(build, specs, loss=the_task.loss, config=cfg, skip=tuple(skip or ()))
+        tuner = StnTuner(
+            build,
+            specs,
+            loss=the_task.loss,
+            config=cfg,
+            skip=tuple(skip or ()),
+            augment=getattr(the_task.data, "augment_with", None),  # the task's data augmentation
+        )
         with torch.no_grad():
             tuner.evaluate([(the_task.train[0][:2], the_task.train[1][:2])])
     except (ValueError, TypeError) as exc:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from hptransfer.data.images import GlyphImages, glyph_cnn
 from hptransfer.data.synthetic import NoisyClassification, TeacherRegression
 from hptransfer.data.text import CharLM
 from hptransfer.models import build_model
@@ -155,6 +156,15 @@ TASKS: dict[str, TaskSpec] = {
         model_kwargs={"d_in": 16, "d_out": 1},
         width=256,
         hypers=_REG,
+    ),
+    "glyphs": TaskSpec(
+        GlyphImages,
+        glyph_cnn,
+        "mlp",
+        "10-class 16x16 glyph images (random rotation, scale, shift, noise), 300 training images; "
+        "a small CNN, tunable augmentation strength",
+        width=16,
+        hypers=(("dropout", 0.1, 0.0, 0.9), ("l2", 1e-4, 1e-6, 1.0), ("augment", 0.2, 0.0, 1.5)),
     ),
 }
 

@@ -41,6 +41,7 @@ DEFAULT_TRANSFORMS: dict[str, Transform] = {
     "weight_decay": "log",
     "l2": "log",
     "input_noise": "log",
+    "augment": "logit",
 }
 #: hyperparameters that are probabilities: bounds must lie in [0, 1) (dropout 1 drops everything)
 RATE_NAMES = ("dropout", "label_smoothing")
@@ -62,7 +63,8 @@ class HyperSpec:
     Args:
         name: ``dropout``, ``dropout.<module path>``, ``weight_decay`` (AdamW's decoupled decay;
             ``weight_decay.hidden|output|vector|<layer>``), ``l2`` (an L2 term; ``l2.<layer>``),
-            ``input_noise``, ``input_mask``, ``label_smoothing`` (see :mod:`hptransfer.stn.tuner`).
+            ``input_noise``, ``input_mask``, ``label_smoothing``, ``augment`` (the strength of a
+            data augmentation; see :mod:`hptransfer.stn.tuner`).
         init: starting value, inside ``[low, high]`` (strictly inside for ``logit``).
         low, high: bounds. ``logit`` needs finite ``low < high``; ``log`` needs ``0 < low < high``
             (``high`` may be ``inf``).

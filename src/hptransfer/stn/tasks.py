@@ -8,6 +8,9 @@ for regularisation tuning (a test split, something to overfit, default hyperpara
 * ``regression-small``: :class:`hptransfer.data.TeacherRegression` with 128 training points and
   noise 0.5; an MLP with dropout and MSE loss (called ``regression`` here before the registries
   merged; ``regression`` is now the proxy task with 8192 points and no STN defaults).
+* ``glyphs``: :class:`hptransfer.data.images.GlyphImages`, 300 generated 16×16 glyph images of 10
+  classes; a small CNN; its data augmentation's strength is the ``augment`` hyperparameter
+  (``train_fixed`` trains on ``data.with_augment(value)``; the tuner takes ``data.augment_with``).
 
 :func:`make_task` materialises one as a :class:`Task` (tensors, model factory, loss name, defaults).
 :func:`train_fixed` trains the plain model at fixed hyperparameter values through the one training
@@ -126,6 +129,12 @@ def train_fixed(
     data = task.data
     if data is None:
         raise ValueError(f"task {task.name!r} has no dataset; build it with make_task")
+    values = dict(values)
+    if "augment" in values:  # a data-side hyperparameter: the dataset augments its training batches
+        with_augment = getattr(data, "with_augment", None)
+        if with_augment is None:
+            raise ValueError(f"augment: task {task.name!r} has no augmentation to scale")
+        data = with_augment(float(values.pop("augment")))
     torch.manual_seed(seed)
     model = task.make_model() if model is None else model
     device = next(model.parameters()).device

@@ -27,6 +27,10 @@ Hyperparameters understood out of the box (names for :class:`~hptransfer.stn.hyp
                        AdamW weight decay (Adam rescales it); a closed form for ridge regression.
 ``input_noise``        std of Gaussian noise added to (float) inputs
 ``input_mask``         number of input features zeroed per example (an **integer** hyperparameter)
+``augment``            strength of a data augmentation given as ``StnTuner(augment=fn)``:
+                       ``fn(x, strength) -> x`` on a training batch (``strength`` a float, or one
+                       per example with ``per_example``), e.g. the random rotation/scale/shift of
+                       :func:`hptransfer.data.images.augment_images` (the ``glyphs`` task's)
 ``label_smoothing``    label smoothing of the cross-entropy loss
 =====================  ==========================================================================
 
@@ -371,6 +375,11 @@ class StnTuner:
         classes: parameter name -> ``"hidden"``, ``"output"`` or ``"vector"`` (or the
             :class:`~hptransfer.scaling.torch_adapter.ParamTable` of a width-parametrized model),
             for ``weight_decay.<class>``. Default: Linear/Conv2d weights hidden, the rest vector.
+        augment: ``fn(x, strength) -> x``, the data augmentation whose strength the
+            ``augment`` hyperparameter tunes; applied to every training batch at the sampled
+            strength (a float, or a tensor of one strength per example with ``per_example``),
+            before input noise. It must draw its randomness from torch's global generator (so
+            checkpoints resume it exactly), e.g. ``GlyphImages.augment_with``.
     """
 
     def __init__(
@@ -382,8 +391,12 @@ class StnTuner:
         config: StnConfig | None = None,
         skip: Sequence[str] = (),
         classes: Mapping[str, Any] | None = None,
+        augment: Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.config = config or StnConfig()
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function fn(x, strength) -> x, got {augment!r}")
+        self._augment_fn = augment
         torch.manual_seed(self.config.seed)
         if not isinstance(model, nn.Module):
             if not callable(model):
@@ -438,6 +451,8 @@ class StnTuner:
         names += ["weight_decay"] + [f"weight_decay.{c}" for c in PARAM_CLASSES]
         names += [f"weight_decay.{p}" for p in layer_paths if p]
         names += ["input_noise", "input_mask"]
+        if self._augment_fn is not None:
+            names.append("augment")
         if self.loss == "cross_entropy":
             names.append("label_smoothing")
         return names
@@ -482,6 +497,11 @@ class StnTuner:
                     f"{name}: the STN cannot tune the learning rate: the best response w*(lambda) "
                     "depends on the training objective, which the lr is not part of, so the "
                     "validation gradient carries no signal about it. Tune lr with `hptransfer tune`."
+                )
+            if name == "augment" and name not in avail:
+                raise ValueError(
+                    "augment: no augmentation to scale; pass StnTuner(augment=fn) with "
+                    "fn(x, strength) -> x (the glyphs task's is task.data.augment_with)"
                 )
             if name not in avail:
                 raise ValueError(
@@ -608,6 +628,10 @@ class StnTuner:
     def _augment(
         self, x: torch.Tensor, vals: list[float], per_example: torch.Tensor | None = None
     ) -> torch.Tensor:
+        i = self._idx.get("augment")
+        if i is not None:
+            assert self._augment_fn is not None
+            x = self._augment_fn(x, vals[i] if per_example is None else per_example[:, i])
         i = self._idx.get("input_noise")
         if i is not None:
             if not x.is_floating_point():

@@ -28,7 +28,10 @@ BUILTIN_DIAGNOSE_WD = 1.0
 
 HELP = f"""Train proxies at several widths (or read their checkpoints) and check that the top
 singular value of every hidden matrix stays width-invariant; say which layers drift and which
-weight-decay width exponent would fix it.
+weight-decay width exponent would fix it, pooled and per class (attention, MLP, readout: when
+their intervals part, the per-class exponents are printed as the config's wd_exponents). Each
+matrix also shows sigma_max / sqrt(fan_out/fan_in), the spectral condition (information), and
+each run the AdamW timescales it covered per class.
 
 Exit code: 0 safe (every hidden matrix conclusively width-invariant, runs >= 3 AdamW
 timescales long), 1 drift (a hidden matrix conclusively grows or shrinks), 2 bad input,

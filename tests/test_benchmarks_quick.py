@@ -17,6 +17,10 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
     [
         ("cold_start.py", r"^suggest cold start: \d+\.\d+ s \(target < 0\.5 s\), \d+\.\dx"),
         ("optimizer_step.py", r"^optimizer step at width \d+: hptransfer groups \d\.\d+x hand-made"),
+        (
+            "wd_length.py",
+            r"^wd optimum drift over \d+-\d+ steps \(\d+x\): timescale rule \d+\.\d\d, fixed wd",
+        ),
     ],
 )
 def test_benchmark_quick(script: str, last_line: str) -> None:

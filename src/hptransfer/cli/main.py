@@ -59,6 +59,26 @@ def _root(
 @app.command("suggest")
 def suggest_cmd(
     width: Annotated[str, typer.Option("--width", "-w", help="Target width (model dimension).")],
+    depth: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--depth", help="Target depth (residual blocks); needs base_depth in the config."),
+    ] = None,
+    depth_rule: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--depth-rule", help="none | depth-mup (alpha 1/2) | completep (alpha 1)."),
+    ] = None,
+    optimizer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--optimizer", help="adamw | adam | sgd | muon (Muon matrices, AdamW rest)."),
+    ] = None,
+    tokens: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--tokens", help="Training tokens of the target run (2e9, 500M); wd keeps tau/run."),
+    ] = None,
+    batch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--batch", help="Tokens per optimizer step of the target run (1M = 1e6)."),
+    ] = None,
     config: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--config", "-c", help="Proxy config (TOML or JSON). Default: embedded."),
@@ -91,26 +111,6 @@ def suggest_cmd(
         int, typer.Option("--top-k", help="With --study: median of the k best trials.", min=1)
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    depth: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--depth", help="Target depth (residual blocks); needs base_depth in the config."),
-    ] = None,
-    depth_rule: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--depth-rule", help="none | depth-mup (alpha 1/2) | completep (alpha 1)."),
-    ] = None,
-    optimizer: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--optimizer", help="adamw | adam | sgd | muon (Muon matrices, AdamW rest)."),
-    ] = None,
-    tokens: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--tokens", help="Training tokens of the target run (2e9, 500M); wd keeps tau/run."),
-    ] = None,
-    batch: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--batch", help="Tokens per optimizer step of the target run (1M = 1e6)."),
-    ] = None,
     scale_eps: Annotated[
         bool, typer.Option("--scale-eps", help="Scale Adam epsilon per class with width and depth.")
     ] = False,

@@ -147,6 +147,20 @@ def test_width_depth_optimizer_tokens_and_batch_together() -> None:
     assert "adjust_lr_fn='original'" in text
 
 
+def test_wd_exponents_per_class_from_the_command_line() -> None:
+    code, out, err = run("suggest", "-w", "4096", "--wd-exponents", "attention=0.5, mlp=1", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["variants"]["hidden.attention"]["weight_decay"] == pytest.approx(0.1 * 4)
+    assert data["variants"]["hidden.mlp"]["weight_decay"] == pytest.approx(0.1 * 16)
+    assert data["config"]["rule"]["wd_exponents"] == {"attention": 0.5, "mlp": 1.0}
+    code, out, _ = run("suggest", "-w", "4096", "--wd-exponents", "attention=0.5")
+    assert code == 0 and "  attention " in out and "  mlp " not in out  # a row only where it differs
+    for bad, message in (("attention", "is not class=number"), ("qkv=1", "unknown class 'qkv'")):
+        code, _, err = run("suggest", "-w", "4096", "--wd-exponents", bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_scale_eps_shows_an_eps_column() -> None:
     code, out, _ = run("suggest", "--width", "4096", "--scale-eps", "--json")
     data = json.loads(out)
@@ -231,6 +245,7 @@ def _through_entry(args: list[str]) -> tuple[int, str, str]:
         (["--width", "512", "--depth", "0"], True),
         (["--width", "512", "--tokens", "x"], True),
         (["--width", "512", "--scale-eps=1"], False),
+        (["--width", "512", "--wd-exponents", "mlp=0.5", "--rule", "sqrt"], True),
         (["--width", "512", "--top-k", "0"], False),  # typer's own range error
         (["--width", "512", "--wd-exponent", "x"], False),
         (["--width", "512", "--json=1"], False),

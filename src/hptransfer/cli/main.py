@@ -111,6 +111,13 @@ def suggest_cmd(
         int, typer.Option("--top-k", help="With --study: median of the k best trials.", min=1)
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    wd_exponents: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--wd-exponents",
+            help="Per-class wd width exponents, e.g. attention=0.8,mlp=1.0,output=1.0 (AdamW's e).",
+        ),
+    ] = None,
     scale_eps: Annotated[
         bool, typer.Option("--scale-eps", help="Scale Adam epsilon per class with width and depth.")
     ] = False,
@@ -136,6 +143,7 @@ def suggest_cmd(
         tokens=tokens,
         batch=batch,
         scale_eps=scale_eps,
+        wd_exponents=wd_exponents,
     )
 
 

@@ -272,6 +272,7 @@ def run_suggest(
     tokens: str | None = None,
     batch: str | None = None,
     scale_eps: bool = False,
+    wd_exponents: str | None = None,
 ) -> None:
     """What ``hptransfer suggest`` does once its options are parsed (bad input: :func:`fail`)."""
     proxy_width: int | None = None
@@ -300,12 +301,15 @@ def run_suggest(
                 wd_exponent=wd_exponent if chosen else cfg.wd_exponent,
                 readout=readout if readout is not None else cfg.readout,
             )
-        if optimizer is not None or depth_rule is not None or scale_eps:
+        if optimizer is not None or depth_rule is not None or scale_eps or wd_exponents is not None:
             cfg = replace(
                 cfg,
                 optimizer=optimizer if optimizer is not None else cfg.optimizer,
                 depth_rule=depth_rule if depth_rule is not None else cfg.depth_rule,
                 scale_eps=scale_eps or cfg.scale_eps,
+                wd_exponents=(
+                    cfg.wd_exponents if wd_exponents is None else {**cfg.wd_exponents, **_pairs(wd_exponents)}
+                ),
             )
         target = check_width(cfg, width)  # the option's text, checked: a positive int that fits
         extra: dict[str, Any] = {
@@ -319,6 +323,22 @@ def run_suggest(
     except ConfigError as exc:
         fail(str(exc))
     emit_plans(plans, cfg, source, as_json, proxy_width)
+
+
+def _pairs(text: str) -> dict[str, float]:
+    """``"attention=0.8, mlp=1"`` -> ``{"attention": 0.8, "mlp": 1.0}`` (ConfigError otherwise)."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--wd-exponents: {part.strip()!r} is not class=number; give e.g. attention=0.8,mlp=1.0"
+            ) from None
+    return out
 
 
 def _alternative(
@@ -355,6 +375,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "--tokens": ("tokens", "str"),
     "--batch": ("batch", "str"),
     "--scale-eps": ("scale_eps", "flag"),
+    "--wd-exponents": ("wd_exponents", "str"),
 }
 
 

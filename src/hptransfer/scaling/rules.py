@@ -450,14 +450,14 @@ class DepthRule:
     compute-efficient deep transformers" (NeurIPS 2025, arXiv 2505.01618, Table 1; reference code
     EleutherAI/nanoGPT-mup, branch ``completep``, ``configure_optimizers``):
 
-    ================  ===============  ===========  ========  ====================
-    class             lr               wd (AdamW)   init std  Adam eps
-    ================  ===============  ===========  ========  ====================
-    hidden            m_L^(alpha-1)    m_L^(1-alpha)  1       m_L^-alpha
-    block_vector      m_L^(alpha-1)    m_L^(1-alpha)  1       m_L^-alpha
-    vector            1                1            1         1
-    output            1                1            1         1
-    ================  ===============  ===========  ========  ====================
+    ================  =============  =============  ========  ==========
+    class             lr             wd (AdamW)     init std  Adam eps
+    ================  =============  =============  ========  ==========
+    hidden            m_L^(alpha-1)  m_L^(1-alpha)  1         m_L^-alpha
+    block_vector      m_L^(alpha-1)  m_L^(1-alpha)  1         m_L^-alpha
+    vector            1              1              1         1
+    output            1              1              1         1
+    ================  =============  =============  ========  ==========
 
     ``alpha = 1`` is CompleteP (no depth factor on lr or wd at all; branch ``1/m_L``),
     ``alpha = 1/2`` depth-muP (Yang et al., Tensor Programs VI; branch ``1/sqrt(m_L)``, block lr

@@ -148,3 +148,67 @@ def test_mixed_precision_refines_to_float32_accuracy() -> None:
     assert _rel_err(res.values, exact) <= 1e-3
     with pytest.raises(ValueError, match="precision"):
         top_singular_values(a, precision="half")
+
+
+@pytest.mark.parametrize(("m", "n"), [(180, 700), (700, 180)])
+@pytest.mark.parametrize("tol", [1e-3, 1e-4])
+def test_top_value_single_vector_on_either_side(m: int, n: int, tol: float) -> None:
+    # k = 1 runs single-vector Lanczos on the Gram matrix of the smaller side; the right
+    # vector comes back either way, and the reported bound covers the true error
+    for seed in range(3):
+        a = torch.randn(m, n, generator=_gen(100 * seed + m))
+        res = top_singular_values(a, 1, tol=tol, generator=_gen(seed))
+        exact = torch.linalg.svdvals(a.double())[:1]
+        assert res.block == 1 and res.v.shape == (n, 1)
+        err = float((res.values.double() - exact).abs()[0])
+        assert err / float(exact[0]) <= tol
+        assert err <= float(res.error_bound[0]) + 1e-6 * float(exact[0])
+        assert float((a @ res.v[:, 0]).norm()) == pytest.approx(float(res.values[0]), rel=10 * tol)
+
+
+def test_low_rank_and_zero_matrices_stop_cleanly() -> None:
+    # the Krylov space becomes invariant after rank + 1 steps: exact values, no NaN
+    sigma = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    for a in (_with_spectrum(300, 500, sigma, seed=21), _with_spectrum(500, 300, sigma, seed=22)):
+        res = top_singular_values(a, 1, generator=_gen(0))
+        assert res.iterations <= 6
+        assert float(res.values[0]) == pytest.approx(3.0, rel=1e-5)
+        assert bool(torch.isfinite(res.v).all())
+    zero = top_singular_values(torch.zeros(64, 96), 1, generator=_gen(0))
+    assert float(zero.values[0]) == 0.0 and bool(torch.isfinite(zero.residual).all())
+
+
+def test_batch_members_converge_separately() -> None:
+    # a batch mixing fast (clear gap) and slow (Gaussian) members: each value to tol, and
+    # the batch takes no more steps than its slowest member alone
+    mats = torch.randn(5, 200, 600, generator=_gen(23))
+    mats[0] = _with_spectrum(200, 600, torch.tensor([9.0, 3.0, 1.0], dtype=torch.float64), seed=24)
+    mats[3] *= 50
+    batch = top_singular_values(mats, 1, generator=_gen(0))
+    exact = torch.linalg.svdvals(mats.double())[:, :1]
+    assert _rel_err(batch.values.double(), exact) <= 1e-4
+    assert bool(((batch.values.double() - exact).abs() <= batch.error_bound.double() + 1e-6 * exact).all())
+    alone = [top_singular_values(mats[i], 1, generator=_gen(0)).iterations for i in range(5)]
+    assert batch.iterations <= max(alone) + 2  # checks fall on the batch's own schedule
+
+
+def test_model_spectrum_huge_finite_weights_are_not_called_non_finite() -> None:
+    # the finiteness check reads the Frobenius norm, which overflows float32 here (full SVD:
+    # LAPACK rescales; the Krylov solver's AᵀA products would overflow at such a scale)
+    w = torch.full((40, 30), 1e30)
+    spec = model_spectrum({"big.weight": w}, exact=True)
+    assert spec["big.weight"].sigma_max == pytest.approx(1e30 * (40 * 30) ** 0.5, rel=1e-4)
+    assert spec["big.weight"].fro == pytest.approx(1e30 * (40 * 30) ** 0.5, rel=1e-6)
+
+
+def test_zero_warm_start_is_not_degenerate() -> None:
+    # a zero matrix (a zero-initialised readout) returns a unit vector, and a later warm start
+    # from zero or non-finite vectors falls back to a random start instead of pinning sigma at 0
+    zero = top_singular_values(torch.zeros(64, 96), 1, generator=_gen(0))
+    assert float(zero.v.norm()) == pytest.approx(1.0)
+    for m, n in ((64, 96), (96, 64)):
+        a = torch.randn(m, n, generator=_gen(m))
+        exact = torch.linalg.svdvals(a)[:1]
+        for v0 in (torch.zeros(n, 1), torch.full((n, 1), float("nan"))):
+            res = top_singular_values(a, 1, v0=v0, generator=_gen(0))
+            assert _rel_err(res.values, exact) <= 1e-3

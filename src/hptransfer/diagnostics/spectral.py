@@ -262,8 +262,12 @@ def _lanczos_vector(
         w0 = w0[0] if single else w0
         w0 = fwd(w0) if left else w0  # the image of a right vector starts the left side
         # keep a trace of the random start: a warm start orthogonal to the top singular vector
-        # would otherwise never find it; 1e-3 costs about one step
-        start = w0 + 1e-3 * w0.norm(dim=-1, keepdim=True) / start.norm(dim=-1, keepdim=True) * start
+        # would otherwise never find it (1e-3 costs about one step); a zero or non-finite warm
+        # start (the vectors of a zero matrix) is replaced by the random one
+        w0n = w0.norm(dim=-1, keepdim=True)
+        ok = torch.isfinite(w0n) & (w0n > 0)
+        mix = torch.where(ok, 1e-3 * w0n, torch.ones_like(w0n)) / start.norm(dim=-1, keepdim=True)
+        start = torch.where(ok, w0, torch.zeros_like(w0)) + mix * start
     basis[..., 0, :] = start / start.norm(dim=-1, keepdim=True).clamp_min(tiny)
     every = _CHECK_EVERY or (1 if m * n >= 2**20 else 2)
     # per matrix of the batch: the values, residuals and top vectors once it has converged;
@@ -329,6 +333,7 @@ def _lanczos_vector(
     if left:  # x holds the left vectors u; the right ones are Aᵀu / σ
         x = torch.stack([(x[i].to(mm.dtype) @ mm[i]).to(dt) for i in range(bsz)])
         x = x / x.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    x[:, 0] += x.norm(dim=-1) == 0  # a zero matrix: any unit vector is a singular vector
     sig_t = torch.from_numpy(out_sig).to(dev, dt)
     res_t = torch.from_numpy(out_res).to(dev, dt)
     return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=1)

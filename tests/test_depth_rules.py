@@ -155,7 +155,10 @@ def test_muon_hidden_update_keeps_the_spectral_condition(adjust: str) -> None:
     spectral condition wants ||dW||_2 = Theta(sqrt(fan_out/fan_in)) = Theta(1) for hidden matrices,
     so plan lr x torch's adjustment must not move with width."""
     torch = pytest.importorskip("torch")
-    from torch.optim._muon import _adjust_lr
+    try:
+        from torch.optim._muon import _adjust_lr  # the function torch.optim.Muon's step calls
+    except ImportError:
+        pytest.skip("this torch has no torch.optim._muon._adjust_lr")
 
     cfg = replace(BASE, optimizer="muon", muon_adjust_lr_fn=adjust)
     norms = []

@@ -21,6 +21,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
             "wd_length.py",
             r"^wd optimum drift over \d+-\d+ steps \(\d+x\): timescale rule \d+\.\d\d, fixed wd",
         ),
+        (
+            "depth.py",
+            r"^depth drift \(max-min log2 lr\*, depths \d+\.\.\d+, width \d+\): completep \d+\.\d\d "
+            r"\(target <= 0\.5\); sp = mup \d+\.\d\d",
+        ),
     ],
 )
 def test_benchmark_quick(script: str, last_line: str) -> None:

@@ -1,6 +1,6 @@
 """Self-Tuning Networks: robustness, quality against Optuna, transfer to width, and cost.
 
-Three parts, one results file (``benchmarks/results/stn_vs_optuna.json``, rendered into
+Four parts, one results file (``benchmarks/results/stn_vs_optuna.json``, rendered into
 ``docs/results-stn.md`` by ``python3 benchmarks/render_docs.py``):
 
 1. **Ridge known answer** (issue 14's task): L2-regularised linear regression, X 200×50, noise sd 8,
@@ -17,9 +17,13 @@ Three parts, one results file (``benchmarks/results/stn_vs_optuna.json``, render
    the built-in byte-level LM proxy (LLaMA-style, muP) at width ``--lm-width``, carried to
    ``--lm-target`` by the config's rule, against Optuna TPE run directly at the target width with
    the same training budget per trial. Regret of the carried value against TPE's best, and the
-   cost ratio.
+   cost ratio. Two variants against the STN's short-horizon bias, fixed in ``LM_VARIANTS`` before
+   measuring (5x the hyper steps; a 4x longer STN run carried back by the AdamW timescale rule,
+   with the starting value carried the same way as a control).
+4. **Augmentation strength on images**: the generated ``glyphs`` task (small CNN); STN tunes the
+   ``augment`` strength (with dropout and L2) against a grid over the strength.
 
-Usage: python3 benchmarks/stn_vs_optuna.py [--quick] [--seeds 3] [--trials 30] [--lm-seeds 2]
+Usage: python3 benchmarks/stn_vs_optuna.py [--quick] [--seeds 3] [--trials 30] [--lm-seeds 3]
 The last line printed is the headline.
 """
 
@@ -307,6 +311,7 @@ def _lm_setting(args: argparse.Namespace) -> dict[str, Any]:
         "wd_range": [1e-2, 100.0],
         "wd_init": 1.0,
         "trials": args.lm_trials,
+        "variants": list(LM_VARIANTS),
     }
 
 
@@ -339,9 +344,10 @@ def _run_at(s: dict[str, Any], width: int, wd: float, seed: int) -> tuple[float,
     return res.val_loss, time.process_time() - t0
 
 
-def _stn_lm(s: dict[str, Any], seed: int) -> dict[str, Any]:
+def _stn_lm(s: dict[str, Any], seed: int, steps: int | None = None, **overrides: Any) -> dict[str, Any]:
     """STN on the muP proxy at its base width: AdamW weight_decay of the matrices (hidden and
-    output), the value suggest carries to width."""
+    output), the value suggest carries to width. ``steps`` (default the setting's) and ``overrides``
+    of :class:`StnConfig` give the variants."""
     import torch
 
     from hptransfer.models import build_model
@@ -374,14 +380,14 @@ def _stn_lm(s: dict[str, Any], seed: int) -> dict[str, Any]:
         make,
         [HyperSpec("weight_decay", s["wd_init"], lo, hi)],
         loss="cross_entropy",
-        config=StnConfig(lr=plan.base_lr, seed=seed, checkpoint_every=0),
+        config=StnConfig(lr=plan.base_lr, seed=seed, checkpoint_every=0, **overrides),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = tuner.fit(
             TensorBatches(tokens[idx], tokens[idx + 1], s["batch_size"]),
             TensorBatches(vx, vy, 64),
-            steps=s["steps"],
+            steps=steps or s["steps"],
         )
     return {
         "wd": res.values["weight_decay"],
@@ -390,6 +396,34 @@ def _stn_lm(s: dict[str, Any], seed: int) -> dict[str, Any]:
         "warnings": res.extra["warnings"],
         "trajectory": res.trajectory["value/weight_decay"][:: max(1, len(res.trajectory["step"]) // 200)],
     }
+
+
+#: STN variants against short-horizon bias, chosen before measuring (issue 14): name ->
+#: (horizon: STN run length in target-run lengths, StnConfig overrides)
+LM_VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
+    # 5x as many hyper steps in the same run (one validation step per training step)
+    "1:1 cycles": (1, {"t_train": 1}),
+    # a 4x longer STN run, whose wd is carried to the target run's length by the AdamW timescale
+    # rule (suggest(tokens=...): lr*wd*steps constant): weight decay pays off once the model
+    # overfits, late in a run; a longer run shows the STN that regime while it still tunes
+    "4x horizon, timescale carry": (4, {}),
+}
+
+
+def _lm_variants(s: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]]:
+    return {k: v for k, v in LM_VARIANTS.items() if k in s.get("variants", list(LM_VARIANTS))}
+
+
+def _timescale_carry(s: dict[str, Any], wd: float, horizon: int) -> float:
+    """Base wd tuned on a run ``horizon`` times the target's length, carried to the target run's
+    length by ``suggest``'s AdamW timescale rule (tokens / batch_tokens)."""
+    from hptransfer.scaling import suggest
+
+    if horizon == 1:
+        return wd
+    bt = s["batch_size"] * s["seq_len"]
+    cfg = replace(_lm_config(s), weight_decay=wd, tokens=horizon * s["steps"] * bt, batch_tokens=bt)
+    return float(suggest(cfg, s["width"], tokens=s["steps"] * bt)["hidden"].weight_decay)
 
 
 def transfer(args: argparse.Namespace) -> dict[str, Any]:
@@ -408,6 +442,21 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         grid_carried, _ = _run_at(s, s["target"], grid_best["wd"], seed)
         carried_loss, carried_cpu = _run_at(s, s["target"], stn["wd"], seed)
         base_loss, _ = _run_at(s, s["target"], s["wd_init"], seed)
+        variants = {}
+        for name, (horizon, kw) in _lm_variants(s).items():
+            v = _stn_lm(s, seed, steps=horizon * s["steps"], **kw)
+            wd = _timescale_carry(s, v["wd"], horizon)  # base wd for the target run's length
+            val, cpu = _run_at(s, s["target"], wd, seed)
+            variants[name] = {
+                "wd_proxy": v["wd"],
+                "wd": wd,
+                "val": val,
+                "cpu": v["cpu"] + cpu,
+                "warnings": v["warnings"],
+            }
+            if horizon > 1:  # control: the starting wd carried the same way (an STN that never moved)
+                ctrl = _timescale_carry(s, s["wd_init"], horizon)
+                variants[name]["start_carried"] = {"wd": ctrl, "val": _run_at(s, s["target"], ctrl, seed)[0]}
         trials: list[dict[str, float]] = []
 
         def objective(
@@ -433,6 +482,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
                 "proxy_sweep": sweep,
                 "proxy_grid_best_wd": grid_best["wd"],
                 "proxy_grid_carried_val": grid_carried,
+                "variants": variants,
                 "tpe_trials": trials,
                 "tpe_best_val": best["val"],
                 "tpe_best_wd": best["wd"],
@@ -441,10 +491,88 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(
             f"transfer seed {seed}: STN wd {stn['wd']:.3g} at {s['width']} -> val {carried_loss:.4f} at "
-            f"{s['target']}; TPE-{s['trials']} best {best['val']:.4f} (wd {best['wd']:.3g})",
+            f"{s['target']}; TPE-{s['trials']} best {best['val']:.4f} (wd {best['wd']:.3g}); "
+            + "; ".join(f"{k}: wd {v['wd']:.3g} -> val {v['val']:.4f}" for k, v in variants.items()),
             flush=True,
         )
     return {"setting": s, "seeds": out}
+
+
+# -- 4. augmentation strength on an image task ----------------------------------------------------
+def images(seeds: int, epochs: int, grid: list[float]) -> dict[str, Any]:
+    """STN (task defaults: dropout, l2, augment) on the generated ``glyphs`` images against a grid
+    over the augmentation strength at the other hyperparameters' starting values."""
+    from hptransfer.stn import StnConfig, StnTuner, TensorBatches, make_task, train_fixed
+
+    rows: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        task = make_task("glyphs", seed=seed)
+        assert task.data is not None
+        init = {h.name: h.init for h in task.default_hypers}
+        cfg = StnConfig(lr=task.lr, seed=seed, checkpoint_every=0)
+        c0 = time.process_time()
+        tuner = StnTuner(
+            task.make_model,
+            task.default_hypers,
+            loss=task.loss,
+            config=cfg,
+            augment=getattr(task.data, "augment_with", None),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = tuner.fit(
+                TensorBatches(*task.train, task.batch_size),
+                TensorBatches(*task.val, 128),
+                epochs=epochs,
+                eval_data=[task.val],
+            )
+        cpu = time.process_time() - c0
+        test = tuner.evaluate([task.test])
+        retrain = train_fixed(task, res.values, epochs=epochs, seed=seed)
+        sweep = []
+        for a in grid:
+            c0 = time.process_time()
+            r = train_fixed(task, {**init, "augment": a}, epochs=epochs, seed=seed)
+            sweep.append(
+                {"augment": a, "val": r["val_loss"], "test": r["test_loss"], "cpu": time.process_time() - c0}
+            )
+        traj = res.trajectory["value/augment"]
+        rows.append(
+            {
+                "seed": seed,
+                "values": res.values,
+                "init": init,
+                "val": res.final_val_loss,
+                "test": test,
+                "cpu": cpu,
+                "retrain_val": retrain["val_loss"],
+                "retrain_test": retrain["test_loss"],
+                "sweep": sweep,
+                "warnings": res.extra["warnings"],
+                "trajectory": traj[:: max(1, len(traj) // 100)],
+            }
+        )
+        best = min(sweep, key=lambda t: t["val"])
+        print(
+            f"images seed {seed}: STN augment {init['augment']:.3g} -> {res.values['augment']:.3g} "
+            f"(val {res.final_val_loss:.4f}, retrained {retrain['val_loss']:.4f}); grid best augment "
+            f"{best['augment']:g} (val {best['val']:.4f})",
+            flush=True,
+        )
+    task = make_task("glyphs", seed=0)
+    assert task.data is not None
+    d = task.data
+    setting = {
+        "n_train": int(task.train[0].shape[0]),
+        "n_val": int(task.val[0].shape[0]),
+        "n_test": int(task.test[0].shape[0]),
+        "size": int(getattr(d, "size", 0)),
+        "classes": int(getattr(d, "classes", 0)),
+        "width": task.width,
+        "lr": task.lr,
+        "batch_size": task.batch_size,
+    }
+    return {"epochs": epochs, "grid": grid, "setting": setting, "rows": rows}
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -469,7 +597,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--ridge-seeds", type=int, default=3)
     ap.add_argument("--ridge-steps", type=int, default=3000)
-    ap.add_argument("--lm-seeds", type=int, default=1)
+    ap.add_argument("--lm-seeds", type=int, default=3)
     ap.add_argument("--lm-trials", type=int, default=6)
     ap.add_argument("--lm-steps", type=int, default=200)
     ap.add_argument("--lm-width", type=int, default=64)
@@ -477,12 +605,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--lm-tokens", type=int, default=4096, help="LM training tokens (a small set: wd matters)"
     )
+    ap.add_argument("--image-seeds", type=int, default=3)
+    ap.add_argument("--image-epochs", type=int, default=60)
     ap.add_argument("--reps", type=int, default=7, help="repetitions of the per-step timing")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: ridge,classify,transfer")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: ridge,classify,transfer,images")
     args = ap.parse_args(argv)
+    args.image_grid = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
     if args.quick:
         args.seeds, args.trials, args.epochs, args.ridge_seeds, args.ridge_steps = 1, 3, 3, 1, 300
         args.lm_seeds, args.lm_trials, args.lm_steps, args.lm_target, args.reps = 1, 2, 6, 128, 1
+        args.image_seeds, args.image_epochs, args.image_grid = 1, 2, [0.0, 0.5]
     return args
 
 
@@ -499,6 +631,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "classify" not in skip:
         results["classify"] = classify(args.seeds, args.first_seed, args.trials, args.epochs)
         results["overhead"] = [overhead(args.reps, 32), overhead(max(1, args.reps - 2), 128)]
+    if "images" not in skip:
+        results["images"] = images(args.image_seeds, args.image_epochs, args.image_grid)
     if "transfer" not in skip:
         results["transfer"] = transfer(args)
     results["wall_s"] = time.perf_counter() - t0
@@ -557,6 +691,11 @@ def _summary(r: dict[str, Any]) -> list[str]:
     if "transfer" in r:
         t = _transfer_summary(r["transfer"])
         lines.append(f"transfer: regret {100 * t['regret']:+.2f}%, cost {t['cost']:.2f}x TPE")
+        for name, regs in _variant_regrets(r["transfer"]).items():
+            lines.append(f"transfer variant {name}: regret {100 * statistics.mean(regs):+.2f}%")
+    if "images" in r:
+        im = _images_summary(r["images"])
+        lines.append(f"images: STN augment toward the grid's best in {im['toward']}/{im['n']} seeds")
     return lines
 
 
@@ -774,9 +913,124 @@ def render(data: dict[str, Any], figures: Path) -> str:
             "few trials; a larger run changes the numbers, not the method.",
             "",
         ]
+        out += _variant_section(t)
+    if "images" in r:
+        out += _images_section(r["images"])
     out += _reading(r)
     out += ["## Environment", "", environment_table(env), ""]
     return "\n".join(out)
+
+
+_VARIANT_WHY = {
+    "1:1 cycles": "one validation (hyper) step per training step instead of one per five: 5× the "
+    "hyper steps in the same run, so the reach of the hyper-lr is no limit",
+    "4x horizon, timescale carry": "the STN run is 4× the target run's length, and its weight decay "
+    "is carried back to the target's length by `suggest`'s AdamW timescale rule (lr·wd·steps "
+    "constant, `suggest(tokens=...)`), then to width as before: weight decay pays off once the model "
+    "overfits, late in a run, and a longer run lets the STN see that regime while it still tunes",
+}
+
+
+def _variant_regrets(t: dict[str, Any]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for x in t["seeds"]:
+        for name, v in x.get("variants", {}).items():
+            out.setdefault(name, []).append((v["val"] - x["tpe_best_val"]) / x["tpe_best_val"])
+    return out
+
+
+def _variant_section(t: dict[str, Any]) -> list[str]:
+    """The variants against short-horizon bias (chosen before measuring), per seed."""
+    regrets = _variant_regrets(t)
+    if not regrets:
+        return []
+    s = t["setting"]
+    out = [
+        "### Against the short-horizon bias: two variants",
+        "",
+        "Chosen before measuring, run on every seed above, each carried to width "
+        f"{s['target']} and trained there once:",
+        "",
+    ]
+    out += [f"- **{name}**: {_VARIANT_WHY.get(name, name)}." for name in regrets]
+    out += [
+        "",
+        f"| seed | variant | STN wd at {s['width']} (its run) | base wd carried | val at {s['target']} "
+        "| regret vs TPE | cost ratio | control: start wd carried the same way (wd): val |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in t["seeds"]:
+        for name, v in x.get("variants", {}).items():
+            reg = (v["val"] - x["tpe_best_val"]) / x["tpe_best_val"]
+            c = v.get("start_carried")
+            ctrl = f"({c['wd']:.3g}): {c['val']:.4f}" if c else "-"
+            out.append(
+                f"| {x['seed']} | {name} | {v['wd_proxy']:.3g} | {v['wd']:.3g} | {v['val']:.4f} | "
+                f"{100 * reg:+.2f}% | {v['cpu'] / x['tpe_cpu']:.2f}× | {ctrl} |"
+            )
+    out += [
+        "",
+        "Mean regret: "
+        + "; ".join(f"{name} **{100 * statistics.mean(r):+.2f}%**" for name, r in regrets.items())
+        + f" (the default STN: {100 * _transfer_summary(t)['regret']:+.2f}%). The control column "
+        "separates what the longer STN run found from what the timescale carry alone does to the "
+        "starting value.",
+        "",
+    ]
+    return out
+
+
+def _images_section(im: dict[str, Any]) -> list[str]:
+    rows = im["rows"]
+    init = rows[0]["init"]
+    grid = ", ".join(f"{a:g}" for a in im["grid"])
+    st = im["setting"]
+    out = [
+        "## Augmentation strength on an image task: `glyphs`",
+        "",
+        f"Generated {st['size']}×{st['size']} glyph images, {st['classes']} classes (each a fixed set of "
+        "random strokes, drawn with random rotation, scale, shift, stroke jitter and pixel noise), "
+        f"{st['n_train']} training, {st['n_val']} validation, {st['n_test']} test images; a small CNN "
+        f"(two conv blocks of {st['width']} and {2 * st['width']} channels, a hidden layer of "
+        f"{4 * st['width']}, dropout), Adam lr {st['lr']:g}, batch {st['batch_size']}, {im['epochs']} "
+        "epochs. The augmentation (random rotation up "
+        "to s·30°, scale 1 ± s·0.15, shift up to s·10% of the side, per image) has strength s, the "
+        "`augment` hyperparameter; STN tunes it with the task's dropout and L2 from "
+        + ", ".join(f"{k} {v:g}" for k, v in init.items())
+        + f". Grid: plain training at s ∈ {{{grid}}}, the other two at their starting values, same "
+        "epochs and seed. Cost: process CPU time over the grid's mean run.",
+        "",
+        "| seed | STN s (from " + f"{init['augment']:g}) | STN val | STN test | STN's values retrained: val "
+        "| grid best s (val) | grid val at s = 0 | STN cost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in rows:
+        best = min(x["sweep"], key=lambda t: t["val"])
+        zero = next((t["val"] for t in x["sweep"] if t["augment"] == 0), float("nan"))
+        unit = statistics.mean(t["cpu"] for t in x["sweep"])
+        out.append(
+            f"| {x['seed']} | {x['values']['augment']:.3g} | {x['val']:.4f} | {x['test']:.4f} | "
+            f"{x['retrain_val']:.4f} | {best['augment']:g} ({best['val']:.4f}) | {zero:.4f} | "
+            f"{x['cpu'] / unit:.2f}× |"
+        )
+    out += [
+        "",
+        f"Validation loss against s (seed {rows[0]['seed']}): "
+        + ", ".join(f"{t['augment']:g} → {t['val']:.4f}" for t in rows[0]["sweep"])
+        + ".",
+        "",
+    ]
+    return out
+
+
+def _images_summary(im: dict[str, Any]) -> dict[str, Any]:
+    toward, gaps = 0, []
+    for x in im["rows"]:
+        best = min(x["sweep"], key=lambda t: t["val"])
+        start, end = x["init"]["augment"], x["values"]["augment"]
+        toward += abs(end - best["augment"]) < abs(start - best["augment"])
+        gaps.append(x["retrain_val"] - best["val"])
+    return {"n": len(im["rows"]), "toward": toward, "gaps": gaps}
 
 
 def _verdict(ok: bool) -> str:
@@ -834,6 +1088,44 @@ def _reading(r: dict[str, Any]) -> list[str]:
             "the transfer: an STN follows the validation loss greedily during training, and weight decay "
             "pays off late (short-horizon bias); with few hyper steps it also cannot move far.",
         ]
+        for name, regs in _variant_regrets(t).items():
+            gain = summ["regret"] - statistics.mean(regs)
+            ctrl = [
+                (v["start_carried"]["val"] - x["tpe_best_val"]) / x["tpe_best_val"]
+                for x in t["seeds"]
+                if "start_carried" in (v := x["variants"].get(name, {}))
+            ]
+            better = sum(
+                x["variants"][name]["val"] < x["carried_val"] for x in t["seeds"] if name in x["variants"]
+            )
+            lines.append(
+                f"- Variant {name}: mean regret {100 * statistics.mean(regs):+.2f}% "
+                f"(per seed {', '.join(f'{100 * g:+.2f}%' for g in regs)}), "
+                + (f"{100 * gain:.2f} points below" if gain > 0 else f"{-100 * gain:.2f} points above")
+                + f" the default's {100 * summ['regret']:+.2f}%, lower loss than the default in "
+                f"{better}/{len(regs)} seeds; within 1%: {_verdict(statistics.mean(regs) <= 0.01)}."
+                + (
+                    f" The starting wd carried the same way: mean regret {100 * statistics.mean(ctrl):+.2f}%"
+                    + (
+                        " (the STN's own tuning adds to the carry)."
+                        if statistics.mean(regs) < statistics.mean(ctrl) - 0.002
+                        else " (the carry, not the STN's tuning, accounts for the change)."
+                        if statistics.mean(regs) <= statistics.mean(ctrl) + 0.002
+                        else " (the STN's tuning made the carried value worse)."
+                    )
+                    if ctrl
+                    else ""
+                )
+            )
+    if "images" in r:
+        im = _images_summary(r["images"])
+        lines.append(
+            f"- `glyphs`: STN moved the augmentation strength toward the grid's best in {im['toward']}/"
+            f"{im['n']} seeds; its final values retrained minus the grid's best validation loss: "
+            + ", ".join(f"{g:+.4f}" for g in im["gaps"])
+            + f" (the grid tunes s alone, with {len(r['images']['grid'])} runs; STN tunes s, dropout and "
+            "L2 in one)."
+        )
     lines.append("")
     return lines
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -130,6 +131,73 @@ def test_wrapping_is_the_identity_at_the_base_width(name: str, rule: str) -> Non
         parametrize(model, suggest(KEEP, 64, rule), factory)
         assert torch.equal(_out(model, x), expected)
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+
+
+#: Residual blocks of the models that have them (the others have no depth to carry).
+BLOCKS = {"tinyllama": 2, "hf-llama": 2, "hf-gpt2": 2, "hf-vit": 1}
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("depth_rule", ["completep", "depth-mup"])
+def test_wrapping_is_the_identity_at_the_base_width_and_depth(name: str, depth_rule: str) -> None:
+    """A depth rule at the base depth changes nothing: the blocks are found and counted, no
+    branch is hooked, outputs and state_dict are the model's own."""
+    factory, batch = MODELS[name]
+    depth = BLOCKS[name]
+    torch.manual_seed(0)
+    model = factory(64).eval()
+    x = batch()
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    expected = _out(model, x)
+    plan = suggest(replace(KEEP, base_depth=depth, depth_rule=depth_rule), 64, depth=depth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = parametrize(model, plan, factory)
+        assert torch.equal(_out(model, x), expected)
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+    assert model.state_dict().keys() == before.keys()
+    assert any(info.in_block for info in table.values())  # the blocks were found
+    assert not any(m._forward_hooks for m in model.modules() if m is not model)
+
+
+class ResidualMLP(nn.Module):
+    """Pre-norm residual MLP blocks, written outside the project (fc1/fc2 naming)."""
+
+    def __init__(self, width: int, depth: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d_in, width)
+        layers = (("norm", nn.LayerNorm), ("fc1", nn.Linear), ("act", nn.GELU), ("fc2", nn.Linear))
+        shapes = {"norm": (width,), "fc1": (width, 2 * width), "act": (), "fc2": (2 * width, width)}
+        self.blocks = nn.ModuleList(
+            nn.Sequential(OrderedDict((n, cls(*shapes[n])) for n, cls in layers)) for _ in range(depth)
+        )
+        self.out = nn.Linear(width, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    base=st.sampled_from([16, 32]),
+    depth=st.integers(1, 4),
+    depth_rule=st.sampled_from(["completep", "depth-mup", "none"]),
+    seed=st.integers(0, 2**16),
+)
+def test_identity_property_at_the_base_depth(base: int, depth: int, depth_rule: str, seed: int) -> None:
+    def factory(w: int) -> nn.Module:
+        return ResidualMLP(w, depth, 5, 3)
+
+    torch.manual_seed(seed)
+    model = factory(base)
+    x = torch.randn(4, 5)
+    expected = model(x)
+    cfg = ProxyConfig(base_width=base, lr=1e-3, base_depth=depth, depth_rule=depth_rule)
+    parametrize(model, suggest(cfg, base, depth=depth), factory, residual_branches=[r"fc2$"])
+    assert torch.equal(model(x), expected)
 
 
 @pytest.mark.parametrize("name", ["mlp", "tinyllama", "hf-llama"])

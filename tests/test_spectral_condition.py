@@ -22,7 +22,7 @@ from hptransfer.diagnostics.api import (
 from hptransfer.diagnostics.components import component
 from hptransfer.diagnostics.condition import FAR_FACTOR, condition_row, fans, spectral_condition
 from hptransfer.diagnostics.fit import TrainedExponents
-from hptransfer.diagnostics.report import cross_width_report, render
+from hptransfer.diagnostics.report import class_calibration_lines, cross_width_report, render
 from hptransfer.diagnostics.spectral import LayerSpectrum
 from hptransfer.models import builtin_config
 from hptransfer.scaling import load_config, suggest
@@ -213,6 +213,27 @@ def test_per_class_exponents_recovered_and_the_split_printed_in_config_form(tmp_
     console = Console(width=250, record=True)
     console.print(render(same))
     assert "wd_exponents = {" not in console.export_text()
+
+
+def test_a_class_too_noisy_to_recommend_is_left_out_of_the_config_line() -> None:
+    # attention exact (e* = 1 + 2·0.5 = 2); the MLP zig-zags ±8%: its interval is wider than 0.5
+    spectra = {}
+    for i, w in enumerate(WIDTHS):
+        wobble = 1.08 if i % 2 else 1 / 1.08
+        spectra[w] = {
+            "blocks.0.attn.q.weight": _spec("blocks.0.attn.q.weight", (w, w), (w / 64) ** 0.5),
+            "blocks.0.mlp.up.weight": _spec("blocks.0.mlp.up.weight", (4 * w, w), wobble),
+        }
+    rep = cross_width_report(
+        spectra, class_exponents={c: TrainedExponents(-1.0, 1.0) for c in ("attention", "mlp")}
+    )
+    mlp = rep.class_calibrations["mlp"]
+    assert mlp.too_wide() is not None and mlp.ci is not None and mlp.ci[1] < 2.0
+    assert rep.class_disagreements() == [("attention", "mlp")]
+    assert rep.wd_exponents() == {"attention": 2.0}
+    (_, advice) = class_calibration_lines(rep)
+    assert "wd_exponents = {attention = 2.0} under [rule]" in advice
+    assert "mlp: interval too wide to recommend, keeps the rule's exponent" in advice
 
 
 def test_readout_multiplier_style_calibrates_the_effective_weight() -> None:

@@ -185,7 +185,12 @@ def diagnose_cmd(
         resolve_model,
     )
     from hptransfer.diagnostics.fit import Thresholds
-    from hptransfer.diagnostics.report import DiagnosticError, SpectralReport, disagreements
+    from hptransfer.diagnostics.report import (
+        DiagnosticError,
+        SpectralReport,
+        disagreements,
+        recommended_exponents,
+    )
     from hptransfer.scaling import ConfigError, load_config
 
     torch.set_num_threads(threads)
@@ -291,6 +296,8 @@ def diagnose_cmd(
                 "two_run_class_disagreements": [
                     list(p) for p in disagreements({c: cal for c, (cal, _) in two_classes.items()})
                 ],
+                "two_run_wd_exponents": recommended_exponents({c: cal for c, (cal, _) in two_classes.items()})
+                or None,
             }
             sys.stdout.write(json.dumps(data, indent=2, default=lambda x: None) + "\n")
     else:
@@ -384,7 +391,7 @@ def _two_run_class_text(two_classes: dict[str, Any]) -> str:
     """Per-component two-run exponents; the config's form when their intervals part."""
     from rich.markup import escape
 
-    from hptransfer.diagnostics.report import disagreements, wd_exponents_text
+    from hptransfer.diagnostics.report import split_advice
 
     if not two_classes:
         return ""
@@ -393,14 +400,9 @@ def _two_run_class_text(two_classes: dict[str, Any]) -> str:
         band = "interval undefined" if cal.ci is None else f"[{cal.ci[0]:.2f}, {cal.ci[1]:.2f}]"
         parts.append(f"{comp} {cal.exponent:.2f} {band}")
     text = "\nper class (two-run): " + "; ".join(parts) + "."
-    split = disagreements({c: cal for c, (cal, _) in two_classes.items()})
-    if split:
-        pairs = ", ".join(f"{a} and {b}" for a, b in split)
-        exps = {c: round(cal.exponent, 2) for c, (cal, _) in two_classes.items()}
-        text += (
-            f"\n{pairs}: the intervals do not overlap, so no single wd exponent keeps these classes "
-            f"flat; use per-class exponents: {wd_exponents_text(exps)}"
-        )
+    advice = split_advice({c: cal for c, (cal, _) in two_classes.items()})
+    if advice:
+        text += "\n" + advice
     return escape(text)
 
 

@@ -209,10 +209,11 @@ class SpectralReport:
         return disagreements(self.class_calibrations)
 
     def wd_exponents(self) -> dict[str, float]:
-        """The per-component calibrated wd exponents, rounded to 2 decimals, in the form
-        ``ProxyConfig.wd_exponents`` takes (keys ``attention``, ``mlp``, ``output``)."""
-        cals = self.class_calibrations
-        return {c: round(cal.exponent, 2) for c, cal in cals.items() if math.isfinite(cal.exponent)}
+        """The per-component calibrated wd exponents that can be recommended (interval defined
+        and at most 0.5 wide, :meth:`Calibration.too_wide`), rounded to 2 decimals, in the form
+        ``ProxyConfig.wd_exponents`` takes (keys ``attention``, ``mlp``, ``output``; a class
+        left out keeps the rule's exponent)."""
+        return recommended_exponents(self.class_calibrations)
 
     def _class_dict(self, comp: str) -> dict[str, Any]:
         fit, cal = self.class_fits[comp], self.class_calibrations.get(comp)
@@ -637,14 +638,34 @@ def class_calibration_lines(report: SpectralReport) -> list[str]:
         n = sum(1 for r in report.layers.values() if r.component == comp and r.fit is not None)
         parts.append(f"{comp} {cal.exponent:.2f} {band} ({n} {'matrix' if n == 1 else 'matrices'})")
     lines = ["per-class calibrated wd exponent: " + "; ".join(parts) + " (muP lr ∝ 1/width)."]
-    split = report.class_disagreements()
-    if split:
-        pairs = ", ".join(f"{a} and {b}" for a, b in split)
-        lines.append(
-            f"{pairs}: the intervals do not overlap, so no single wd exponent keeps these classes "
-            f"flat; use per-class exponents: {wd_exponents_text(report.wd_exponents())}"
-        )
+    advice = split_advice(cals)
+    if advice:
+        lines.append(advice)
     return lines
+
+
+def recommended_exponents(cals: Mapping[str, Calibration]) -> dict[str, float]:
+    """``{class: exponent}`` (2 decimals) of the calibrations narrow enough to recommend."""
+    return {c: round(cal.exponent, 2) for c, cal in cals.items() if cal.too_wide() is None}
+
+
+def split_advice(cals: Mapping[str, Calibration]) -> str:
+    """When two classes' intervals do not overlap: say so, and give the per-class exponents as
+    the config takes them (the classes narrow enough to recommend; the others keep the rule's
+    exponent). ``""`` when the classes agree."""
+    split = disagreements(cals)
+    if not split:
+        return ""
+    pairs = ", ".join(f"{a} and {b}" for a, b in split)
+    text = f"{pairs}: the intervals do not overlap, so no single wd exponent keeps these classes flat"
+    exps = recommended_exponents(cals)
+    left = [c for c in cals if c not in exps]
+    if not exps:
+        return text + "; no class's interval is narrow enough (≤ 0.5) to recommend its own exponent"
+    text += f"; use per-class exponents: {wd_exponents_text(exps)}"
+    if left:
+        text += f" ({', '.join(left)}: interval too wide to recommend, keeps the rule's exponent)"
+    return text
 
 
 def disagreements(cals: Mapping[str, Calibration]) -> list[tuple[str, str]]:

@@ -108,10 +108,35 @@ def build_model(name: str, width: int, plan: Plan | None = None, **overrides: An
     """Build built-in model ``name`` ("mlp" or "llama") at ``width``.
 
     The llama gets ``plan.attention_scale`` (muP: ∝ 1/d_head) when a plan is given, else the
-    usual 1/sqrt(d_head). ``overrides`` replace the fixed arguments (depth, seq_len, …).
+    usual 1/sqrt(d_head), and ``plan.residual_multiplier`` on every residual branch (depth rules:
+    ``(depth/base_depth)**-alpha``); its number of blocks is ``plan.depth`` unless ``depth`` is
+    given. ``overrides`` replace the fixed arguments (depth, seq_len, …).
+
+    Raises:
+        ConfigError: a llama ``depth`` other than the depth the plan's depth rule is for, or a
+            depth rule for the MLP (it has no residual blocks).
     """
     spec = _spec(name)
     kwargs = {**spec.kwargs, **overrides}
+    if (
+        spec.cls is not TinyLlama
+        and plan is not None
+        and plan.depth_rule != "none"
+        and plan.depth is not None
+    ):
+        raise ConfigError(
+            f"the built-in {name!r} has no residual blocks, so a depth rule ({plan.depth_rule}) has "
+            "nothing to scale: use depth_rule = 'none' with it"
+        )
     if spec.cls is TinyLlama and plan is not None:
         kwargs.setdefault("attention_scale", plan.attention_scale)
+        kwargs.setdefault("residual_multiplier", plan.residual_multiplier)
+        if plan.depth is not None:
+            if "depth" not in overrides:
+                kwargs["depth"] = plan.depth
+            elif plan.depth_rule != "none" and overrides["depth"] != plan.depth:
+                raise ConfigError(
+                    f"depth={overrides['depth']} but the plan ({plan.depth_rule}) is for depth "
+                    f"{plan.depth}: make the plan with suggest(..., depth={overrides['depth']})"
+                )
     return spec.cls(width, **kwargs)

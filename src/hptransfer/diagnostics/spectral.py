@@ -220,7 +220,7 @@ def _top_eigh(lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _block_lanczos_rows(
-    a: torch.Tensor,
+    a: torch.Tensor | list[torch.Tensor],
     *,
     tol: float,
     max_iter: int,
@@ -243,16 +243,21 @@ def _block_lanczos_rows(
     values close (0.1-0.5 % apart in a Gaussian matrix) a single vector dwells near the second
     one for tens of steps, with a residual small enough to stop there.
     """
+    # ``a`` may be a list of same-shape matrices (model_spectrum: no stacked copy; the
+    # products are taken matrix by matrix anyway)
     mm = a if a_mm is None else a_mm
-    bsz, m, n = a.shape
-    dt, dev = a.dtype, a.device
+    every_mat = list(mm.unbind(0)) if isinstance(mm, torch.Tensor) else list(mm)
+    bsz = len(every_mat)
+    m, n = every_mat[0].shape
+    dt = a.dtype if isinstance(a, torch.Tensor) else every_mat[0].dtype
+    dev = every_mat[0].device
     left = m < n
     d = min(m, n)
     b = block
     steps = max(1, min(max_iter, d // b))
     cast = a_mm is not None and a_mm.dtype != dt
     tiny = float(torch.finfo(dt).tiny)
-    mats = list(mm.unbind(0))
+    mats = list(every_mat)
 
     def apply(i: int, v: torch.Tensor) -> torch.Tensor:
         """``C v`` for the rows ``v`` (b, d) of matrix ``i``, as rows."""
@@ -356,7 +361,7 @@ def _block_lanczos_rows(
             idx, live = idx[keep], live[keep]
     x = out_x / out_x.norm(dim=-1, keepdim=True).clamp_min(tiny)
     if left:  # x holds the left vectors u; the right ones are Aᵀu / σ
-        x = torch.stack([(x[i].to(mm.dtype) @ mm[i]).to(dt) for i in range(bsz)])
+        x = torch.stack([(x[i].to(every_mat[i].dtype) @ every_mat[i]).to(dt) for i in range(bsz)])
         x = x / x.norm(dim=-1, keepdim=True).clamp_min(tiny)
     x[:, 0] += x.norm(dim=-1) == 0  # a zero matrix: any unit vector is a singular vector
     sig_t = torch.from_numpy(out_sig).to(dev, dt)
@@ -631,19 +636,21 @@ def model_spectrum(
         chunk = max(1, max_batch_bytes // max(per, 1))
         for i in range(0, len(members), chunk):
             part = members[i : i + chunk]
-            if len(part) == 1:  # no copy of a lone matrix (e.g. the embedding)
-                stack = part[0][2].to(dtype).unsqueeze(0)
-            else:
-                stack = torch.stack([mm.to(dtype) for _, _, mm, _, _ in part])
             v0 = None
             if cache is not None:
                 warm = [cache.get(nm, (m, n)) for nm, _, _, _, _ in part]
                 if all(w is not None for w in warm):
                     j = min(w.shape[-1] for w in warm if w is not None)
                     v0 = torch.stack([w[..., :j] for w in warm if w is not None])
-            res = top_singular_values(
-                stack, k, tol=tol, exact=exact, v0=v0, generator=gen, precision=precision
-            )
+            mats = [mm.to(dtype) for _, _, mm, _, _ in part]
+            if k == 1 and not exact and precision == "float32" and min(m, n) > 16:
+                # the path top_singular_values takes, without stacking a copy of the group
+                res = _block_lanczos_rows(mats, tol=tol, max_iter=60, block=2, v0=v0, generator=gen)
+            else:
+                stack = mats[0].unsqueeze(0) if len(mats) == 1 else torch.stack(mats)
+                res = top_singular_values(
+                    stack, k, tol=tol, exact=exact, v0=v0, generator=gen, precision=precision
+                )
             for j, (name, kind, _, shape, fro) in enumerate(part):
                 out[name] = LayerSpectrum(
                     name=name,

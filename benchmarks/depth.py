@@ -12,7 +12,7 @@ width, lr sweeps at depths 2, 4, 8, 16 (base depth 2) under
 
 Each sweep starts on five log2-spaced lrs around a guess and grows on the side of its minimum
 until the minimum is interior. The optimum per depth is a parabola in log2 lr through the grid
-minimum and its neighbours (of the seed-mean losses); **drift is max − min of the optimum over
+minimum and two grid points either side (of the seed-mean losses); **drift is max − min of the optimum over
 all depths**. Regret: the base-depth optimum carried to the deepest model, against the best loss
 any parametrization reached in its own sweep there. Runs whose plan is the same (every
 parametrization at the base depth) are trained once. Every run is cached in
@@ -57,6 +57,7 @@ PARAMETRIZATIONS: dict[str, tuple[str, str]] = {
     "completep": ("mup", "completep"),
 }
 TARGET_DRIFT, TARGET_REGRET, TARGET_MINUTES = 0.5, 0.01, 25
+FIT_WINDOW = 2  # parabola through the grid minimum and 2 points either side (steadier on noisy curves)
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,10 @@ FULL = Setting(
     depths=(2, 4, 8, 16),
     base_depth=2,
     seq_len=32,
-    batch_size=16,
-    steps=100,
+    batch_size=32,
+    steps=120,
     seeds=(0, 1),
-    start_log2=(-9.0, -8.0, -7.0, -6.0, -5.0),
+    start_log2=(-8.0, -7.0, -6.0, -5.0),
     bounds=(-14.0, -1.0),
     init_std=0.1,
     val_sequences=128,
@@ -183,7 +184,8 @@ class Runs:
 
 
 def sweep(runs: Runs, label: str, depth: int, progress: bool) -> dict[str, Any]:
-    """Grid around the start, grown on the minimum's side until the minimum is interior."""
+    """Grid around the start, grown on the minimum's side until FIT_WINDOW points lie on each
+    side of it (or the bounds stop it)."""
     s = runs.s
     points: dict[float, tuple[float, list[float]]] = {}
     todo = list(s.start_log2)
@@ -197,18 +199,23 @@ def sweep(runs: Runs, label: str, depth: int, progress: bool) -> dict[str, Any]:
         todo = []
         if finite:
             best = min(finite, key=lambda x: points[x][0])
-            if best == xs[0] and best - 1 >= s.bounds[0]:
-                todo = [best - 1]
-            elif best == xs[-1] and best + 1 <= s.bounds[1]:
-                todo = [best + 1]
+            i = xs.index(best)
+            if i < FIT_WINDOW and xs[0] - 1 >= s.bounds[0]:
+                todo = [xs[0] - 1]
+            elif len(xs) - 1 - i < FIT_WINDOW and xs[-1] + 1 <= s.bounds[1]:
+                todo = [xs[-1] + 1]
     xs = sorted(points)
     ys = [points[x][0] for x in xs]
-    opt = fit_optimum(xs, ys, window=1)
+    opt = fit_optimum(xs, ys, window=FIT_WINDOW)
+    seed_opt = [
+        fit_optimum(xs, [points[x][1][k] for x in xs], window=FIT_WINDOW).log2 for k in range(len(s.seeds))
+    ]
     return {
         "log2": xs,
         "loss": ys,
         "seed_losses": [points[x][1] for x in xs],
         "optimum": {"log2": opt.log2, "loss": opt.loss, "at_edge": opt.at_edge, "fitted": opt.fitted},
+        "seed_optima": seed_opt,
     }
 
 
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "aliases": aliases,
         "sweeps": sweeps,
+        "fit_window": FIT_WINDOW,
         "drift": {label: drift(v) for label, v in sweeps.items()},
         "regret": regret,
         "runs_trained": runs.trained,
@@ -435,10 +443,43 @@ def render(data: dict[str, Any], figures: Path) -> str:
         else "No two parametrizations planned the same runs."
     )
 
+    sp_label = "sp" if "sp" in d else next(iter(d))
+    spreads = [
+        max(c["seed_optima"]) - min(c["seed_optima"])
+        for v in r["sweeps"].values()
+        for c in v.values()
+        if len(c.get("seed_optima") or []) > 1
+    ]
+    median = sorted(spreads)[len(spreads) // 2] if spreads else 0.0
+    noise_text = (
+        f"**Noise.** Fitted on each seed's curve alone, the optimum at one depth differs between the "
+        f"{len(s['seeds'])} seeds by up to {max(spreads):.2f} log2 (median {median:.2f}); "
+        "drifts, and differences between drifts, smaller than that are within this benchmark's noise."
+        if spreads
+        else "One seed: no seed-to-seed spread measured."
+    )
+    deepest = str(depths[-1])
+    best_at = {k: min(as_float(y) for y in v[deepest]["loss"]) for k, v in r["sweeps"].items()}
+    verdict_parts = [
+        "CompleteP's drift ({:.2f}) is {} SP's ({:.2f}).".format(
+            d["completep"], "below" if d["completep"] < d[sp_label] else "not below", d[sp_label]
+        )
+        if "completep" in d and sp_label != "completep"
+        else ""
+    ]
+    if "completep" in best_at and sp_label in best_at and sp_label != "completep":
+        gap = best_at["completep"] / best_at[sp_label] - 1
+        verdict_parts.append(
+            f"At {deepest} blocks the best loss in CompleteP's sweep is {best_at['completep']:.4f}, "
+            f"{100 * gap:+.2f}% against SP's {best_at[sp_label]:.4f}; the base-depth lr carried there "
+            f"costs CompleteP {100 * as_float(reg['completep']['regret']):+.2f}% and SP "
+            f"{100 * as_float(reg[sp_label]['regret']):+.2f}% against the best of any."
+        )
+    verdict = " ".join(p for p in verdict_parts if p)
+
     def ok(flag: bool) -> str:
         return "met" if flag else "**missed**"
 
-    sp_label = "sp" if "sp" in d else next(iter(d))
     target_rows = [
         (
             f"lr drift ≤ {TARGET_DRIFT} log2 over depths {depths[0]} → {depths[-1]} under CompleteP",
@@ -492,7 +533,8 @@ Drift (max − min of log2 lr* over all depths): {compare}.
   loss is the seed mean (a diverged seed makes the point diverged).
 * **Grid**: log2 lr from {", ".join(f"{x:g}" for x in s["start_log2"])}, grown by 1 on the side of the
   minimum until it is interior (bounds {s["bounds"][0]:g}, {s["bounds"][1]:g}). Optimum: parabola
-  through the grid minimum and its two neighbours. {edge_text}
+  through the grid minimum and {r["fit_window"]} grid points either side; the sweep grows until
+  they exist. {edge_text}
 * **Parametrizations**: {params_text}.
   The width is the base width, so width rules change nothing here: {alias_text}
 * **Regret**: each parametrization's base-depth optimum carried to {depths[-1]} blocks (two seeds),
@@ -509,11 +551,11 @@ Drift (max − min of log2 lr* over all depths): {compare}.
 
 ## What it says
 
-With no depth rule (`{sp_label}`) the branches add up as the model deepens and the best lr moves
-(drift {d[sp_label]:.2f} log2). CompleteP multiplies each branch by L_base/L, so the deep model's
-update to the residual stream stays the size it was at the base depth; depth-muP (1/sqrt(L/L_base)
-on the branch and on the block lr) sits between. The figure shows the curves; the tables give the
-fitted optima.
+CompleteP multiplies each residual branch by L_base/L, so a deep model's update to the residual
+stream keeps the size it had at the base depth; depth-muP (1/sqrt(L/L_base) on the branch and on
+the block lr) sits between; SP lets the branches add up. Here: {verdict}
+
+{noise_text}
 
 ## Environment
 

@@ -33,6 +33,7 @@ configs = st.builds(
     eps=st.floats(1e-20, 1e-3),
     scale_eps=st.booleans(),
     wd_exponents=st.dictionaries(st.sampled_from(["attention", "mlp", "output"]), st.floats(-4, 4)),
+    wd_length_exponent=st.floats(-4, 4),
     tokens=st.floats(1e6, 1e13),
     batch_tokens=st.just(65536.0),
 ).filter(lambda c: c.head_dim is None or c.base_width % c.head_dim == 0)

@@ -256,6 +256,18 @@ def test_timescale_rule_numbers() -> None:
     assert both["hidden"].weight_decay == pytest.approx(0.1)
 
 
+def test_wd_length_exponent_interpolates_between_the_rule_and_fixed_wd() -> None:
+    """benchmarks/wd_length.py measures the exponent the optimum follows; the config can take it."""
+    for e in (0.0, 0.25, 1.0):
+        cfg = replace(BASE, wd_length_exponent=e)
+        plan = suggest(cfg, 256, tokens=8e9)  # 8x the proxy's steps
+        assert plan["hidden"].weight_decay == pytest.approx(0.1 * 8**-e)
+        assert plan.wd_length_factor == pytest.approx(8**-e)
+        assert suggest(cfg, 256)["hidden"].weight_decay == pytest.approx(0.1)  # the proxy's own run
+    with pytest.raises(ConfigError, match="wd_length_exponent must be within"):
+        replace(BASE, wd_length_exponent=9.0)
+
+
 def test_run_length_errors() -> None:
     with pytest.raises(ConfigError, match="no \\[train\\] tokens"):
         suggest(replace(BASE, tokens=None, batch_tokens=None), 512, tokens=1e9)

@@ -188,10 +188,14 @@ def render_plans(
             f"{_fmt_steps(main.iterations)} steps (proxy {_fmt_steps(main.base_iterations)})"
         )
         if main.length_mult != 1:
-            run += (
-                f"; wd × {_fmt(1 / main.length_mult)} keeps tau the same fraction of the run "
-                "(AdamW timescale rule, Wang & Aitchison arXiv 2405.13698); lr unchanged"
-            )
+            if main.wd_length_exponent == 1:
+                why = (
+                    "keeps tau the same fraction of the run (AdamW timescale rule, Wang & Aitchison "
+                    "arXiv 2405.13698)"
+                )
+            else:
+                why = f"= (proxy steps / steps)^{main.wd_length_exponent:g} (wd_length_exponent)"
+            run += f"; wd × {_fmt(main.wd_length_factor)} {why}; lr unchanged"
         notes.append(run + ". tau (/run): the timescale in steps (and as a fraction of the run).")
     eps_values = {g.eps for p in plans for g in (*p.groups.values(), *p.variants.values())}
     if not show_eps:

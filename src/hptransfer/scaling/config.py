@@ -29,6 +29,7 @@ A config is a TOML or JSON file with four tables (every key optional, unknown ke
     # depth_rule = "none"   # none | depth-mup (alpha 1/2) | completep (alpha 1)
     # scale_eps = false     # scale Adam epsilon per class with width/depth (off: one eps)
     # wd_exponents = {attention = 1.0, mlp = 1.0, output = 1.0}  # per-class wd width exponents
+    # wd_length_exponent = 1.0  # wd x (proxy steps / steps)^this; 1: AdamW timescale rule, 0: fixed
     [train]
     # tokens = 2e8          # training tokens of the proxy run
     # batch_tokens = 65536  # tokens per optimizer step of the proxy run (iterations = tokens/this)
@@ -111,6 +112,7 @@ class ProxyConfig:
     depth_rule: str = "none"
     scale_eps: bool = False
     wd_exponents: Mapping[str, float] = field(default_factory=dict, hash=False)
+    wd_length_exponent: float = 1.0  # wd x (base iterations / iterations) ** this
     tokens: float | None = None  # training tokens of the proxy run
     batch_tokens: float | None = None  # tokens per optimizer step of the proxy run
 
@@ -187,6 +189,7 @@ class ProxyConfig:
             "wd_exponents",
             {k: float(self.wd_exponents[k]) for k in WD_EXPONENT_KEYS if k in self.wd_exponents},
         )
+        _check_wd_exponent("rule.wd_length_exponent", self.wd_length_exponent)
         for key in ("tokens", "batch_tokens"):
             if getattr(self, key) is not None:
                 _check_float(f"train.{key}", getattr(self, key), positive=True)
@@ -332,6 +335,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "depth_rule": "depth_rule",
         "scale_eps": "scale_eps",
         "wd_exponents": "wd_exponents",
+        "wd_length_exponent": "wd_length_exponent",
     },
     "train": {"tokens": "tokens", "batch_tokens": "batch_tokens"},
 }
@@ -340,7 +344,15 @@ assert {a for s in _SECTIONS.values() for a in s.values()} == {f.name for f in f
 # New keys written only when they differ from the default: configs (and study attributes)
 # that do not use them serialise exactly as before they existed.
 _OMIT_AT_DEFAULT = frozenset(
-    {"hidden_lr_mult", "eps", "muon_adjust_lr_fn", "depth_rule", "scale_eps", "wd_exponents"}
+    {
+        "hidden_lr_mult",
+        "eps",
+        "muon_adjust_lr_fn",
+        "depth_rule",
+        "scale_eps",
+        "wd_exponents",
+        "wd_length_exponent",
+    }
 )
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()

@@ -116,6 +116,7 @@ class Plan:
     tokens: float | None = None
     batch_tokens: float | None = None
     scale_eps: bool = False
+    wd_length_exponent: float = 1.0
     variants: Mapping[str, GroupHyper] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -139,6 +140,12 @@ class Plan:
         """``adjust_lr_fn`` to give ``torch.optim.Muon`` for the hidden matrices (``None``
         unless the optimizer is ``muon``); the hidden lr exponent was derived for it."""
         return self.rule.muon_adjust_lr_fn if self.optimizer == "muon" else None
+
+    @property
+    def wd_length_factor(self) -> float:
+        """What the run length multiplies every decayed class's wd by:
+        ``(base_iterations / iterations) ** wd_length_exponent`` (1 when either is unknown)."""
+        return float((1.0 / self.length_mult) ** self.wd_length_exponent)
 
     @property
     def length_mult(self) -> float:
@@ -213,6 +220,8 @@ class Plan:
             "batch_tokens": self.batch_tokens,
             "iterations": self.iterations,
             "base_iterations": self.base_iterations,
+            "wd_length_exponent": self.wd_length_exponent,
+            "wd_length_factor": self.wd_length_factor,
             "base_lr": self.base_lr,
             "n_heads": self.n_heads,
             "head_dim": self.head_dim,
@@ -381,7 +390,9 @@ def suggest(
             Weight decay follows the AdamW timescale rule (Wang & Aitchison, arXiv 2405.13698;
             Bergsma et al., arXiv 2505.13738 for batch size): the timescale ``1/(lr*wd)`` stays
             the same fraction of the run, so every decayed class's wd is multiplied by
-            ``base_iterations / iterations``; the lr is left as the width and depth rules set it.
+            ``base_iterations / iterations`` (to the power ``config.wd_length_exponent``, 1 by
+            default; ``benchmarks/wd_length.py`` measures it); the lr is left as the width and
+            depth rules set it.
         optimizer: override the rule's optimizer (``adamw``, ``adam``, ``sgd``, ``muon``).
 
     Example:
@@ -433,8 +444,11 @@ def suggest(
                 "less than one optimizer step"
             )
         iterations = run_tokens / run_batch
-    # AdamW timescale rule: lr*wd ~ 1/iterations keeps tau/iterations fixed.
-    length = base_iterations / iterations if base_iterations and iterations else 1.0
+    # AdamW timescale rule: lr*wd ~ 1/iterations keeps tau/iterations fixed (wd_length_exponent 1;
+    # 0 holds wd fixed, values between are calibrated ones).
+    length = (
+        (base_iterations / iterations) ** config.wd_length_exponent if base_iterations and iterations else 1.0
+    )
 
     m = w / config.base_width
     base_init = {
@@ -532,5 +546,6 @@ def suggest(
         tokens=run_tokens,
         batch_tokens=run_batch,
         scale_eps=config.scale_eps,
+        wd_length_exponent=config.wd_length_exponent,
         variants=MappingProxyType(variants),
     )

@@ -3,7 +3,7 @@
 On the built-in byte-level LM task (a 2-block LLaMA-style decoder on Python stdlib sources, at one
 width), in regimes where weight decay matters (small training sets seen for several epochs):
 
-* wd sweeps at each training length (200, 400, 800, 1600 steps: 8x), lr fixed, cosine schedule,
+* wd sweeps at each training length (200, 400, 800 steps: 4x), lr fixed, cosine schedule,
   two seeds per point (curves are the mean). The optimum per length is a parabola fit in log2 wd
   around the grid minimum.
 * Two regimes. ``fresh``: more steps means more training data (the training set grows with the
@@ -33,6 +33,7 @@ of each at the longest run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -77,8 +78,8 @@ FULL = Setting(
     seq_len=32,
     batch_size=16,
     lr=2.0**-6,
-    lengths=(200, 400, 800, 1600),
-    wd_log2=tuple(float(k) for k in range(-3, 6)),
+    lengths=(200, 400, 800),
+    wd_log2=tuple(float(k) for k in range(-3, 5)),
     seeds=(0, 1),
     train_tokens=16384,
     val_sequences=256,
@@ -99,7 +100,7 @@ QUICK = Setting(
 FIT_WINDOW = 2
 
 
-def base_config(s: Setting, wd: float) -> Any:
+def base_config(s: Setting, wd: float, lr: float | None = None) -> Any:
     """The proxy: the shortest run, with its tokens and tokens per step (so the timescale rule
     can carry wd to the longer runs)."""
     from hptransfer.scaling import ProxyConfig
@@ -108,7 +109,7 @@ def base_config(s: Setting, wd: float) -> Any:
         name="bench-wd-length",
         base_width=s.width,
         head_dim=s.head_dim,
-        lr=s.lr,
+        lr=s.lr if lr is None else lr,
         weight_decay=wd,
         init_std=s.init_std,
         embed_init_std=s.init_std,
@@ -129,13 +130,31 @@ def carried_wd(s: Setting, rule: str, proxy_wd: float, steps: int) -> float:
 
 
 RUN_FIELDS = ("width", "head_dim", "depth", "seq_len", "batch_size", "lr", "val_sequences", "init_std")
-REGIMES = ("fresh", "repeated")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """``data``: ``fresh`` (the training set grows with the run) or ``repeated`` (one set);
+    ``lr_mult`` multiplies the setting's lr, ``wd_shift`` moves the wd grid (log2)."""
+
+    data: str
+    lr_mult: float = 1.0
+    wd_shift: float = 0.0
+
+
+REGIMES = {
+    "fresh": Regime("fresh"),
+    "repeated": Regime("repeated"),
+    # lr 8x lower: longer timescales at the same wd (a first try with the grid moved up by 3, for
+    # the same timescale, put the 200-step optimum on its lower edge: the same grid is used)
+    "fresh-low-lr": Regime("fresh", lr_mult=1 / 8),
+}
 
 
 def n_train_tokens(s: Setting, regime: str, steps: int) -> int:
     """Training-set size of a run: fixed (``repeated``) or growing with the run (``fresh``: the
     same number of epochs at every length)."""
-    if regime == "repeated":
+    if REGIMES[regime].data == "repeated":
         return s.train_tokens
     return round(s.train_tokens * steps / s.lengths[0])
 
@@ -167,7 +186,8 @@ class Runs:
 
     def loss(self, regime: str, steps: int, wd: float, seed: int) -> float:
         n_train = n_train_tokens(self.s, regime, steps)
-        key = f"{steps}:{wd!r}:{seed}:{n_train}"
+        lr = self.s.lr * REGIMES[regime].lr_mult
+        key = f"{steps}:{wd!r}:{seed}:{n_train}" + ("" if lr == self.s.lr else f":lr={lr!r}")
         if key not in self.done:
             from hptransfer.training import train_proxy
 
@@ -176,7 +196,7 @@ class Runs:
             result = train_proxy(
                 "charlm",
                 s.width,
-                base_config(s, wd),
+                base_config(s, wd, lr),
                 steps=steps,
                 batch_size=s.batch_size,
                 seed=seed,
@@ -199,19 +219,20 @@ class Runs:
 
 
 def measure(s: Setting, runs: Runs, regime: str, progress: bool) -> dict[str, Any]:
+    import numpy as np
+
     from hptransfer.tuning.sweep import fit_optimum
 
     t0 = time.perf_counter()
     curves: dict[str, Any] = {}
     optima: dict[str, Any] = {}
+    grid = [k + REGIMES[regime].wd_shift for k in s.wd_log2]
     for steps in s.lengths:
-        per_seed = {
-            str(seed): [runs.loss(regime, steps, 2.0**k, seed) for k in s.wd_log2] for seed in s.seeds
-        }
-        mean = [runs.mean(regime, steps, 2.0**k) for k in s.wd_log2]
-        o = fit_optimum(s.wd_log2, mean, window=FIT_WINDOW)
+        per_seed = {str(seed): [runs.loss(regime, steps, 2.0**k, seed) for k in grid] for seed in s.seeds}
+        mean = [runs.mean(regime, steps, 2.0**k) for k in grid]
+        o = fit_optimum(grid, mean, window=FIT_WINDOW)
         curves[str(steps)] = {
-            "log2": list(s.wd_log2),
+            "log2": grid,
             "loss": mean,
             "per_seed": per_seed,
             "train_tokens": n_train_tokens(s, regime, steps),
@@ -246,9 +267,14 @@ def measure(s: Setting, runs: Runs, regime: str, progress: bool) -> dict[str, An
             "transferred_per_seed": per_seed,
             "regret": loss / best_direct - 1,
         }
+    # the length exponent the data ask for: slope of log2 wd* against log2 steps (rule: -1, fixed: 0)
+    xs = [math.log2(t) for t in s.lengths]
+    slope = float(np.polyfit(xs, [optima[str(t)]["log2"] for t in s.lengths], 1)[0])
     return {
+        "lr": s.lr * REGIMES[regime].lr_mult,
         "curves": curves,
         "optima": optima,
+        "length_exponent": slope,
         "rules": rules,
         "best_direct_longest": best_direct,
         "times": {"sweeps": t_sweep, "transfer_runs": time.perf_counter() - t0},
@@ -296,6 +322,7 @@ TARGET_DRIFT, TARGET_REGRET = 0.5, 0.01
 REGIME_TEXT = {
     "fresh": "more data (the training set grows with the run; same epochs at every length)",
     "repeated": "same data repeated (one training set; a longer run is more epochs)",
+    "fresh-low-lr": "more data, lr 8x lower (the same wd gives 8x longer timescales)",
 }
 
 
@@ -352,11 +379,19 @@ def _summary(r: dict[str, Any], regime: str) -> str:
 
 def headline_line(r: dict[str, Any]) -> str:
     lengths = _lengths(r)
+    others = [
+        f"{regime}: timescale {g['rules']['timescale']['drift']:.2f}, "
+        f"fixed {g['rules']['fixed']['drift']:.2f}"
+        for regime, g in r["regimes"].items()
+        if regime != "fresh"
+    ]
+    slopes = ", ".join(f"{regime} {g['length_exponent']:+.2f}" for regime, g in r["regimes"].items())
     return (
         f"wd optimum drift over {lengths[0]}-{lengths[-1]} steps ({lengths[-1] // lengths[0]}x): "
         + _summary(r, "fresh")
-        + "; same data repeated: "
-        + _summary(r, "repeated").replace(f" at {lengths[-1]} steps", "")
+        + "; drift "
+        + "; ".join(others)
+        + f"; fitted wd* ~ steps^e (rule: -1): {slopes}"
     )
 
 
@@ -369,8 +404,9 @@ def figure(r: dict[str, Any], figures: Path) -> str:
     lengths = _lengths(r)
     base = lengths[0]
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(2, 2, figsize=(10.4, 8.0), squeeze=False)
-    for row, regime in enumerate(REGIMES):
+    regimes = list(r["regimes"])
+    fig, axes = plt.subplots(len(regimes), 2, figsize=(10.4, 4.0 * len(regimes)), squeeze=False)
+    for row, regime in enumerate(regimes):
         g = r["regimes"][regime]
         for i, t in enumerate(lengths):
             color = cmap(i / max(1, len(lengths) - 1))
@@ -400,11 +436,44 @@ def figure(r: dict[str, Any], figures: Path) -> str:
         ax.set_ylabel("validation loss (mean of seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Validation loss against weight decay at four training lengths", fontsize=11)
+    fig.suptitle(f"Validation loss against weight decay at {len(lengths)} training lengths", fontsize=11)
     fig.tight_layout()
     path = save_figure(fig, figures, "wd_length")
     plt.close(fig)
     return path
+
+
+def _seed_spread(g: dict[str, Any]) -> float:
+    """Mean |seed a - seed b| of the validation loss over every grid point and length."""
+    diffs = []
+    for c in g["curves"].values():
+        seeds = list(c["per_seed"].values())
+        for a, b in itertools.pairwise(seeds):
+            diffs += [
+                abs(as_float(x) - as_float(y))
+                for x, y in zip(a, b)
+                if math.isfinite(as_float(x) - as_float(y))
+            ]
+    return sum(diffs) / len(diffs) if diffs else math.nan
+
+
+def _drifts_with_window(r: dict[str, Any], regime: str, window: int) -> dict[str, float]:
+    """The two rules' drifts with another fit window (the stored curves refitted)."""
+    from hptransfer.tuning.sweep import fit_optimum
+
+    lengths, g = _lengths(r), r["regimes"][regime]
+    opt = {
+        t: fit_optimum(
+            g["curves"][str(t)]["log2"], [as_float(y) for y in g["curves"][str(t)]["loss"]], window=window
+        ).log2
+        for t in lengths
+    }
+    out = {}
+    for rule in g["rules"]:
+        shifts = [math.log2(t / lengths[0]) if rule == "timescale" else 0.0 for t in lengths]
+        xs = [opt[t] + d for t, d in zip(lengths, shifts)]
+        out[rule] = max(xs) - min(xs)
+    return out
 
 
 def _verdict(ok: bool) -> str:
@@ -441,14 +510,17 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "",
         f"* Built-in char-level LLaMA-style proxy (`charlm`): width {s['width']}, {s['depth']} blocks, "
         f"head dim {s['head_dim']}, sequences of {s['seq_len']} bytes, batch {s['batch_size']} "
-        f"({s['batch_tokens']} tokens per step), lr 2^{math.log2(s['lr']):g} held fixed, cosine "
+        f"({s['batch_tokens']} tokens per step), lr 2^{math.log2(s['lr']):g} held fixed (unless a "
+        "regime says otherwise), cosine "
         "schedule with 10% warmup, rule `mup-wd-linear` at its base width (wd on matrices and readout).",
         f"* wd grid 2^{s['wd_log2'][0]:g} … 2^{s['wd_log2'][-1]:g} in steps of 1 (torch AdamW "
         f"`weight_decay`, decay step lr·wd), at {', '.join(map(str, lengths))} steps, seeds "
         f"{', '.join(map(str, s['seeds']))} (curves are the seed mean); optimum: parabola fit in log2 "
         f"wd on the grid minimum ± 2 points; validation on {s['val_sequences']} held-out sequences.",
-        f"* Regimes. `fresh`: {REGIME_TEXT['fresh']}; `repeated`: {REGIME_TEXT['repeated']}. The "
-        f"{lengths[0]}-step proxy ({s['train_tokens']} training tokens) is the same run in both.",
+        "* Regimes: "
+        + "; ".join(f"`{k}`: {REGIME_TEXT.get(k, k)}" for k in r["regimes"])
+        + f". The {lengths[0]}-step proxy ({s['train_tokens']} training tokens) is the same run in "
+        "`fresh` and `repeated`.",
         f"* The proxy config says `[train] tokens = {lengths[0] * s['batch_tokens']}`, `batch_tokens = "
         f"{s['batch_tokens']}`. Timescale rule: `suggest(config, width, tokens=steps × "
         f"{s['batch_tokens']})`, which keeps 1/(lr·wd) the same fraction of the run (Wang & "
@@ -458,13 +530,15 @@ def render(data: dict[str, Any], figures: Path) -> str:
         f"![wd against length]({fig})",
         "",
     ]
-    for regime in REGIMES:
+    for regime in r["regimes"]:
         g = r["regimes"][regime]
         edges = [str(t) for t in lengths if g["optima"][str(t)]["at_edge"]]
         out += [
-            f"## {regime}: {REGIME_TEXT[regime]}",
+            f"## {regime}: {REGIME_TEXT.get(regime, regime)}",
             "",
-            _summary(r, regime) + ".",
+            f"lr 2^{math.log2(g['lr']):g}. " + _summary(r, regime) + ". Fitted length exponent of the "
+            f"optimum (log2 wd* against log2 steps): {g['length_exponent']:+.2f} (the timescale rule "
+            "assumes −1, fixed wd 0).",
             "",
             "Log2 of the fitted optimum, and of the proxy wd each rule would have to start from to land "
             "on it (drift: max − min over all lengths).",
@@ -475,7 +549,11 @@ def render(data: dict[str, Any], figures: Path) -> str:
                 f"Optima at the grid edge (not interior): {', '.join(edges)} steps."
                 if edges
                 else "Every length has an interior optimum."
-            ),
+            )
+            + f" Seed spread (mean |seed 0 − seed 1| of the loss over the grid): {_seed_spread(g):.4f}. "
+            + "Refitted on the grid minimum ± 1 point instead of ± 2, the drifts are "
+            + ", ".join(f"{k} {v:.2f}" for k, v in _drifts_with_window(r, regime, 1).items())
+            + ".",
             "",
             f"The proxy's optimum carried to {lengths[-1]} steps by each rule, trained there with the "
             "same seeds, against the best seed-mean loss of the direct sweep at that length:",
@@ -499,6 +577,9 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "re-tuned per length (the rule leaves it as the width and depth rules set it).",
         "* Batch size is fixed here; the rule's batch side (Bergsma et al., arXiv 2505.13738) is not "
         "measured.",
+        "* Where a curve is flat (wd barely matters in a run that short at that lr: see the figure, "
+        "`fresh-low-lr` at the shortest length), its optimum and the drifts built on it are poorly "
+        "determined; compare the seed spread with the depth of each curve.",
         "* Power Lines reports that the optimal timescale fraction itself shifts with tokens per "
         "parameter; a residual drift in `fresh` may be that shift, or noise (the per-seed curves are in "
         "the results file).",

@@ -18,7 +18,10 @@ from hptransfer.scaling.torch_adapter import (
     adamw,
     apply_init,
     apply_multipliers,
+    build_optimizer,
     classify,
+    hidden_kind,
+    hidden_kinds,
     meta_model,
     param_groups,
     parametrize,
@@ -304,3 +307,120 @@ def test_mup_training_step_is_width_stable() -> None:
     assert 0.5 < mup_ratio < 2.0
     assert sp_ratio > 4.0
     assert math.isfinite(mup_ratio)
+
+
+# -- attention vs MLP weight decay, Adam epsilon per group ---------------------------------------
+
+
+def _wd_by_name(model: nn.Module, groups: list[dict]) -> dict[str, float]:  # type: ignore[type-arg]
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return {name_of[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+
+
+def test_hidden_kind_reads_common_names_as_the_calibration_does() -> None:
+    from hptransfer.diagnostics import component
+
+    cases = {
+        "model.layers.0.self_attn.q_proj.weight": "attention",
+        "model.layers.0.mlp.down_proj.weight": "mlp",
+        "transformer.h.0.attn.c_attn.weight": "attention",
+        "transformer.h.0.attn.c_proj.weight": "attention",
+        "transformer.h.0.mlp.c_proj.weight": "mlp",
+        "vit.layers.0.attention.o_proj.weight": "attention",
+        "vit.encoder.layer.0.attention.output.dense.weight": "attention",
+        "vit.encoder.layer.0.intermediate.dense.weight": "mlp",
+        "vit.encoder.layer.0.output.dense.weight": None,  # BERT-style: the name does not say
+        "encoder.block.0.layer.1.DenseReluDense.wo.weight": "mlp",
+        "layers.0.attention.wo.weight": "attention",
+        "layers.0.feed_forward.w2.weight": "mlp",
+        "blocks.0.attn.in_proj_weight": "attention",
+        "blocks.0.mlp.0.weight": "mlp",
+        "blocks.1.attn.q.weight": "attention",
+        "blocks.1.mlp.gate.weight": "mlp",
+        "_orig_mod.module.blocks.1.attn.o.weight": "attention",
+        "2.weight": None,
+        "blocks.0.proj.weight": None,
+    }
+    assert {n: hidden_kind(n) for n in cases} == cases
+    # the per-component wd calibration reads names the same way (its exponents land where it measured)
+    assert all(component(n, "hidden") == (k or "other") for n, k in cases.items())
+
+
+def test_attention_and_mlp_matrices_get_their_own_weight_decay() -> None:
+    from hptransfer.models import TinyLlama
+
+    def make(width: int) -> nn.Module:
+        return TinyLlama(width, vocab_size=40, depth=2, head_dim=8)
+
+    base = replace(CFG, base_width=32, head_dim=8)
+    plan = suggest(replace(base, wd_exponents={"attention": 0.5, "mlp": 1.5}), 128)  # m = 4
+    model = make(128)
+    table = parametrize(model, plan, reference=make, attention="ignore")
+    kinds = hidden_kinds(table)
+    assert {k for n, k in kinds.items() if ".attn." in n} == {"attention"}
+    assert {k for n, k in kinds.items() if ".mlp." in n} == {"mlp"}
+    groups = param_groups(model, plan, table)
+    wd = _wd_by_name(model, groups)
+    att, mlp = plan.weight_decay_for("hidden", "attention"), plan.weight_decay_for("hidden", "mlp")
+    assert att == pytest.approx(CFG.weight_decay * 2) and mlp == pytest.approx(CFG.weight_decay * 8)
+    assert all(wd[n] == att for n, k in kinds.items() if k == "attention")
+    assert all(wd[n] == mlp for n, k in kinds.items() if k == "mlp")
+    assert {tuple(g["hp_kinds"]) for g in groups if "hidden" in g["hp_classes"]} == {
+        ("hidden.attention",),
+        ("hidden.mlp",),
+    }
+    # a user group's base wd is carried the same way
+    user = param_groups(model, plan, table, [{"params": list(model.parameters()), "weight_decay": 0.2}])
+    assert _wd_by_name(model, user)["blocks.0.attn.q.weight"] == pytest.approx(0.4)
+    assert _wd_by_name(model, user)["blocks.0.mlp.up.weight"] == pytest.approx(1.6)
+    # without per-class exponents the two kinds share one group
+    same = param_groups(model, suggest(base, 128), table)
+    hidden = [g for g in same if "hidden" in g["hp_classes"]]
+    assert len(hidden) == 1 and sorted(hidden[0]["hp_kinds"]) == ["hidden.attention", "hidden.mlp"]
+
+
+def test_hf_llama_attention_and_mlp_weight_decay() -> None:
+    transformers = pytest.importorskip("transformers")
+
+    def make(width: int) -> nn.Module:
+        config = transformers.LlamaConfig(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=1,
+            num_attention_heads=width // 16,
+            num_key_value_heads=width // 16,
+            vocab_size=50,
+        )
+        return transformers.LlamaForCausalLM(config)
+
+    cfg = replace(CFG, base_width=32, head_dim=16, wd_exponents={"attention": 0.0})
+    plan = suggest(cfg, 64)
+    model = make(64)
+    table = parametrize(model, plan, reference=make, attention="ignore")
+    kinds = hidden_kinds(table)
+    assert len(kinds) == 7 and list(kinds.values()).count("attention") == 4
+    wd = _wd_by_name(model, build_optimizer(model, plan, table).param_groups)
+    assert wd["model.layers.0.self_attn.k_proj.weight"] == pytest.approx(CFG.weight_decay)  # e = 0
+    assert wd["model.layers.0.mlp.gate_proj.weight"] == pytest.approx(CFG.weight_decay * 2)  # rule's e = 1
+
+
+def test_adam_epsilon_reaches_torch_per_group() -> None:
+    plan = suggest(replace(CFG, eps=1e-3, scale_eps=True), 1024)  # m = 4
+    model = make_mlp(1024)
+    table = classify(model, meta_model(make_mlp, 256))
+    opt = build_optimizer(model, plan, table)
+    eps = {tuple(g["hp_classes"]): g["eps"] for g in opt.param_groups}
+    assert eps[("hidden",)] == pytest.approx(plan["hidden"].eps) == pytest.approx(1e-3 / 4)
+    assert eps[("vector",)] == pytest.approx(plan["vector"].eps)
+    # torch used it: Adam's first step is lr * g / (|g| + eps)
+    before = model[2].weight.detach().clone()
+    model(torch.randn(8, 16)).pow(2).mean().backward()
+    g = model[2].weight.grad.clone()
+    opt.step()
+    h = plan["hidden"]
+    want = before * (1 - h.lr * h.weight_decay) - h.lr * g / (g.abs() + h.eps)
+    torch.testing.assert_close(model[2].weight.detach(), want, rtol=1e-5, atol=1e-8)
+    # a config eps other than torch's default reaches torch without scale_eps too
+    plain = param_groups(model, suggest(replace(CFG, eps=1e-6), 1024), table)
+    assert {g["eps"] for g in plain} == {1e-6}
+    assert all("eps" not in g for g in param_groups(model, suggest(CFG, 1024), table))

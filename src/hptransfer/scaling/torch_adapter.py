@@ -49,6 +49,8 @@ __all__ = [
     "build_optimizer",
     "check_attention",
     "classify",
+    "hidden_kind",
+    "hidden_kinds",
     "meta_model",
     "param_groups",
     "parametrize",
@@ -417,6 +419,130 @@ def _named_trainable(model: nn.Module, table: ParamTable) -> Iterator[tuple[str,
 
 # -- optimizer groups ------------------------------------------------------------------------
 
+#: Names that say "attention" or "MLP", the same rules as the per-component weight-decay
+#: calibration (:func:`hptransfer.diagnostics.component`; a test keeps the two in step, and this
+#: copy keeps ``param_groups`` from importing the diagnostics). The innermost module named like
+#: an attention or MLP block decides (GPT-2's ``attn.c_proj`` is attention, ``mlp.c_proj`` MLP;
+#: T5's ``DenseReluDense.wo`` MLP, Meta LLaMA's ``attention.wo`` attention); without one, an
+#: unambiguous leaf module name (``q_proj``, ``c_attn``, ``qkv``…; ``fc1``, ``c_fc``,
+#: ``up_proj``, ``w1``…).
+_ATTENTION_MODULES = frozenset(
+    {
+        "attn",
+        "attention",
+        "self_attn",
+        "self_attention",
+        "selfattention",
+        "cross_attn",
+        "crossattention",
+        "encdecattention",
+        "mha",
+    }
+)
+_MLP_MODULES = frozenset(
+    {
+        "mlp",
+        "ffn",
+        "ff",
+        "feed_forward",
+        "feedforward",
+        "densereludense",
+        "intermediate",
+        "experts",
+        "block_sparse_moe",
+        "moe",
+    }
+)
+_ATTENTION_LEAVES = frozenset(
+    {
+        "q",
+        "k",
+        "v",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "qkv",
+        "c_attn",
+        "query",
+        "key",
+        "value",
+        "query_key_value",
+        "wq",
+        "wk",
+        "wv",
+        "wqkv",
+    }
+)
+_MLP_LEAVES = frozenset(
+    {
+        "fc1",
+        "fc2",
+        "c_fc",
+        "up_proj",
+        "gate_proj",
+        "down_proj",
+        "w1",
+        "w2",
+        "w3",
+        "gate",
+        "up",
+        "down",
+        "dense_h_to_4h",
+        "dense_4h_to_h",
+        "wi",
+        "wi_0",
+        "wi_1",
+    }
+)
+
+
+def hidden_kind(name: str) -> Literal["attention", "mlp"] | None:
+    """Whether a hidden matrix belongs to attention or to the MLP, told from its name; None when
+    the name does not say (then it takes the hidden class's numbers).
+
+    >>> hidden_kind("model.layers.0.self_attn.q_proj.weight"), hidden_kind("h.0.mlp.c_proj.weight")
+    ('attention', 'mlp')
+    >>> hidden_kind("blocks.0.proj.weight") is None
+    True
+    """
+    parts = [p.lower() for p in name.split(".")]
+    modules = parts[:-1] if len(parts) > 1 else parts  # the parameter's own name (weight) aside
+    for part in reversed(modules):  # the innermost module that says what it is decides
+        if part in _ATTENTION_MODULES:
+            return "attention"
+        if part in _MLP_MODULES:
+            return "mlp"
+    if modules[-1] in _ATTENTION_LEAVES:
+        return "attention"
+    if modules[-1] in _MLP_LEAVES:
+        return "mlp"
+    return None
+
+
+def hidden_kinds(table: ParamTable) -> dict[str, str]:
+    """Hidden matrix name -> ``"attention"``, ``"mlp"`` or ``"hidden"`` (the name does not say):
+    which weight decay :func:`param_groups` gives it when the plan's attention and MLP weight
+    decays differ (``ProxyConfig.wd_exponents``)."""
+    return {n: hidden_kind(n) or "hidden" for n in table.by_class(ParamClass.HIDDEN)}
+
+
+#: torch's Adam/AdamW epsilon: a plan's eps equal to it needs no group key (kwargs can set it).
+_TORCH_ADAM_EPS = 1e-8
+
+
+def _muon_orientation(module: nn.Module | None, shape: tuple[int, ...], adjust: str | None) -> float:
+    """lr factor that undoes torch Muon's shape adjustment read the wrong way round.
+
+    ``adjust_lr_fn="original"`` multiplies the lr by ``sqrt(max(1, A/B))`` with ``(A, B)`` the
+    weight's shape, read as (fan-out, fan-in) as in ``nn.Linear``. Hugging Face's ``Conv1D``
+    (GPT-2) stores (fan-in, fan-out): its group's lr carries the ratio of the right factor to
+    torch's. (``match_rms_adamw``'s factor is symmetric.)"""
+    if adjust not in (None, "original") or _fan_in_dim(module) != 0 or len(shape) != 2:
+        return 1.0
+    fan_in, fan_out = shape
+    return math.sqrt(max(1.0, fan_out / fan_in)) / math.sqrt(max(1.0, fan_in / fan_out))
+
 
 def param_groups(
     model: nn.Module,
@@ -426,23 +552,50 @@ def param_groups(
     *,
     include_frozen: bool = False,
 ) -> list[dict[str, Any]]:
-    """Optimizer param groups for ``plan``: one group per distinct (lr, weight decay).
+    """Optimizer param groups for ``plan``: one group per distinct (lr, weight decay, eps,
+    optimizer).
 
     Each group's lr is ``plan.base_lr * group['lr_scale']``, so multiplicative schedulers
     (``LambdaLR``, warmup-cosine) keep the rule; see :func:`scaled_lrs` for schedulers that
-    take absolute lrs. Groups also carry ``hp_classes`` (which classes they hold).
+    take absolute lrs. Groups also carry ``hp_classes`` (which classes they hold) and
+    ``hp_kinds`` (``"hidden.attention"``, ``"hidden.mlp"``, ``"vector.block"`` where a group holds
+    such parameters).
 
     ``groups``: your own param groups (``[{"params": [...], "betas": ..., "lr": ...}, ...]``),
     as mup's ``MuAdam`` takes them. Each is split by class and keeps its other keys; its
     ``lr`` (default ``plan.base_lr``) and ``weight_decay`` (default the config's) are read as
     base values and carried by the rule. The numbers are for ``plan.optimizer`` (AdamW,
-    coupled-L2 Adam or SGD; see :func:`build_optimizer`). A vector-like parameter none of whose
-    dims grows (an output bias) keeps the base lr under every optimizer, as in mup.
+    coupled-L2 Adam, SGD or Muon; see :func:`build_optimizer`). A vector-like parameter none of
+    whose dims grows (an output bias) keeps the base lr under every optimizer, as in mup.
+
+    Attention vs MLP: hidden matrices are told apart by name (:func:`hidden_kind`; see them all
+    with :func:`hidden_kinds`) and take ``plan.group_for("hidden", kind)``, which differs from the
+    hidden class's only when the config gives them their own wd exponents
+    (``wd_exponents = {attention = ..., mlp = ...}``); a matrix whose name says neither takes the
+    hidden class's numbers.
+
+    Muon (``plan.optimizer == "muon"``): every group carries ``use_muon``. Hidden 2-D matrices go
+    to ``torch.optim.Muon`` (``use_muon=True``; no Adam ``eps`` key: Muon's ``eps`` is its
+    Newton–Schulz clamp); a Hugging Face ``Conv1D`` weight, stored (in, out), gets an lr factor
+    that corrects torch's ``adjust_lr_fn="original"`` shape factor, which reads it as (out, in).
+    Hidden parameters that are not 2-D (conv kernels: torch's Muon refuses them) stay with AdamW
+    at AdamW's width exponents for lr and wd (``hidden_lr_mult`` still applies), with a warning.
+    Everything else is AdamW's, as under the ``adamw`` rule.
+
+    Depth (a plan with a depth rule, a table from :func:`parametrize`): hidden matrices take the
+    plan's depth factors with their class, norm gains and biases inside residual blocks take
+    ``plan.group_for("vector", "block")``. Adam's epsilon: each Adam-type group carries its
+    class's ``eps`` when the config scales it (``scale_eps``) or sets one other than torch's
+    1e-8 (the plan's, over a user group's).
     """
     if groups is None:
         groups = [{"params": [p for _, p in model.named_parameters()]}]
     name_of = {id(p): n for n, p in model.named_parameters()}
-    merged: dict[tuple[int, float, float], dict[str, Any]] = {}
+    owners = _owners(model)
+    muon = plan.optimizer == "muon"
+    adamw_hidden = plan.rule.with_optimizer("adamw").exponents[ParamClass.HIDDEN] if muon else None
+    not_matrices: list[str] = []
+    merged: dict[tuple[int, float, float, float | None, bool], dict[str, Any]] = {}
     m = plan.width_mult
     for index, user_group in enumerate(groups):
         if "params" not in user_group:
@@ -458,29 +611,60 @@ def param_groups(
             info = _info(table, name)
             if not (param.requires_grad or include_frozen):
                 continue
-            hyper = plan[info.param_class]
-            ex = plan.rule.exponents[info.param_class]
+            cls = info.param_class
+            kind: str | None = None
+            if cls is ParamClass.HIDDEN:
+                kind = hidden_kind(info.name)
+            elif cls is ParamClass.VECTOR and getattr(info, "in_block", False):
+                kind = "block"  # a block's norm gain / bias
+            hyper = plan.group_for(cls, kind)
+            ex = plan.rule.exponents[cls]
             lr_scale, wd = hyper.lr_scale, hyper.weight_decay
-            if info.param_class is ParamClass.VECTOR and info.grows is False:
+            if cls is ParamClass.VECTOR and info.grows is False:
                 lr_scale /= m**ex.lr  # no dim grows (an output bias): width-independent (as mup)
             if "weight_decay" in user_group:
-                wd = float(user_group["weight_decay"]) * m**ex.wd if ex.decay else 0.0
+                # the user's base wd, carried as the plan carries the config's for this kind
+                class_wd = plan[cls].weight_decay
+                kind_shift = hyper.weight_decay / class_wd if class_wd else 1.0
+                wd = float(user_group["weight_decay"]) * m**ex.wd * kind_shift if ex.decay else 0.0
+            use_muon = muon and cls is ParamClass.HIDDEN and param.ndim == 2
+            if use_muon:
+                lr_scale *= _muon_orientation(owners.get(name), tuple(param.shape), plan.muon_adjust_lr_fn)
+            elif muon and cls is ParamClass.HIDDEN and adamw_hidden is not None:
+                lr_scale *= m ** (adamw_hidden.lr - ex.lr)  # AdamW's width rule for this one
+                wd *= m ** (adamw_hidden.wd - ex.wd)
+                not_matrices.append(name)
             lr = base_lr * lr_scale
-            key = (index, lr, wd)
+            adam_like = plan.optimizer in ("adamw", "adam") or (muon and not use_muon)
+            eps = hyper.eps if adam_like and (plan.scale_eps or hyper.eps != _TORCH_ADAM_EPS) else None
+            key = (index, lr, wd, eps, use_muon)
             group = merged.setdefault(
                 key,
                 {
-                    **extra,
+                    **{k: v for k, v in extra.items() if not (use_muon and k == "eps")},
                     "params": [],
                     "lr": lr,
                     "weight_decay": wd,
                     "lr_scale": lr_scale * base_lr / plan.base_lr,
                     "hp_classes": [],
+                    "hp_kinds": [],
+                    **({} if eps is None else {"eps": eps}),
+                    **({"use_muon": use_muon} if muon else {}),
                 },
             )
             group["params"].append(param)
-            if str(hyper.param_class) not in group["hp_classes"]:
-                group["hp_classes"].append(str(hyper.param_class))
+            if str(cls) not in group["hp_classes"]:
+                group["hp_classes"].append(str(cls))
+            label = f"{cls}.{kind}" if kind else None
+            if label and label not in group["hp_kinds"]:
+                group["hp_kinds"].append(label)
+    if not_matrices:
+        shown = ", ".join(not_matrices[:3]) + (" …" if len(not_matrices) > 3 else "")
+        warnings.warn(
+            f"{len(not_matrices)} hidden parameter(s) are not 2-D ({shown}): torch.optim.Muon takes "
+            "matrices only, so AdamW trains them with AdamW's width rule",
+            stacklevel=2,
+        )
     return list(merged.values())
 
 
@@ -498,10 +682,27 @@ def build_optimizer(
     groups: Iterable[Mapping[str, Any]] | None = None,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
-    """The torch optimizer the plan's rule is for (``torch.optim.AdamW``, ``Adam`` with
-    coupled L2, or ``SGD``) over :func:`param_groups`; kwargs go to it (betas, momentum…)."""
+    """The torch optimizer the plan's rule is for, over :func:`param_groups`.
+
+    ``adamw``: ``torch.optim.AdamW``; ``adam``: ``torch.optim.Adam`` with coupled L2; ``sgd``:
+    ``torch.optim.SGD``; ``muon``: a :class:`~hptransfer.scaling.torch_optim.MuonAdamW`, one
+    optimizer over ``torch.optim.Muon`` (hidden matrices, ``adjust_lr_fn`` from the plan) and
+    ``torch.optim.AdamW`` (the rest) that schedulers, ``state_dict`` and checkpoints treat as
+    one. kwargs go to the optimizer (betas, momentum…; for Muon: AdamW's ``betas``/``eps`` and
+    Muon's ``momentum``, ``nesterov``, ``ns_steps``, ``muon_eps``).
+
+    Example:
+        >>> opt = build_optimizer(model, plan, table)                     # doctest: +SKIP
+        >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)  # doctest: +SKIP
+    """
+    param_list = param_groups(model, plan, table, groups)
+    if plan.optimizer == "muon":
+        from hptransfer.scaling.torch_optim import MuonAdamW
+
+        kwargs.setdefault("adjust_lr_fn", plan.muon_adjust_lr_fn)
+        return MuonAdamW(param_list, lr=plan.base_lr, **kwargs)
     cls = _OPTIMIZER_CLASSES[plan.optimizer]
-    return cls(param_groups(model, plan, table, groups), lr=plan.base_lr, **kwargs)
+    return cls(param_list, lr=plan.base_lr, **kwargs)
 
 
 def adamw(model: nn.Module, plan: Plan, table: ParamTable, **kwargs: Any) -> torch.optim.AdamW:
@@ -513,7 +714,8 @@ def adamw(model: nn.Module, plan: Plan, table: ParamTable, **kwargs: Any) -> tor
 
 def scaled_lrs(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
     """Per-group lrs for a scheduler that takes absolute values (``OneCycleLR(max_lr=...)``,
-    ``CyclicLR``): ``lr`` is the base (hidden-at-base-width) value, each group gets its share.
+    ``CyclicLR``): ``lr`` takes the place of ``plan.base_lr`` (the config's ``lr``), each group
+    gets its share (``lr * group['lr_scale']``; Muon's groups included).
     """
     return [lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
 

@@ -26,6 +26,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
             r"^depth drift \(max-min log2 lr\*, depths \d+\.\.\d+, width \d+\): completep \d+\.\d\d "
             r"\(target <= 0\.5\); sp = mup \d+\.\d\d",
         ),
+        (
+            "muon.py",
+            r"^Muon lr drift \(max-min log2 lr\*, widths \d+\.\.\d+, \d+x\): muon-mup \d+\.\d\d "
+            r"\(target <= 0\.5: (met|MISSED)\); adamw-mup \d+\.\d\d",
+        ),
     ],
 )
 def test_benchmark_quick(script: str, last_line: str) -> None:

@@ -325,3 +325,30 @@ def test_adam_eps_goes_to_adamw_groups_only() -> None:
         plan["vector"].eps,
         plan["output"].eps,
     }
+
+
+def test_the_training_loop_trains_with_the_plans_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hptransfer.training as training
+
+    built: list[torch.optim.Optimizer] = []
+    real = training.build_optimizer
+
+    def spy(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(training, "build_optimizer", spy)
+    cfg = ProxyConfig(base_width=16, head_dim=8, lr=2.0**-6, optimizer="muon", init_std=0.1)
+    res = training.train_proxy(
+        "charlm",
+        32,
+        cfg,
+        steps=3,
+        batch_size=2,
+        model_kwargs={"depth": 1, "head_dim": 8, "seq_len": 16},
+        data_kwargs={"val_sequences": 4},
+    )
+    assert not res.diverged and len(res.train_losses) == 3
+    (opt,) = built
+    assert isinstance(opt, MuonAdamW) and opt.muon is not None
+    assert all(len(opt.state[p]) for g in opt.muon.param_groups for p in g["params"])  # Muon stepped them

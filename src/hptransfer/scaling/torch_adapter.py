@@ -419,9 +419,9 @@ def _named_trainable(model: nn.Module, table: ParamTable) -> Iterator[tuple[str,
 
 # -- optimizer groups ------------------------------------------------------------------------
 
-#: Names that say "attention" or "MLP", the same rules as the per-component weight-decay
-#: calibration (:func:`hptransfer.diagnostics.component`; a test keeps the two in step, and this
-#: copy keeps ``param_groups`` from importing the diagnostics). The innermost module named like
+#: Names that say "attention" or "MLP", read by :func:`hidden_kind` for the optimizer groups and
+#: by the per-component weight-decay calibration (:func:`hptransfer.diagnostics.component`), so a
+#: calibrated exponent lands on the matrices it was measured on. The innermost module named like
 #: an attention or MLP block decides (GPT-2's ``attn.c_proj`` is attention, ``mlp.c_proj`` MLP;
 #: T5's ``DenseReluDense.wo`` MLP, Meta LLaMA's ``attention.wo`` attention); without one, an
 #: unambiguous leaf module name (``q_proj``, ``c_attn``, ``qkv``…; ``fc1``, ``c_fc``,

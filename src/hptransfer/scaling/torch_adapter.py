@@ -10,6 +10,7 @@ Typical use::
     model = make_model(4096)
     table = parametrize(model, plan, reference=make_model)   # the factory: any width works
     opt = torch.optim.AdamW(param_groups(model, plan, table), lr=plan.base_lr)
+    opt = build_optimizer(model, plan, table)   # the plan's optimizer: AdamW, Adam, SGD, Muon+AdamW
 
 Init policy: the model keeps the init its author wrote. At the base width nothing changes
 (except what the config asks for: an explicit ``init_std``, a zero readout, an init scale). At

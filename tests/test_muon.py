@@ -117,6 +117,8 @@ def test_muon_groups_take_only_matrices() -> None:
     assert opt.adamw.state is opt.state
     with pytest.raises(ValueError, match="more than one parameter group"):
         opt.add_param_group({"params": [model[0].bias]})
+    with pytest.raises(TypeError, match="param groups"):
+        MuonAdamW(model.parameters())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("cycle_momentum", [True, False])

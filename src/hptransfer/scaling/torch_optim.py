@@ -96,11 +96,12 @@ class MuonAdamW(torch.optim.Optimizer):
             "adjust_lr_fn": adjust_lr_fn,
         }
         self._inner: dict[bool, torch.optim.Optimizer] = {}
-        groups = [dict(g) for g in params]
-        if not groups:
+        given = list(params)
+        if not given:
             raise ValueError("optimizer got an empty parameter list")
-        if not all(isinstance(g, dict) and "params" in g for g in groups):
+        if not all(isinstance(g, Mapping) and "params" in g for g in given):
             raise TypeError("MuonAdamW takes param groups: dicts with 'params' and 'use_muon'")
+        groups = [dict(g) for g in given]
         # `momentum` (not `betas`) in the defaults: one-cycle schedulers cycle Muon's momentum.
         super().__init__(groups, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
         self._link()

@@ -138,10 +138,9 @@ def sweep_cmd(
         if config:
             cfg = load_config(config)
         elif model:  # a user's factory keeps its own init
-            from hptransfer.data import TASKS
-            from hptransfer.models import factory_config
+            from hptransfer.factories import resolve_model
 
-            cfg = factory_config(TASKS[spec.task].config, model)
+            cfg = resolve_model(model, task=spec.task).config
         else:
             cfg = spec.resolved_config()
         if base_lr is not None:

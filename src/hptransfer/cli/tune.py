@@ -42,7 +42,7 @@ def tied_readout(model: str, task: str | None, config: ProxyConfig, width: int) 
     from hptransfer.tuning.builtin import resolve_model
 
     try:
-        choice = resolve_model(model, task, config)
+        choice = resolve_model(model, task=task, config=config)
 
         def factory(w: int) -> torch.nn.Module:
             if choice.factory is not None:
@@ -131,7 +131,11 @@ def tune_cmd(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Data for a MODULE:FACTORY model: charlm or regression."),
+        typer.Option(
+            "--task",
+            help="Data for a MODULE:FACTORY model: a built-in task (charlm, the default; "
+            "regression; classify; …).",
+        ),
     ] = None,
     config: Annotated[
         Path | None,

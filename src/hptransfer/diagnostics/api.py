@@ -46,13 +46,13 @@ from hptransfer.diagnostics.spectral import (
     SpectralCache,
     model_spectrum,
 )
-from hptransfer.factories import load_factory
+from hptransfer.factories import ModelChoice, resolve_model
 from hptransfer.scaling import ConfigError, ParamClass, ProxyConfig, ScalingRule, get_rule, suggest
 from hptransfer.scaling.plan import GroupHyper, Plan
 
 __all__ = [
     "Coverage",
-    "ModelSpec",
+    "ModelChoice",
     "calibrate_classes_from_reports",
     "calibrate_from_reports",
     "check_architectures",
@@ -70,20 +70,6 @@ __all__ = [
 ProgressFn = Callable[[int, int, int], None]  # (width, step, total steps)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to diagnose: ``factory(width) -> nn.Module``, its task, config and name."""
-
-    factory: Callable[[int], nn.Module] | None  # None: a built-in, built per plan
-    builtin: str | None
-    task: str
-    config: ProxyConfig
-    label: str
-
-
-_BUILTIN_TASK = {"llama": "charlm", "mlp": "regression"}
-
-
 class _WarmCache(SpectralCache):
     """A :class:`SpectralCache` that never warm-starts from degenerate vectors: a zero matrix
     (the zero-initialised readout at step 0) leaves zero vectors in the cache, and a warm start
@@ -94,41 +80,6 @@ class _WarmCache(SpectralCache):
         if v is None or not bool(torch.isfinite(v).all()) or bool((v.norm(dim=0) < 0.5).any()):
             return None
         return v
-
-
-def resolve_model(
-    model: str | Callable[[int], nn.Module], *, task: str | None = None, config: ProxyConfig | None = None
-) -> ModelSpec:
-    """A built-in name (``llama``, ``mlp``), ``MODULE:FACTORY`` or a callable, as a :class:`ModelSpec`.
-
-    Raises:
-        ConfigError: unknown built-in, a module that cannot be imported, a missing attribute
-            or a task the built-in data does not have.
-    """
-    from hptransfer.data import TASKS
-    from hptransfer.models import BUILTIN_MODELS, builtin_config, factory_config
-
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    if isinstance(model, str) and ":" not in model:
-        if model not in BUILTIN_MODELS:
-            raise ConfigError(
-                f"unknown model {model!r}: give a built-in ({', '.join(BUILTIN_MODELS)}) or "
-                "MODULE:FACTORY, a callable taking the width and returning an nn.Module"
-            )
-        own_task = _BUILTIN_TASK[model]
-        if task is not None and task != own_task:
-            raise ConfigError(f"built-in model {model!r} trains on task {own_task!r}, not {task!r}")
-        return ModelSpec(None, model, own_task, config or builtin_config(model), model)
-    if isinstance(model, str):
-        factory = load_factory(model)
-        label = model
-    else:
-        factory, label = model, getattr(model, "__name__", "factory")
-    task = task or "charlm"
-    if config is None:
-        config = factory_config(TASKS[task].config, label)
-    return ModelSpec(factory, None, task, config, label)
 
 
 def rule_exponents(rule: ScalingRule) -> tuple[float, float]:
@@ -189,7 +140,7 @@ def _rule_component_exponents(rule: ScalingRule) -> dict[str, TrainedExponents]:
 
 
 def _factory_for(
-    spec: ModelSpec, rule: str | None, model_kwargs: Mapping[str, Any]
+    spec: ModelChoice, rule: str | None, model_kwargs: Mapping[str, Any]
 ) -> Callable[[int], nn.Module]:
     if spec.factory is not None:
         return spec.factory
@@ -204,7 +155,7 @@ def _factory_for(
     return factory
 
 
-def _data(spec: ModelSpec, data_kwargs: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> Any:
+def _data(spec: ModelChoice, data_kwargs: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> Any:
     from hptransfer.training import get_data
 
     dkw = dict(data_kwargs)

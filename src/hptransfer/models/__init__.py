@@ -28,15 +28,18 @@ __all__ = [
     "TinyLlama",
     "build_model",
     "builtin_config",
+    "builtin_task",
     "factory_config",
 ]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A built-in model: its class, fixed (width-independent) arguments and proxy config."""
+    """A built-in model: its class, the task it trains on (:data:`hptransfer.data.TASKS`), its
+    fixed (width-independent) arguments and proxy config."""
 
     cls: type[nn.Module]
+    task: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     config: ProxyConfig = field(default_factory=ProxyConfig)
 
@@ -44,6 +47,7 @@ class ModelSpec:
 _SPECS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         MLP,
+        "regression",
         {"depth": 3, "d_in": 16, "d_out": 1},
         ProxyConfig(
             name="mlp-64",
@@ -58,6 +62,7 @@ _SPECS: dict[str, ModelSpec] = {
     ),
     "llama": ModelSpec(
         TinyLlama,
+        "charlm",
         {"depth": 2, "head_dim": 16, "vocab_size": 128, "seq_len": 64},
         ProxyConfig(
             name="llama-64",
@@ -87,6 +92,11 @@ def _spec(name: str) -> ModelSpec:
 def builtin_config(name: str) -> ProxyConfig:
     """A CPU-sized proxy config for a built-in model (base width 64, reasonable base lr/wd)."""
     return _spec(name).config
+
+
+def builtin_task(name: str) -> str:
+    """The task built-in model ``name`` trains on (``llama``: ``charlm``, ``mlp``: ``regression``)."""
+    return _spec(name).task
 
 
 def factory_config(name: str, label: str) -> ProxyConfig:

@@ -245,7 +245,7 @@ def tune(
     import optuna
 
     start = time.perf_counter()
-    choice = resolve_model(model, task, config)
+    choice = resolve_model(model, task=task, config=config)
     cfg = choice.config
     w = check_width(cfg, width if width is not None else cfg.base_width)
     target = check_width(cfg, target_width if target_width is not None else 8 * w)

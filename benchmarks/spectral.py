@@ -8,8 +8,12 @@ A. ``top_singular_values(A, 1)`` (block Lanczos, tol 1e-4) on square, wide and t
    (noise plus four outlier directions). Baselines: the best of ``torch.linalg.svdvals(A)`` and
    ``svdvals(A.mT)`` (same values, very different speed), and SciPy ARPACK ``svds(k=1)`` at its
    default tolerance and at ours. The floor is the time of the matrix products the iteration
-   needed (``iterations`` times ``A @ X`` and ``Yᵀ @ A`` with the solver's block width).
-   Errors are against float64 ``svds``. ``precision="mixed"`` is timed on the largest shape.
+   needed (``iterations`` times ``A @ X`` and ``Yᵀ @ A`` with the solver's block width), and
+   best full SVD / floor is the largest speed-up any Krylov method needing that many products
+   could reach: the renderer counts each target over all rows and over the rows where it is
+   reachable, and names the others. Every row is measured again at tol 1e-3, the accuracy the
+   DESIGN's 30x target names. Errors are against float64 ``svds``. ``precision="mixed"`` is
+   timed on the largest shape.
 B. ``model_spectrum`` of a GPT-2-small-shaped state_dict (124M parameters, init-like N(0, 0.02)
    entries: the slowest case for an iterative solver; same-shape matrices batched) against the
    same baselines summed over its matrices (timed once per distinct shape, times the count).
@@ -35,6 +39,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":
+    # one BLAS thread for the numpy/scipy baseline (svds) too, as for torch: OpenBLAS reads this
+    # when numpy loads. Its default (a thread per core) made svds several times slower on the
+    # loaded 2-core machine than on one thread.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import numpy as np
 import torch
 
@@ -43,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import command_line, environment_table, result_document, save_results
 
 TOL = 1e-4
+# DESIGN states the 30x target "at <= 1e-3 relative error": part A is also run at that tolerance
+TOL_TARGET = 1e-3
 FULL_SHAPES = [
     ("square", 512, 512),
     ("wide", 512, 2048),
@@ -86,16 +99,27 @@ def _svds(a: np.ndarray, tol: float) -> float:
 
 def _floor(a: torch.Tensor, iterations: int, block: int, repeat: int) -> float:
     """Time of the products ``iterations`` Krylov steps need, laid out as the solver lays them
-    out: ``Y = A @ V`` with an orthonormal block ``V`` (from QR), then ``Yᵀ @ A``."""
+    out. Block 1 (the top value): ``A @ x`` (``torch.mv``) and ``yᵀA`` (a vector–matrix
+    product, no read through a transposed view), whichever side the Krylov space is on. A
+    block: ``Y = A @ V`` with an orthonormal block ``V`` (from QR), then ``Yᵀ @ A``."""
     n = a.shape[-1]
+    if block == 1:
+        x = torch.randn(n)
+        x /= x.norm()
+
+        def products() -> None:
+            for _ in range(iterations):
+                torch.mv(a, x) @ a
+
+        return _best(products, repeat)[0]
     v = torch.linalg.qr(torch.randn(*a.shape[:-2], n, block))[0]
 
-    def products() -> None:
+    def block_products() -> None:
         for _ in range(iterations):
             y = a @ v
             y.transpose(-1, -2).contiguous() @ a
 
-    return _best(products, repeat)[0]
+    return _best(block_products, repeat)[0]
 
 
 def part_a(shapes: list[tuple[str, int, int]], repeat: int, mixed_on: tuple[int, int] | None) -> list[dict]:
@@ -107,14 +131,17 @@ def part_a(shapes: list[tuple[str, int, int]], repeat: int, mixed_on: tuple[int,
             a = _matrix(kind, m, n)
             ref = _svds(a.double().numpy(), 0.0)
             big = m * n >= 2048 * 8192
-            t_ours, res = _best(lambda a=a: top_singular_values(a, 1, tol=TOL, generator=_gen()), repeat)
+            # the fast timings (ours, its floor, svds) under 2048x2048 take 3x the repetitions:
+            # milliseconds on a loaded machine, where a minimum of 3 was still noisy
+            rep = repeat if m * n > 2048 * 2048 else 3 * repeat
+            t_ours, res = _best(lambda a=a: top_singular_values(a, 1, tol=TOL, generator=_gen()), rep)
             block = res.block
-            t_floor = _floor(a, res.iterations, block, repeat)
+            t_floor = _floor(a, res.iterations, block, rep)
             t_sv, _ = _best(lambda a=a: torch.linalg.svdvals(a), 1 if big else repeat)
             t_svt, _ = _best(lambda a=a: torch.linalg.svdvals(a.mT), 1 if big else repeat)
             an = a.numpy()
-            t_svds, v_svds = _best(lambda an=an: _svds(an, 0.0), repeat)
-            t_svds_tol, v_svds_tol = _best(lambda an=an: _svds(an, TOL), repeat)
+            t_svds, v_svds = _best(lambda an=an: _svds(an, 0.0), rep)
+            t_svds_tol, v_svds_tol = _best(lambda an=an: _svds(an, TOL), rep)
             full = min(t_sv, t_svt)
             row = {
                 "shape": [m, n],
@@ -134,6 +161,18 @@ def part_a(shapes: list[tuple[str, int, int]], repeat: int, mixed_on: tuple[int,
                 "svds_tol_s": t_svds_tol,
                 "svds_tol_rel_err": abs(v_svds_tol - ref) / ref,
             }
+            # the same row at the DESIGN target's accuracy (1e-3): ours, its floor, svds at that tol
+            t_l, res_l = _best(lambda a=a: top_singular_values(a, 1, tol=TOL_TARGET, generator=_gen()), rep)
+            t_svds_l, v_svds_l = _best(lambda an=an: _svds(an, TOL_TARGET), rep)
+            row["at_target"] = {
+                "ours_s": t_l,
+                "iterations": res_l.iterations,
+                "ours_rel_err": abs(float(res_l.values[0]) - ref) / ref,
+                "ours_bound_rel": float(res_l.error_bound[0]) / ref,
+                "floor_s": _floor(a, res_l.iterations, res_l.block, rep),
+                "svds_tol_s": t_svds_l,
+                "svds_tol_rel_err": abs(v_svds_l - ref) / ref,
+            }
             if mixed_on == (m, n):
                 t_mixed, res_m = _best(
                     lambda a=a: top_singular_values(a, 1, tol=TOL, precision="mixed", generator=_gen()),
@@ -142,11 +181,16 @@ def part_a(shapes: list[tuple[str, int, int]], repeat: int, mixed_on: tuple[int,
                 row["mixed_s"] = t_mixed
                 row["mixed_rel_err"] = abs(float(res_m.values[0]) - ref) / ref
             rows.append(row)
+            lo = row["at_target"]
             print(
-                f"A {m}x{n} {kind:12s}: ours {t_ours * 1e3:.0f} ms ({res.iterations} it, err "
-                f"{row['ours_rel_err']:.1e}; floor {t_floor * 1e3:.0f} ms) | best svdvals {full:.2f} s "
-                f"(A {t_sv:.2f}, A.mT {t_svt:.2f}) -> {full / t_ours:.1f}x | svds {t_svds * 1e3:.0f} ms "
-                f"(err {row['svds_rel_err']:.0e}), at tol {TOL:g} {t_svds_tol * 1e3:.0f} ms"
+                f"A {m}x{n} {kind:12s}: ours {t_ours * 1e3:.1f} ms ({res.iterations} it, err "
+                f"{row['ours_rel_err']:.1e}; floor {t_floor * 1e3:.1f} ms, {t_ours / t_floor:.1f}x) | best "
+                f"svdvals {full:.3f} s (A {t_sv:.3f}, A.mT {t_svt:.3f}) -> {full / t_ours:.1f}x, reachable "
+                f"{full / t_floor:.1f}x | svds {t_svds * 1e3:.0f} ms (err {row['svds_rel_err']:.0e}), at tol "
+                f"{TOL:g} {t_svds_tol * 1e3:.0f} ms | at tol {TOL_TARGET:g}: ours "
+                f"{lo['ours_s'] * 1e3:.1f} ms ({lo['iterations']} it, err {lo['ours_rel_err']:.1e}) -> "
+                f"{full / lo['ours_s']:.1f}x, reachable "
+                f"{full / lo['floor_s']:.1f}x; svds {lo['svds_tol_s'] * 1e3:.0f} ms"
                 + (f" | mixed {row['mixed_s'] * 1e3:.0f} ms" if "mixed_s" in row else ""),
                 flush=True,
             )
@@ -275,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         c = part_c(None, None, args.rules.split(",")) if "c" not in skip else None
     results = {
         "tol": TOL,
+        "tol_target": TOL_TARGET,
         "a": a,
         "b": b,
         "c": c,
@@ -282,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - t0,
         "load_before": list(load_before),
         "load_after": list(os.getloadavg()),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
     if args.quick:
         result_document("spectral", results)  # validates without writing
@@ -294,21 +340,91 @@ def main(argv: list[str] | None = None) -> int:
 # -- rendering (pure: from the results file) ---------------------------------------------------
 
 
+def _at(a: list[dict], key: str | None) -> list[dict]:
+    """Part A's rows as measured at the main tolerance (``key`` None) or at the DESIGN target's
+    (``"at_target"``: the same matrices and full-SVD times, ours/floor/svds at that tol)."""
+    return a if key is None else [{**r, **r[key]} for r in a if key in r]
+
+
+def _label(r: dict) -> str:
+    return f"{r['shape'][0]}×{r['shape'][1]} {r['kind']}"
+
+
 def _target_rows(a: list[dict]) -> dict[str, Any]:
+    """Counts of the issue-13 targets, over all rows and over the rows where each is reachable.
+
+    Reachable: a Krylov method needing the products ours needed cannot beat the time of those
+    products alone (the floor), so the best speed-up over the full SVD it can reach is
+    best full / floor, and it can beat ``svds`` only where ``svds`` is slower than the floor."""
     vs_full = [r["best_full_s"] / r["ours_s"] for r in a]
     vs_svds = [r["svds_tol_s"] / r["ours_s"] for r in a]
     vs_floor = [r["ours_s"] / r["floor_s"] for r in a]
+    reach_full = [r["best_full_s"] / r["floor_s"] >= 30 for r in a]
+    reach_svds = [r["svds_tol_s"] / r["floor_s"] > 1 for r in a]
     return {
         "full_min": min(vs_full),
         "full_max": max(vs_full),
         "full_met": sum(v >= 30 for v in vs_full),
+        "full_reachable": sum(reach_full),
+        "full_met_reachable": sum(v >= 30 and ok for v, ok in zip(vs_full, reach_full)),
+        "full_unreachable": [r for r, ok in zip(a, reach_full) if not ok],
         "svds_min": min(vs_svds),
         "svds_max": max(vs_svds),
         "svds_met": sum(v > 1 for v in vs_svds),
+        "svds_reachable": sum(reach_svds),
+        "svds_met_reachable": sum(v > 1 and ok for v, ok in zip(vs_svds, reach_svds)),
+        "svds_unreachable": [r for r, ok in zip(a, reach_svds) if not ok],
         "floor_max": max(vs_floor),
         "floor_met": sum(v <= 3 for v in vs_floor),
         "n": len(a),
+        "rows": a,
     }
+
+
+def _target_lines(t: dict[str, Any], tol: float) -> list[str]:
+    lines = [
+        f"* ≥ 30× over the best full SVD: **{t['full_met']} of {t['n']}** rows "
+        f"(range {t['full_min']:.1f}× to {t['full_max']:.0f}×); reachable (best full / floor ≥ 30) in "
+        f"{t['full_reachable']} of {t['n']}, met in **{t['full_met_reachable']} of {t['full_reachable']}** "
+        "of those.",
+    ]
+    if t["full_unreachable"]:
+        lines.append(
+            f"  Unreachable at tol {tol:g}: the matrix–vector products the iteration needs take more than "
+            "1/30 of the best full SVD, so no Krylov method needing as many products can be 30× faster, "
+            "whatever its overhead: "
+            + "; ".join(
+                f"{_label(r)} (floor {_ms(r['floor_s'])}, best full {_ms(r['best_full_s'])}: at most "
+                f"{r['best_full_s'] / r['floor_s']:.1f}×)"
+                for r in t["full_unreachable"]
+            )
+            + "."
+        )
+    lines.append(
+        f"* faster than `svds(k=1)` at equal tolerance: **{t['svds_met']} of {t['n']}** "
+        f"(ours is {t['svds_min']:.2f}× to {t['svds_max']:.2f}× as fast); reachable (svds slower than "
+        f"the floor) in {t['svds_reachable']} of {t['n']}, met in **{t['svds_met_reachable']} of "
+        f"{t['svds_reachable']}**."
+    )
+    if all("svds_tol_rel_err" in r and "ours_rel_err" in r for r in t["rows"]):
+        se = [r["svds_tol_rel_err"] for r in t["rows"]]
+        oe = [r["ours_rel_err"] for r in t["rows"]]
+        lines.append(
+            f"  Equal tolerance is not equal accuracy: at tol {tol:g} `svds` delivered errors "
+            f"{min(se):.0e} to {max(se):.0e} (ARPACK's tol bounds its residual estimate and it "
+            f"overshoots), ours {min(oe):.0e} to {max(oe):.0e}."
+        )
+    if t["svds_unreachable"]:
+        lines.append(
+            "  Unreachable: `svds` takes less than our products alone: "
+            + "; ".join(
+                f"{_label(r)} (svds {_ms(r['svds_tol_s'])}, floor {_ms(r['floor_s'])})"
+                for r in t["svds_unreachable"]
+            )
+            + "."
+        )
+    lines.append(f"* within 3× of the floor: **{t['floor_met']} of {t['n']}** (worst {t['floor_max']:.1f}×).")
+    return lines
 
 
 def headline_text(r: dict[str, Any]) -> str:
@@ -317,10 +433,18 @@ def headline_text(r: dict[str, Any]) -> str:
         t = _target_rows(r["a"])
         parts.append(
             f"top sigma vs best of svdvals(A)/svdvals(A.mT): {t['full_min']:.1f}-{t['full_max']:.0f}x "
-            f"(>= 30x in {t['full_met']}/{t['n']}); vs svds(k=1) at tol {r['tol']:g}: "
+            f"(>= 30x in {t['full_met']}/{t['n']}, {t['full_met_reachable']}/{t['full_reachable']} where "
+            f"reachable); vs svds(k=1) at tol {r['tol']:g}: "
             f"{t['svds_min']:.1f}-{t['svds_max']:.1f}x (faster in {t['svds_met']}/{t['n']}); "
             f"<= 3x the floor in {t['floor_met']}/{t['n']}"
         )
+        lo = _at(r["a"], "at_target")
+        if lo:
+            tl = _target_rows(lo)
+            parts[-1] += (
+                f"; at tol {r['tol_target']:g}: >= 30x in {tl['full_met']}/{tl['n']} "
+                f"({tl['full_met_reachable']}/{tl['full_reachable']} where reachable)"
+            )
     if r.get("b"):
         b = r["b"]
         parts.append(
@@ -344,7 +468,7 @@ def headline_text(r: dict[str, Any]) -> str:
 
 
 def _ms(x: float) -> str:
-    return f"{x * 1e3:.0f} ms" if x < 1 else f"{x:.2f} s"
+    return f"{x * 1e3:.1f} ms" if x < 0.01 else f"{x * 1e3:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def _report_from_dict(d: dict[str, Any]) -> Any:
@@ -404,8 +528,14 @@ def render(data: dict[str, Any], figures: Path) -> str:
         "",
         f"Command: `{command_line(data)}` (whole run {r['seconds'] / 60:.1f} min; load average before "
         f"{', '.join(f'{x:.1f}' for x in r['load_before'])}, after "
-        f"{', '.join(f'{x:.1f}' for x in r['load_after'])}). One torch thread for every timing; "
-        "timings are the minimum over repetitions, baselines measured in the same run.",
+        f"{', '.join(f'{x:.1f}' for x in r['load_after'])}). One torch thread for every timing"
+        + (
+            f", {r['blas_threads']} BLAS thread for numpy/scipy (`svds`; the script sets "
+            "`OPENBLAS_NUM_THREADS` unless given)"
+            if r.get("blas_threads")
+            else " (numpy/scipy BLAS threads not recorded in this run)"
+        )
+        + "; timings are the minimum over repetitions, baselines measured in the same run.",
         "",
         f"Headline: `{headline_text(r)}`",
         "",
@@ -413,18 +543,24 @@ def render(data: dict[str, Any], figures: Path) -> str:
     if r.get("a"):
         a = r["a"]
         t = _target_rows(a)
+        block = a[0]["block"]
         lines += [
-            "## A. Top singular value: block Lanczos vs full SVD vs ARPACK",
+            "## A. Top singular value: Lanczos vs full SVD vs ARPACK",
             "",
-            f"`top_singular_values(A, 1, tol={r['tol']:g})` (block {a[0]['block']}). Full SVD: the faster "
+            f"`top_singular_values(A, 1, tol={r['tol']:g})` ("
+            + ("single-vector Lanczos" if block == 1 else f"block {block}")
+            + "). Full SVD: the faster "
             "of `torch.linalg.svdvals(A)` and `svdvals(A.mT)` (same values). ARPACK: `scipy.sparse.linalg."
             f"svds(A, k=1)` at its default tolerance (0: machine precision) and at tol {r['tol']:g}. "
-            "Floor: the matrix products the iteration needed, timed alone. Errors relative to float64 "
-            "`svds`.",
+            "Floor: the matrix products the iteration needed, timed alone. Reachable: best full / floor, "
+            "the largest speed-up over the full SVD that any Krylov method needing that many products "
+            "could reach. Errors relative to float64 `svds`; the bound is the residual bound the solver "
+            "reports.",
             "",
             "| shape | matrix | ours | steps | error (bound) | floor | ours / floor | svdvals(A) | "
-            "svdvals(A.mT) | vs best full | svds (error) | svds at tol (error) | vs svds at tol |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "svdvals(A.mT) | vs best full | reachable | svds (error) | svds at tol (error) | "
+            "vs svds at tol |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in a:
             m, n = row["shape"]
@@ -433,20 +569,45 @@ def render(data: dict[str, Any], figures: Path) -> str:
                 f"{row['iterations']} | {row['ours_rel_err']:.1e} ({row['ours_bound_rel']:.0e}) | "
                 f"{_ms(row['floor_s'])} | {row['ours_s'] / row['floor_s']:.1f}× | {_ms(row['svdvals_s'])} | "
                 f"{_ms(row['svdvals_T_s'])} | **{row['best_full_s'] / row['ours_s']:.1f}×** | "
+                f"{row['best_full_s'] / row['floor_s']:.0f}× | "
                 f"{_ms(row['svds_s'])} ({row['svds_rel_err']:.0e}) | {_ms(row['svds_tol_s'])} "
                 f"({row['svds_tol_rel_err']:.0e}) | **{row['svds_tol_s'] / row['ours_s']:.2f}×** |"
             )
         lines += [
             "",
-            "Targets (DESIGN, issue 13), counted over the rows above:",
+            f"Targets (DESIGN, issue 13) at tol {r['tol']:g}, counted over the rows above:",
             "",
-            f"* ≥ 30× over the best full SVD: **{t['full_met']} of {t['n']}** "
-            f"(range {t['full_min']:.1f}× to {t['full_max']:.0f}×).",
-            f"* faster than `svds(k=1)` at equal tolerance: **{t['svds_met']} of {t['n']}** "
-            f"(ours is {t['svds_min']:.2f}× to {t['svds_max']:.2f}× as fast).",
-            f"* within 3× of the floor: **{t['floor_met']} of {t['n']}** (worst {t['floor_max']:.1f}×).",
+            *_target_lines(t, r["tol"]),
             "",
         ]
+        lo = _at(a, "at_target")
+        if lo:
+            tl = _target_rows(lo)
+            tt = r["tol_target"]
+            lines += [
+                f"### At tol {tt:g}, the accuracy the DESIGN target names",
+                "",
+                f'DESIGN states the 30× target "at ≤ {tt:g} relative error", while the table above runs at '
+                f"tol {r['tol']:g} (`model_spectrum`'s and `diagnose`'s default), ten times tighter. The "
+                f"target should be judged at {tt:g}, so the same matrices are measured there too (the "
+                "full-SVD times are those above; ours, its floor and `svds` rerun at this tolerance).",
+                "",
+                "| shape | matrix | ours | steps | error (bound) | floor | ours / floor | vs best full | "
+                "reachable | svds at tol (error) | vs svds at tol |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for row in lo:
+                m, n = row["shape"]
+                lines.append(
+                    f"| {m}×{n} ({row['orientation']}) | {row['kind']} | {_ms(row['ours_s'])} | "
+                    f"{row['iterations']} | {row['ours_rel_err']:.1e} ({row['ours_bound_rel']:.0e}) | "
+                    f"{_ms(row['floor_s'])} | {row['ours_s'] / row['floor_s']:.1f}× | "
+                    f"**{row['best_full_s'] / row['ours_s']:.1f}×** | "
+                    f"{row['best_full_s'] / row['floor_s']:.0f}× | "
+                    f"{_ms(row['svds_tol_s'])} ({row['svds_tol_rel_err']:.0e}) | "
+                    f"**{row['svds_tol_s'] / row['ours_s']:.2f}×** |"
+                )
+            lines += ["", f"Targets at tol {tt:g}:", "", *_target_lines(tl, tt), ""]
         mixed = [row for row in a if "mixed_s" in row]
         if mixed:
             lines += ['`precision="mixed"` (bfloat16 Krylov space, float32 refinement) on this CPU:', ""]
@@ -569,13 +730,23 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     if r.get("a"):
         t = _target_rows(r["a"])
+        lo = _at(r["a"], "at_target")
+        tl = _target_rows(lo) if lo else None
         rows.append(
             (
                 "top singular value ≥ 30× faster than the best full SVD, faster than `svds`, ≤ 3× the floor "
                 "(wide/tall/square, 512-8192)",
-                f"{t['full_min']:.1f}-{t['full_max']:.0f}× ({t['full_met']}/{t['n']} ≥ 30×); vs svds "
+                f"tol {r['tol']:g}: {t['full_min']:.1f}-{t['full_max']:.0f}× "
+                f"({t['full_met']}/{t['n']} ≥ 30×; {t['full_met_reachable']}/{t['full_reachable']} "
+                "of the rows where 30× is reachable); vs svds "
                 f"{t['svds_min']:.2f}-{t['svds_max']:.2f}× ({t['svds_met']}/{t['n']} faster); floor "
-                f"{t['floor_met']}/{t['n']} within 3×",
+                f"{t['floor_met']}/{t['n']} within 3×"
+                + (
+                    ""
+                    if tl is None
+                    else f"; tol {r['tol_target']:g}: {tl['full_met']}/{tl['n']} ≥ 30× "
+                    f"({tl['full_met_reachable']}/{tl['full_reachable']} where reachable)"
+                ),
                 command_line(data),
             )
         )

@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "regret": regret,
         "runs_trained": runs.trained,
         "runs_used": len(runs.used),
+        "used_run_seconds": sum(float(runs.done[k]["seconds"]) for k in runs.used),
         "train_seconds": runs.train_seconds,
         "total_wall": time.perf_counter() - t0,
         "load_average_start": load_start,
@@ -328,8 +329,17 @@ def tables(r: dict[str, Any]) -> str:
     for label, per_depth in r["sweeps"].items():
         cells = []
         for d in depths:
-            o = per_depth[str(d)]["optimum"]
-            cells.append(f"{o['log2']:.2f}" + (" (edge)" if o["at_edge"] else ""))
+            c = per_depth[str(d)]
+            o = c["optimum"]
+            ys = [as_float(y) for y in c["loss"]]
+            grid_min = c["log2"][ys.index(min(ys))]
+            seeds = "/".join(f"{x:.2f}" for x in c.get("seed_optima") or [])
+            cells.append(
+                f"{o['log2']:.2f}"
+                + (" (edge)" if o["at_edge"] else "")
+                + f" (grid min {grid_min:g}"
+                + (f"; seeds {seeds})" if seeds else ")")
+            )
         lines.append(f"| {_name(r, label)} | " + " | ".join(cells) + f" | {r['drift'][label]:.2f} |")
     reg = [
         f"| parametrization | carried log2 lr | loss @{depths[-1]} blocks | best direct, same "
@@ -432,6 +442,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
     )
     wall = as_float(r["total_wall"])
     resumed = r["runs_trained"] < r["runs_used"]  # some runs came from the cache of an earlier session
+    used_min = as_float(r.get("used_run_seconds", r["train_seconds"])) / 60
     aliases = r["aliases"]
     alias_text = (
         " ".join(
@@ -475,6 +486,20 @@ def render(data: dict[str, Any], figures: Path) -> str:
             f"costs CompleteP {100 * as_float(reg['completep']['regret']):+.2f}% and SP "
             f"{100 * as_float(reg[sp_label]['regret']):+.2f}% against the best of any."
         )
+    base = str(s["base_depth"])
+    deeper = [dd for dd in map(str, depths) if dd != base]
+    if len(deeper) >= 2:
+        spans = {
+            k: max(v[dd]["optimum"]["log2"] for dd in deeper) - min(v[dd]["optimum"]["log2"] for dd in deeper)
+            for k, v in r["sweeps"].items()
+        }
+        verdict_parts.append(
+            f"Leaving out the base depth ({base} blocks, optimum "
+            f"{r['sweeps'][sp_label][base]['optimum']['log2']:.2f}), the optima over "
+            f"{deeper[0]}-{deeper[-1]} blocks span "
+            + ", ".join(f"{_name(r, k)} {v:.2f}" for k, v in spans.items())
+            + " log2."
+        )
     verdict = " ".join(p for p in verdict_parts if p)
 
     def ok(flag: bool) -> str:
@@ -494,8 +519,11 @@ def render(data: dict[str, Any], figures: Path) -> str:
         ),
         (
             f"full run ≤ {TARGET_MINUTES} min on the shared 2-core machine",
-            f"{wall / 60:.1f} min" + (" (resumed)" if resumed else ""),
-            wall <= TARGET_MINUTES * 60 and not resumed,
+            f"{wall / 60:.1f} min"
+            if not resumed
+            else f"{used_min:.1f} min of training summed over every run used (resumed: "
+            f"{wall / 60:.1f} min wall in the last session)",
+            (used_min if resumed else wall / 60) <= TARGET_MINUTES,
         ),
     ]
     targets = "\n".join(
@@ -508,7 +536,14 @@ def render(data: dict[str, Any], figures: Path) -> str:
     )
     train_min = as_float(r["train_seconds"]) / 60
     load_start = ", ".join(map(str, r.get("load_average_start") or [])) or "unknown"
-    return f"""# Depth evidence: optimum lr across depths under CompleteP, depth-muP and SP
+    swept_names = {"sp": "SP", "mup": "width-only muP", "depth-mup": "depth-muP", "completep": "CompleteP"}
+    title = ", ".join(swept_names.get(k, k) for k in r["parametrizations"])
+    dmup = (
+        "depth-muP (1/sqrt(L/L_base) on the branch and on the block lr) sits between"
+        if "depth-mup" in r["sweeps"]
+        else "depth-muP (1/sqrt(L/L_base) on branch and block lr) was not swept in this run (`--depth-mup`)"
+    )
+    return f"""# Depth evidence: optimum lr across depths ({title})
 
 Generated from `benchmarks/results/depth.json`, written by `{command_line(data)}`
 ({"smoke run: not evidence" if r["quick"] else "full run"}).
@@ -531,6 +566,8 @@ Drift (max − min of log2 lr* over all depths): {compare}.
   {s["batch_size"]} × {s["seq_len"]} tokens, {s["steps"]} steps, cosine schedule with 10% warmup,
   **weight decay 0**, Adam epsilon not scaled. Seeds {", ".join(map(str, s["seeds"]))}; a point's
   loss is the seed mean (a diverged seed makes the point diverged).
+* **Optima table**: the fitted optimum (the drift is computed from it), then the grid point with
+  the lowest seed-mean loss and the optimum fitted to each seed's curve alone.
 * **Grid**: log2 lr from {", ".join(f"{x:g}" for x in s["start_log2"])}, grown by 1 on the side of the
   minimum until it is interior (bounds {s["bounds"][0]:g}, {s["bounds"][1]:g}). Optimum: parabola
   through the grid minimum and {r["fit_window"]} grid points either side; the sweep grows until
@@ -552,8 +589,8 @@ Drift (max − min of log2 lr* over all depths): {compare}.
 ## What it says
 
 CompleteP multiplies each residual branch by L_base/L, so a deep model's update to the residual
-stream keeps the size it had at the base depth; depth-muP (1/sqrt(L/L_base) on the branch and on
-the block lr) sits between; SP lets the branches add up. Here: {verdict}
+stream keeps the size it had at the base depth; {dmup}; SP lets the branches add up. Here:
+{verdict}
 
 {noise_text}
 

@@ -150,7 +150,7 @@ class _Regularizers:
             if matrix or (f"l2.{path}" in values):
                 coef = values.get(f"l2.{path}", values.get("l2", 0.0) if matrix else 0.0)
                 if coef:
-                    l2.append((float(coef), mod.weight))  # type: ignore[arg-type]
+                    l2.append((float(coef), mod.weight))
             if matrix or (f"weight_decay.{path}" in values):
                 coef = values.get(f"weight_decay.{path}", values.get("weight_decay", 0.0) if matrix else 0.0)
                 if coef:

@@ -280,7 +280,7 @@ def stn_cmd(
             raise TypeError(
                 f"--model {model}: FACTORY({proxy_width}) returned {type(built).__name__}, not a module"
             )
-        return built  # type: ignore[no-any-return]
+        return built
 
     try:
         tuner = StnTuner(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
-from scipy import stats  # type: ignore[import-untyped]
+from scipy import stats
 
 from hptransfer.scaling import WD_EXPONENTS
 

@@ -78,7 +78,7 @@ class _GatedWeight(torch.autograd.Function):
         ctx: Any,
         w_e: torch.Tensor,
         w_h: torch.Tensor,
-        g: torch.Tensor,  # type: ignore[override]
+        g: torch.Tensor,
         coef: float,
     ) -> torch.Tensor:
         w = torch.addcmul(w_e, g, w_h)
@@ -87,7 +87,7 @@ class _GatedWeight(torch.autograd.Function):
         return w
 
     @staticmethod
-    def backward(ctx: Any, dw: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, dw: torch.Tensor) -> tuple[Any, ...]:
         w_h, g, w = ctx.saved_tensors
         if ctx.coef:
             dw = torch.add(dw, w, alpha=ctx.coef)
@@ -107,7 +107,7 @@ class _GatedLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         h: torch.Tensor,
         gate: torch.Tensor,
@@ -133,7 +133,7 @@ class _GatedLayer(torch.autograd.Function):
         return w, torch.addcmul(b_e, gb, b_h)
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
         h, gate, w_h, gw, b_h, gb, w = ctx.saved_tensors
         need = ctx.needs_input_grad
         dw = grads[0]
@@ -160,7 +160,7 @@ def _gated(
     w_e: torch.Tensor, g: torch.Tensor, w_h: torch.Tensor, coef: float, ctx: HyperContext
 ) -> torch.Tensor:
     if ctx.scale is None and torch.is_grad_enabled():
-        return _GatedWeight.apply(w_e, w_h, g, coef)  # type: ignore[no-any-return]
+        return _GatedWeight.apply(w_e, w_h, g, coef)
     return torch.addcmul(w_e, g, w_h)  # forward-mode AD (Delta-STN linearisation) or no grad
 
 

@@ -2,7 +2,9 @@
 
 Heads have a fixed size ``head_dim``, so the head count grows with width. The attention logits
 are multiplied by ``attention_scale`` (muP: ``plan.attention_scale`` ∝ 1/d_head), else by the
-usual ``1/sqrt(head_dim)``.
+usual ``1/sqrt(head_dim)``. Each residual branch is multiplied by ``residual_multiplier``
+(``plan.residual_multiplier``: ``(depth/base_depth)**-alpha`` under CompleteP or depth-muP,
+1 without a depth rule); the torch adapter reads it from the blocks and checks it.
 """
 
 from __future__ import annotations
@@ -78,20 +80,32 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+    """Pre-norm residual block: ``x + r * attn(norm(x))``, then ``x + r * mlp(norm(x))`` with
+    ``r = residual_multiplier`` (1: the usual block)."""
 
     def __init__(
-        self, width: int, head_dim: int, seq_len: int, attention_scale: float | None, mlp_ratio: float
+        self,
+        width: int,
+        head_dim: int,
+        seq_len: int,
+        attention_scale: float | None,
+        mlp_ratio: float,
+        residual_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
+        self.residual_multiplier = float(residual_multiplier)
         self.attn_norm = nn.RMSNorm(width)
         self.attn = Attention(width, head_dim, seq_len, attention_scale)
         self.mlp_norm = nn.RMSNorm(width)
         self.mlp = SwiGLU(width, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+        r = self.residual_multiplier
+        if r == 1.0:
+            x = x + self.attn(self.attn_norm(x))
+            return x + self.mlp(self.mlp_norm(x))
+        x = x + r * self.attn(self.attn_norm(x))
+        return x + r * self.mlp(self.mlp_norm(x))
 
 
 class TinyLlama(nn.Module):
@@ -113,12 +127,16 @@ class TinyLlama(nn.Module):
         seq_len: int = 64,
         attention_scale: float | None = None,
         mlp_ratio: float = 8 / 3,
+        residual_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         self.width, self.depth, self.seq_len, self.vocab_size = width, depth, seq_len, vocab_size
         self.embed = nn.Embedding(vocab_size, width)
         self.blocks = nn.ModuleList(
-            Block(width, head_dim, seq_len, attention_scale, mlp_ratio) for _ in range(depth)
+            Block(width, head_dim, seq_len, attention_scale, mlp_ratio, residual_multiplier)
+            for _ in range(depth)
         )
         self.norm = nn.RMSNorm(width)
         self.lm_head = nn.Linear(width, vocab_size, bias=False)

@@ -28,7 +28,7 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -44,12 +44,15 @@ __all__ = [
     "ClassificationError",
     "ParamInfo",
     "ParamTable",
+    "ResidualBranches",
     "adamw",
     "apply_init",
     "apply_multipliers",
+    "apply_residual_multipliers",
     "build_optimizer",
     "check_attention",
     "classify",
+    "find_residual_branches",
     "hidden_kind",
     "hidden_kinds",
     "meta_model",
@@ -72,7 +75,9 @@ class ParamInfo:
     ``fan_in_grows``: the dimension the layer reads from grows with width (decides how a
     fan-in-scaled init moves with width). ``readouts``: for a weight tied between an embedding
     and one or more readout modules, the names of those modules (their output is scaled by
-    ``plan.tied_output_multiplier``).
+    ``plan.tied_output_multiplier``). ``in_block``: inside a residual block (set by
+    :func:`parametrize` under a depth rule; a vector-like parameter there, a block's norm gain or
+    bias, takes ``plan.group_for("vector", "block")``).
     """
 
     name: str
@@ -83,6 +88,7 @@ class ParamInfo:
     reason: str
     fan_in_grows: bool = False
     readouts: tuple[str, ...] = ()
+    in_block: bool = False
 
     @property
     def grows(self) -> bool | None:
@@ -616,7 +622,7 @@ def param_groups(
             kind: str | None = None
             if cls is ParamClass.HIDDEN:
                 kind = hidden_kind(info.name)
-            elif cls is ParamClass.VECTOR and getattr(info, "in_block", False):
+            elif cls is ParamClass.VECTOR and info.in_block:
                 kind = "block"  # a block's norm gain / bias
             hyper = plan.group_for(cls, kind)
             ex = plan.rule.exponents[cls]
@@ -978,6 +984,284 @@ def _install_attention_hooks(model: nn.Module, plan: Plan, mode: str) -> None:
     ]
 
 
+# -- residual branches (depth) ---------------------------------------------------------------
+
+#: Last projection of a residual branch, by module name inside a block: attention output
+#: (Llama/Mistral ``o_proj``, CLIP/BART/``nn.MultiheadAttention`` ``out_proj``, GPT-2/nanoGPT
+#: ``c_proj``, timm/litgpt ``proj``), MLP output (``down_proj``, ``fc2``, ``w2``, ``wo``,
+#: GPT-NeoX/Falcon ``dense_4h_to_h``), BERT/old-ViT ``output.dense`` and GPT-NeoX/Phi
+#: ``attention.dense``. Scaling that projection's output scales the whole branch (what comes
+#: after it, dropout, is linear). Anything else: ``parametrize(..., residual_branches=[regex])``.
+_BRANCH_OUTPUT = re.compile(
+    r"(?:^|\.)(?:o_proj|out_proj|c_proj|down_proj|fc2|proj|w2|wo|dense_4h_to_h"
+    r"|output\.dense|(?:attn|attention|self_attention)\.dense)$"
+)
+#: torch's own layers run a fused kernel in eval mode without grad that skips submodule hooks.
+_FUSED_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+_RESIDUAL_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class ResidualBranches:
+    """Where a model's residual branches end: the repeated blocks and, inside them, the modules
+    whose output is multiplied by ``plan.residual_multiplier``.
+
+    ``container``: name of the ``ModuleList``/``Sequential`` holding the blocks ("" when the
+    blocks could not be told from explicit patterns); ``blocks``: how many; ``outputs``: the
+    full names of the branch-output modules (empty when the blocks scale their branches
+    themselves: ``self_scaled``)."""
+
+    container: str
+    blocks: int
+    outputs: tuple[str, ...]
+    self_scaled: bool = False
+
+
+class _ResidualScale:
+    """Forward hook ``output * multiplier`` (a class, not a closure: the model still pickles,
+    and Dynamo traces it into the compiled graph like the readout multiplier)."""
+
+    def __init__(self, multiplier: float) -> None:
+        self.multiplier = multiplier
+
+    def __call__(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return output * self.multiplier
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+            return (output[0] * self.multiplier, *output[1:])  # nn.MultiheadAttention: (out, weights)
+        raise TypeError(
+            f"residual branch output is a {type(output).__name__}, not a tensor: name the "
+            "projection that writes the branch output in residual_branches"
+        )
+
+    def __repr__(self) -> str:
+        return f"_ResidualScale({self.multiplier:g})"
+
+
+def _same_structure(children: Sequence[nn.Module]) -> bool:
+    def shape(module: nn.Module) -> tuple[Any, ...]:
+        mods = tuple((n, type(m)) for n, m in module.named_modules())
+        params = tuple((n, tuple(p.shape)) for n, p in module.named_parameters())
+        return type(module), mods, params
+
+    first = shape(children[0])
+    return all(shape(c) == first for c in children[1:])
+
+
+def _repeated_containers(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """``ModuleList``/``Sequential`` modules whose children (≥ 1) are all built alike, with
+    those children."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) >= 1:
+            children = list(module.children())
+            if len(children) == len(module) and _same_structure(children):
+                found.append((name, children))
+    return found
+
+
+def _outermost(names: Iterable[str]) -> list[str]:
+    chosen: list[str] = []
+    for name in sorted(set(names), key=lambda n: (n.count("."), n)):
+        if not any(name.startswith(c + ".") for c in chosen):
+            chosen.append(name)
+    return chosen
+
+
+def _fan_out(module: nn.Module) -> int | None:
+    weight = getattr(module, "weight", None)
+    fan_in_dim = _fan_in_dim(module)
+    if not isinstance(weight, torch.Tensor) or weight.ndim < 2 or fan_in_dim not in (0, 1):
+        return None
+    return int(weight.shape[1 - fan_in_dim])
+
+
+def _branch_hint(depth: int | None) -> str:
+    return (
+        "name the last projection of each residual branch (attention output and MLP output): "
+        "parametrize(..., residual_branches=[r'layers\\.\\d+\\.self_attn\\.o_proj$', "
+        r"r'layers\.\d+\.mlp\.down_proj$']), or build the blocks with "
+        "x + plan.residual_multiplier * branch(x) and give each block a residual_multiplier "
+        "attribute" + (f" (the plan is for {depth} blocks)" if depth is not None else "")
+    )
+
+
+def find_residual_branches(
+    model: nn.Module, depth: int | None = None, patterns: Sequence[str] | None = None
+) -> ResidualBranches:
+    """Find the residual blocks of ``model`` and the module ending each residual branch.
+
+    The blocks are the children of a ``ModuleList``/``Sequential`` whose children are built
+    alike (same module types and parameter shapes); inside each, a branch ends at the
+    outermost module named like an output projection (``o_proj``, ``c_proj``, ``down_proj``,
+    ``fc2``, ``proj``, ``w2``, ``wo``, ``output.dense``, …), and all of those in one block must
+    write the same number of features (the residual width). ``patterns`` (regexes searched in
+    full module names, as ``overrides`` are) name the branch outputs instead. Blocks carrying a
+    ``residual_multiplier`` attribute scale their branches themselves (the built-in models).
+
+    ``depth``: the number of blocks the plan is for; with several candidate containers, the
+    one with that many blocks is chosen.
+
+    Raises:
+        ClassificationError: no blocks or branches found (the message says what to pass), a
+            pattern that matches nothing, branches of different widths in one block, or no
+            container with ``depth`` blocks.
+    """
+    modules = dict(model.named_modules())
+    containers = _repeated_containers(model)
+    if patterns is not None:
+        try:
+            compiled = [re.compile(p) for p in patterns]
+        except re.error as exc:
+            raise ClassificationError(f"residual_branches: {exc}") from None
+        for pattern in compiled:
+            if not any(pattern.search(n) for n in modules if n):
+                raise ClassificationError(
+                    f"residual_branches pattern {pattern.pattern!r} matches no module of the model"
+                )
+        outputs = _outermost(n for n in modules if n and any(p.search(n) for p in compiled))
+        holders = [
+            (name, c)
+            for name, c in containers
+            if all(o.startswith(f"{name}." if name else "") and o != name for o in outputs)
+            and all(
+                any(o.startswith(f"{name}.{i}." if name else f"{i}.") for o in outputs) for i in range(len(c))
+            )
+        ]
+        if holders:
+            name, container = max(holders, key=lambda h: h[0].count("."))
+            return ResidualBranches(name, len(container), tuple(outputs))
+        return ResidualBranches("", 0, tuple(outputs))
+
+    found: list[ResidualBranches] = []
+    for name, blocks in containers:
+        prefix = f"{name}." if name else ""
+        if isinstance(blocks[0], _FUSED_LAYERS):
+            raise ClassificationError(
+                f"the blocks in {name or 'the model'} are torch's {type(blocks[0]).__name__}, whose fused "
+                "eval-mode kernel skips forward hooks: write the block with x + "
+                "plan.residual_multiplier * branch(x) and a residual_multiplier attribute"
+            )
+        if all(isinstance(getattr(b, "residual_multiplier", None), (int, float)) for b in blocks):
+            found.append(ResidualBranches(name, len(blocks), (), self_scaled=True))
+            continue
+        outputs = []
+        for index, block in enumerate(blocks):
+            inner = _outermost(n for n, _ in block.named_modules() if n and _BRANCH_OUTPUT.search(n))
+            if not inner:
+                break
+            widths = {_fan_out(block.get_submodule(n)) for n in inner}
+            if len(widths) != 1 or None in widths:
+                raise ClassificationError(
+                    f"block {prefix}{index} has output-like modules {inner} that do not all write "
+                    f"one residual width ({sorted(map(str, widths))}); {_branch_hint(depth)}"
+                )
+            outputs.extend(f"{prefix}{index}.{n}" for n in inner)
+        else:
+            found.append(ResidualBranches(name, len(blocks), tuple(outputs)))
+    found = [
+        f
+        for f in found
+        if not any(f.container.startswith(g.container + ".") for g in found if g is not f and g.container)
+    ]
+    if not found:
+        raise ClassificationError(
+            f"cannot find the residual blocks of {type(model).__name__}: {_branch_hint(depth)}"
+        )
+    if depth is not None and len(found) > 1:
+        matching = [f for f in found if f.blocks == depth]
+        found = matching or found
+    if len(found) > 1:
+        shown = ", ".join(f"{f.container or '<model>'} ({f.blocks})" for f in found)
+        raise ClassificationError(f"several stacks of residual blocks ({shown}): {_branch_hint(depth)}")
+    chosen = found[0]
+    if not chosen.self_scaled and chosen.blocks and len(chosen.outputs) == chosen.blocks:
+        first = chosen.outputs[0].removeprefix(f"{chosen.container}.0." if chosen.container else "0.")
+        warnings.warn(
+            f"found one residual branch per block ({first}); if the blocks have another (an MLP), "
+            "name every branch output in residual_branches",
+            stacklevel=3,
+        )
+    return chosen
+
+
+def _check_plan_depth(branches: ResidualBranches, plan: Plan) -> None:
+    if plan.depth is None:
+        return
+    if branches.blocks and branches.blocks != plan.depth:
+        raise ClassificationError(
+            f"the plan is for depth {plan.depth} (base {plan.base_depth}) but the model has "
+            f"{branches.blocks} blocks in {branches.container or 'the model'}: build the model with "
+            f"{plan.depth} blocks, or make the plan with suggest(..., depth={branches.blocks})"
+        )
+    if not branches.blocks and len(branches.outputs) % plan.depth:
+        raise ClassificationError(
+            f"residual_branches matched {len(branches.outputs)} modules, not a multiple of the "
+            f"plan's depth {plan.depth}"
+        )
+
+
+def apply_residual_multipliers(
+    model: nn.Module, plan: Plan, residual_branches: Sequence[str] | None = None
+) -> ResidualBranches | None:
+    """Multiply every residual branch of ``model`` by ``plan.residual_multiplier``
+    (``(depth/base_depth)**-alpha``: CompleteP alpha = 1, depth-muP alpha = 1/2) with a forward
+    hook on the branch's last projection; no class change, no new parameters or buffers, traced
+    by ``torch.compile``. Re-applying replaces the hooks (never compounds).
+
+    Without a depth rule, or a plan made without a depth (it holds at the proxy's depth), nothing
+    is looked for and None is returned. Otherwise the blocks must
+    be found (see :func:`find_residual_branches`) and number ``plan.depth``; at the base depth
+    (multiplier 1) no hook is installed. Blocks with a ``residual_multiplier`` attribute (the
+    built-in models) scale themselves: it must equal the plan's.
+    """
+    for handle in _RESIDUAL_HOOKS.pop(model, []):
+        handle.remove()
+    if plan.depth_rule == "none" or plan.depth is None:  # no depth given: the proxy's own depth
+        return None
+    branches = find_residual_branches(model, plan.depth, residual_branches)
+    _check_plan_depth(branches, plan)
+    mult = plan.residual_multiplier
+    if branches.self_scaled:
+        container = model.get_submodule(branches.container)
+        seen = {float(getattr(b, "residual_multiplier", 1.0)) for b in container.children()}
+        if any(not math.isclose(s, mult, rel_tol=1e-6) for s in seen):
+            raise ClassificationError(
+                f"the blocks in {branches.container or 'the model'} scale their residual branches by "
+                f"{', '.join(f'{s:g}' for s in sorted(seen))} but the plan wants {mult:g} (depth "
+                f"{plan.depth}, base {plan.base_depth}, {plan.depth_rule}): build the model with "
+                "residual_multiplier=plan.residual_multiplier"
+            )
+        return branches
+    if mult != 1.0:
+        hook = _ResidualScale(mult)
+        _RESIDUAL_HOOKS[model] = [
+            _hook_target(model, n).register_forward_hook(hook) for n in branches.outputs
+        ]
+    return branches
+
+
+def _mark_blocks(table: ParamTable, branches: ResidualBranches) -> ParamTable:
+    """The table with ``in_block`` set on the parameters inside the residual blocks."""
+    if branches.container or branches.blocks:
+        prefixes: tuple[str, ...] = (f"{branches.container}." if branches.container else "",)
+    else:  # blocks known only from explicit patterns: up to the last index before each output
+        prefixes = tuple({m.group(1) + "." for o in branches.outputs if (m := re.match(r"(.*\.\d+)\.", o))})
+    if not prefixes:
+        return table
+    return ParamTable({n: replace(i, in_block=n.startswith(prefixes)) for n, i in table.items()})
+
+
+def _hook_target(model: nn.Module, name: str) -> nn.Module:
+    """The module to hook for a branch ending at ``name``: ``nn.MultiheadAttention`` uses its
+    ``out_proj`` weight without calling it, so the attention module itself is hooked."""
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    if isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
+        return parent
+    return model.get_submodule(name)
+
+
 # -- all in one ------------------------------------------------------------------------------
 
 
@@ -1003,6 +1287,7 @@ def parametrize(
     reference: Reference | None = None,
     *,
     overrides: Mapping[str, ParamClass | str] | None = None,
+    residual_branches: Sequence[str] | None = None,
     init: bool = True,
     attention: Literal["check", "apply", "ignore"] = "check",
     attention_handled: bool = False,
@@ -1018,6 +1303,10 @@ def parametrize(
             device with :func:`meta_model` to save memory; or at another width when ``model``
             is at the base width).
         overrides: ``{regex: class}`` for parameters the shapes cannot explain.
+        residual_branches: regexes naming the last projection of each residual branch
+            (``[r"self_attn\\.o_proj$", r"mlp\\.down_proj$"]``), when the plan has a depth rule
+            and they are not found by name (see :func:`find_residual_branches`); their output
+            is multiplied by ``plan.residual_multiplier`` (:func:`apply_residual_multipliers`).
         init: apply :func:`apply_init` (keeps the model's own init at the base width).
         attention: ``"check"`` watches the first forward pass and warns when the logit scale of
             ``scaled_dot_product_attention`` differs from ``plan.attention_scale`` (or attention
@@ -1029,8 +1318,9 @@ def parametrize(
             forward.
 
     Raises:
-        ClassificationError: a parameter that cannot be classified, or a model whose width is
-            not ``plan.width``.
+        ClassificationError: a parameter that cannot be classified, a model whose width is
+            not ``plan.width``, or (with a depth rule) residual blocks that cannot be found or
+            whose number is not ``plan.depth``.
     """
     if attention not in ("check", "apply", "ignore"):
         raise ValueError(f"attention must be 'check', 'apply' or 'ignore', got {attention!r}")
@@ -1044,6 +1334,9 @@ def parametrize(
     if init:  # past the width check, a reference is at the base width whenever m != 1
         apply_init(model, plan, table, reference=ref_module)
     apply_multipliers(model, plan, table)
+    branches = apply_residual_multipliers(model, plan, residual_branches)
+    if branches is not None:
+        table = _mark_blocks(table, branches)
     if attention == "check" and example_inputs is not None:
         message = check_attention(model, plan, *example_inputs)
         if message:

@@ -214,3 +214,13 @@ def save_figure(fig: Any, figures: Path, stem: str, svg: bool = False) -> str:
     if svg:
         fig.savefig(figures / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     return f"figures/{stem}.png"
+
+
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    """``x`` formatted with ``spec``; "n/a" for None."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def minutes(seconds: float) -> str:
+    """``"12 min 3 s"``."""
+    return f"{int(seconds // 60)} min {round(seconds % 60)} s"

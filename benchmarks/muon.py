@@ -43,7 +43,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
-from _results import as_float, command_line, environment_table, result_document, save_figure, save_results
+from _results import (
+    as_float,
+    command_line,
+    environment_table,
+    fmt,
+    minutes,
+    result_document,
+    save_figure,
+    save_results,
+)
+from _sweeps import best_direct, setting_widths, sweep_entry
 from hptransfer.scaling import ProxyConfig
 from hptransfer.training import train_proxy
 from hptransfer.tuning.sweep import SweepResult, SweepSpec, log2_grid, run_sweep, summarise
@@ -173,26 +183,6 @@ def transfer_loss(s: Setting, setup: str, lr: float, cache: Path | None) -> floa
     return float(runs[key])
 
 
-def best_direct(result: SweepResult, width: int) -> float:
-    ys = [y for y in result.curves.get(width, ([], []))[1] if math.isfinite(y)]
-    return min(ys) if ys else math.inf
-
-
-def sweep_entry(res: SweepResult) -> dict[str, Any]:
-    optima = {
-        str(w): {"log2": o.log2, "loss": o.loss, "at_edge": o.at_edge, "fitted": o.fitted}
-        for w, o in sorted(res.optima.items())
-    }
-    xs = [o["log2"] for o in optima.values()]
-    return {
-        "curves": {str(w): {"log2": xs_, "loss": ys} for w, (xs_, ys) in sorted(res.curves.items())},
-        "optima": optima,
-        "drift": max(xs) - min(xs) if len(xs) >= 2 else None,
-        "runs": len(res.records),
-        "run_seconds": sum(r.seconds for r in res.records),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run in seconds (saves no results)")
@@ -278,16 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- turning the results into docs (pure: reads only the JSON) ------------------------------------
-def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
-def _widths(r: dict[str, Any]) -> list[int]:
-    return [int(w) for w in r["setting"]["widths"]]
-
-
 def optimum_table(r: dict[str, Any]) -> str:
-    widths = _widths(r)
+    widths = setting_widths(r)
     head = "| setup | " + " | ".join(f"log2 lr* @{w}" for w in widths) + " | drift (max − min) |"
     lines = [head, "|" + "---|" * (len(widths) + 2)]
     for setup, entry in r["lr"].items():
@@ -297,7 +279,7 @@ def optimum_table(r: dict[str, Any]) -> str:
             cells.append(
                 "diverged" if o is None else f"{o['log2']:.2f}" + (" (edge)" if o["at_edge"] else "")
             )
-        lines.append(f"| {setup} | " + " | ".join(cells) + f" | {_fmt(entry['drift'])} |")
+        lines.append(f"| {setup} | " + " | ".join(cells) + f" | {fmt(entry['drift'])} |")
     return "\n".join(lines)
 
 
@@ -324,15 +306,15 @@ def regret_table(r: dict[str, Any]) -> str:
 
 
 def headline_line(r: dict[str, Any]) -> str:
-    widths = _widths(r)
+    widths = setting_widths(r)
     w0, w1 = widths[0], widths[-1]
     d = {k: v["drift"] for k, v in r["lr"].items()}
     ratio = d["adamw-mup"] / d["muon-mup"] if d.get("adamw-mup") is not None and d.get("muon-mup") else None
     met = d["muon-mup"] is not None and d["muon-mup"] <= TARGET_DRIFT
-    extra = f", muon under sp {_fmt(d['muon-sp'])}" if "muon-sp" in d else ""
+    extra = f", muon under sp {fmt(d['muon-sp'])}" if "muon-sp" in d else ""
     return (
-        f"Muon lr drift (max-min log2 lr*, widths {w0}..{w1}, {w1 // w0}x): muon-mup {_fmt(d['muon-mup'])} "
-        f"(target <= {TARGET_DRIFT}: {'met' if met else 'MISSED'}); adamw-mup {_fmt(d['adamw-mup'])}"
+        f"Muon lr drift (max-min log2 lr*, widths {w0}..{w1}, {w1 // w0}x): muon-mup {fmt(d['muon-mup'])} "
+        f"(target <= {TARGET_DRIFT}: {'met' if met else 'MISSED'}); adamw-mup {fmt(d['adamw-mup'])}"
         + (f" ({ratio:.2f}x muon's)" if ratio is not None else "")
         + extra
     )
@@ -376,7 +358,7 @@ def figure(r: dict[str, Any], figures: Path) -> str:
             o = entry["optima"].get(w)
             if o is not None:
                 ax.plot([o["log2"]], [o["loss"]], "*", color=color, ms=11, mec="black", mew=0.6)
-        ax.set_title(f"{setup} · drift {_fmt(entry['drift'])}", fontsize=10)
+        ax.set_title(f"{setup} · drift {fmt(entry['drift'])}", fontsize=10)
         ax.set_xlabel("log2 base learning rate")
         ax.set_ylabel("validation loss")
         ax.grid(alpha=0.3)
@@ -388,15 +370,11 @@ def figure(r: dict[str, Any], figures: Path) -> str:
     return path
 
 
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
-
-
 def render(data: dict[str, Any], figures: Path) -> str:
     """docs/results-muon.md from the results file."""
     r, env = data["results"], data["environment"]
     s = r["setting"]
-    widths = _widths(r)
+    widths = setting_widths(r)
     w0, w1 = widths[0], widths[-1]
     fig = figure(r, figures)
     d = {k: v["drift"] for k, v in r["lr"].items()}
@@ -428,16 +406,16 @@ def render(data: dict[str, Any], figures: Path) -> str:
     def ok(flag: bool) -> str:
         return "met" if flag else "**missed**"
 
-    pct = lambda x: _fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
+    pct = lambda x: fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
     rows = [
         (
             f"Muon (muP rule) lr drift ≤ {TARGET_DRIFT} log2 over {w1 // w0}× width",
-            _fmt(d["muon-mup"]),
+            fmt(d["muon-mup"]),
             d["muon-mup"] is not None and d["muon-mup"] <= TARGET_DRIFT,
         ),
         (
             f"AdamW (muP rule), same runs: lr drift ≤ {TARGET_DRIFT} log2",
-            _fmt(d["adamw-mup"]),
+            fmt(d["adamw-mup"]),
             d["adamw-mup"] is not None and d["adamw-mup"] <= TARGET_DRIFT,
         ),
         (
@@ -447,7 +425,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
         ),
         (
             f"full run < {TARGET_MINUTES} min",
-            _minutes(wall) + (" (resumed)" if resumed else ""),
+            minutes(wall) + (" (resumed)" if resumed else ""),
             wall < TARGET_MINUTES * 60 and not resumed,
         ),
     ]
@@ -455,7 +433,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
         ["| target | measured | |", "|---|---|---|"] + [f"| {a} | {b} | {ok(c)} |" for a, b, c in rows]
     )
     sp_text = (
-        f"Under SP the optimum moves by **{_fmt(d['muon-sp'])} log2** with Muon: Muon's own hidden-matrix "
+        f"Under SP the optimum moves by **{fmt(d['muon-sp'])} log2** with Muon: Muon's own hidden-matrix "
         "scaling is the same in both (lr constant in width), so the difference is what muP's rows for "
         "the readout (lr/m) and the init (hidden std ∝ 1/sqrt(fan-in), zero readout) add."
         if "muon-sp" in d
@@ -510,8 +488,8 @@ grid point of a sweep at width {w1}; the regret is against the best of *any* set
 ## Run time
 
 {runs} sweep runs plus {len(r["regret"])} transfer runs, {r["threads"]} torch thread(s):
-{", ".join(f"{k} {_minutes(v)}" for k, v in sec.items() if k != "total_wall")}; **{_minutes(wall)} wall**
-(summed run time {_minutes(run_s)}{"; runs resumed from an earlier session" if resumed else ""}). The
+{", ".join(f"{k} {minutes(v)}" for k, v in sec.items() if k != "total_wall")}; **{minutes(wall)} wall**
+(summed run time {minutes(run_s)}{"; runs resumed from an earlier session" if resumed else ""}). The
 load average was {load_start} at the start (1, 5, 15 min) and is in the environment table for the
 end.{busy_text}
 
@@ -531,14 +509,14 @@ end.{busy_text}
 
 def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     r = data["results"]
-    widths = _widths(r)
+    widths = setting_widths(r)
     d = {k: v["drift"] for k, v in r["lr"].items()}
-    pct = lambda x: _fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
-    sp = f"; Muon under SP {_fmt(d['muon-sp'])}" if "muon-sp" in d else ""
+    pct = lambda x: fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
+    sp = f"; Muon under SP {fmt(d['muon-sp'])}" if "muon-sp" in d else ""
     return [
         (
             f"optimum base lr drift under Muon (muP rule) over {widths[-1] // widths[0]}× width (≤ 0.5)",
-            f"**{_fmt(d['muon-mup'])}** (AdamW, same rule and runs: {_fmt(d['adamw-mup'])}{sp})",
+            f"**{fmt(d['muon-mup'])}** (AdamW, same rule and runs: {fmt(d['adamw-mup'])}{sp})",
             "`python3 benchmarks/muon.py`",
         ),
         (

@@ -41,7 +41,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
-from _results import as_float, command_line, environment_table, result_document, save_figure, save_results
+from _results import (
+    as_float,
+    command_line,
+    environment_table,
+    fmt,
+    minutes,
+    result_document,
+    save_figure,
+    save_results,
+)
+from _sweeps import best_direct, setting_widths, sweep_entry
 from hptransfer.models import TinyLlama
 from hptransfer.scaling import ProxyConfig
 from hptransfer.scaling.torch_adapter import meta_model
@@ -264,33 +274,6 @@ def transfer_loss(
     return float(runs[key])
 
 
-def best_direct(result: SweepResult, width: int) -> float:
-    ys = [y for y in result.curves[width][1] if math.isfinite(y)]
-    return min(ys) if ys else math.inf
-
-
-def drift_all(optima: dict[str, Any]) -> float | None:
-    """max − min of log2 optimum over all widths (None with fewer than two optima)."""
-    xs = [o["log2"] for o in optima.values()]
-    return max(xs) - min(xs) if len(xs) >= 2 else None
-
-
-def sweep_entry(res: SweepResult) -> dict[str, Any]:
-    """What the docs need from one sweep: curves, optima, drift, run count and summed run time."""
-    optima = {
-        str(w): {"log2": o.log2, "loss": o.loss, "at_edge": o.at_edge, "fitted": o.fitted}
-        for w, o in sorted(res.optima.items())
-    }
-    return {
-        "curves": {str(w): {"log2": xs, "loss": ys} for w, (xs, ys) in sorted(res.curves.items())},
-        "optima": optima,
-        "drift": drift_all(optima),
-        "runs": len(res.records),
-        "run_seconds": sum(r.seconds for r in res.records),
-        "seeds": {str(w): sorted({r.seed for r in res.records if r.width == w}) for w in sorted(res.curves)},
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run in seconds (saves no results)")
@@ -400,16 +383,8 @@ WD_EXPONENT = {"mup-wd-constant": 0.0, "mup-wd-sqrt": 0.5, "mup-wd-linear": 1.0}
 TARGET_DRIFT, TARGET_REGRET, TARGET_MINUTES = 0.5, 0.01, 30
 
 
-def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
-def _widths(r: dict[str, Any]) -> list[int]:
-    return [int(w) for w in r["setting"]["widths"]]
-
-
 def optimum_table(r: dict[str, Any], param: str) -> str:
-    widths = _widths(r)
+    widths = setting_widths(r)
     head = "| rule | " + " | ".join(f"log2 {param}* @{w}" for w in widths) + " | drift (max − min) |"
     lines = [head, "|" + "---|" * (len(widths) + 2)]
     for rule, entry in r[param].items():
@@ -419,7 +394,7 @@ def optimum_table(r: dict[str, Any], param: str) -> str:
             cells.append(
                 "diverged" if o is None else f"{o['log2']:.2f}" + (" (edge)" if o["at_edge"] else "")
             )
-        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {_fmt(entry['drift'])} |")
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {fmt(entry['drift'])} |")
     return "\n".join(lines)
 
 
@@ -431,7 +406,7 @@ def wd_exponent_fits(r: dict[str, Any]) -> dict[str, float]:
     """
     import numpy as np
 
-    widths, fits = _widths(r), {}
+    widths, fits = setting_widths(r), {}
     for rule, entry in r["wd"].items():
         ws = [w for w in widths if str(w) in entry["optima"]]
         if len(ws) >= 2:
@@ -482,24 +457,24 @@ def render_tables(r: dict[str, Any]) -> str:
         [
             "Optimum base lr (log2), wd 0:\n" + optimum_table(r, "lr"),
             "Optimum base wd (log2):\n" + optimum_table(r, "wd"),
-            f"fitted wd width exponent e* from each rule's optima: {fit_line}; mean {_fmt(mean)}",
+            f"fitted wd width exponent e* from each rule's optima: {fit_line}; mean {fmt(mean)}",
             "Transfer regret at the widest width:\n" + regret_table(r),
         ]
     )
 
 
 def headline_line(r: dict[str, Any]) -> str:
-    widths = _widths(r)
+    widths = setting_widths(r)
     w0, w1 = widths[0], widths[-1]
     lr = {k: r["lr"][k]["drift"] for k in r["lr"]}
     ratio = lr["sp"] / lr["mup"] if lr.get("sp") is not None and lr.get("mup") else None
     best = best_wd_rule(r)
     return (
-        f"lr drift (max-min log2 lr*, widths {w0}..{w1}, {w1 // w0}x): our mup {_fmt(lr['mup'])}, "
-        f"mup package {_fmt(lr['mup-package'])}, sp {_fmt(lr['sp'])} (baseline"
+        f"lr drift (max-min log2 lr*, widths {w0}..{w1}, {w1 // w0}x): our mup {fmt(lr['mup'])}, "
+        f"mup package {fmt(lr['mup-package'])}, sp {fmt(lr['sp'])} (baseline"
         + (f", {ratio:.1f}x ours); " if ratio is not None else "); ")
         + "wd drift: "
-        + ", ".join(f"{k.removeprefix('mup-wd-')} {_fmt(v['drift'])}" for k, v in r["wd"].items())
+        + ", ".join(f"{k.removeprefix('mup-wd-')} {fmt(v['drift'])}" for k, v in r["wd"].items())
         + f" (best: {best.removeprefix('mup-wd-')})"
     )
 
@@ -554,7 +529,7 @@ def figure(r: dict[str, Any], param: str, figures: Path, suptitle: str) -> str:
             o = entry["optima"].get(w)
             if o is not None:
                 ax.plot([o["log2"]], [o["loss"]], "*", color=color, ms=11, mec="black", mew=0.6)
-        ax.set_title(f"{rule} · drift {_fmt(entry['drift'])}", fontsize=10)
+        ax.set_title(f"{rule} · drift {fmt(entry['drift'])}", fontsize=10)
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
         ax.grid(alpha=0.3)
@@ -566,15 +541,11 @@ def figure(r: dict[str, Any], param: str, figures: Path, suptitle: str) -> str:
     return path
 
 
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
-
-
 def render(data: dict[str, Any], figures: Path) -> str:
     """docs/results-transfer.md from the results file."""
     r, env = data["results"], data["environment"]
     s = r["setting"]
-    widths = _widths(r)
+    widths = setting_widths(r)
     w0, w1 = widths[0], widths[-1]
     epochs = s["wd_steps"] * s["batch_size"] * s["seq_len"] / s["wd_train_tokens"]
     fits = wd_exponent_fits(r)
@@ -635,37 +606,37 @@ def render(data: dict[str, Any], figures: Path) -> str:
     target_rows = [
         (
             "lr drift ≤ 0.5 log2 over ≥ 8× width, our muP",
-            _fmt(drift["mup"]),
+            fmt(drift["mup"]),
             drift["mup"] is not None and drift["mup"] <= TARGET_DRIFT,
         ),
         (
             "SP drift ≥ 1 (the problem muP solves is visible)",
-            _fmt(drift["sp"]),
+            fmt(drift["sp"]),
             drift["sp"] is not None and drift["sp"] >= 1,
         ),
         (
             "our muP within 0.5 log2 of the mup package at every width",
-            _fmt(cross),
+            fmt(cross),
             cross is not None and cross <= TARGET_DRIFT,
         ),
         (
             f"wd drift ≤ 0.5 under the best wd rule ({best})",
-            _fmt(r["wd"][best]["drift"]),
+            fmt(r["wd"][best]["drift"]),
             r["wd"][best]["drift"] is not None and r["wd"][best]["drift"] <= TARGET_DRIFT,
         ),
         (
             "lr regret (muP) ≤ 1% vs the best direct loss of any rule",
-            _fmt(None if regret_lr is None else 100 * regret_lr, "+.2f") + "%",
+            fmt(None if regret_lr is None else 100 * regret_lr, "+.2f") + "%",
             regret_lr is not None and regret_lr <= TARGET_REGRET,
         ),
         (
             f"wd regret ({best}) ≤ 1% vs the best direct loss of any wd rule",
-            _fmt(None if regret_wd is None else 100 * regret_wd, "+.2f") + "%",
+            fmt(None if regret_wd is None else 100 * regret_wd, "+.2f") + "%",
             regret_wd is not None and regret_wd <= TARGET_REGRET,
         ),
         (
             f"full run < {TARGET_MINUTES} min on 2 CPU cores",
-            _minutes(wall) + (" (resumed)" if resumed else ""),
+            minutes(wall) + (" (resumed)" if resumed else ""),
             wall < TARGET_MINUTES * 60 and not resumed,
         ),
     ]
@@ -710,7 +681,7 @@ Generated from `benchmarks/results/transfer.json`, written by `{command_line(dat
 
 ![lr sweeps]({lr_fig})
 
-Our muP and the mup package differ by at most **{_fmt(cross)} log2** at any width. At the base
+Our muP and the mup package differ by at most **{fmt(cross)} log2** at any width. At the base
 width all three parametrisations are the same model, which checks that the baselines are wired
 the same way.
 
@@ -725,7 +696,7 @@ the same way.
 The three wd rules only move base wd along each width's axis (effective matrix wd = base·m^e), so
 each estimates how the effective optimum scales with width. Fitted exponent e* (slope of log2
 effective wd* against log2 m): {fit_text};
-mean **{_fmt(mean_fit)}** (sqrt rule = 0.5, linear rule = 1). The regime matters: the training
+mean **{fmt(mean_fit)}** (sqrt rule = 0.5, linear rule = 1). The regime matters: the training
 set is small and seen for several epochs so that every width has an interior wd optimum; check
 the U-shaped curves in the figure before trusting a drift.
 
@@ -741,9 +712,9 @@ to tuned SP is no win.
 ## Run time
 
 {runs} sweep runs plus the transfer runs, {r["threads"]} torch thread(s): lr sweeps
-{_minutes(sec["lr_sweeps"])}, wd sweeps {_minutes(sec["wd_sweeps"])}, transfer runs
-{_minutes(sec["transfer_runs"])}; **{_minutes(wall)} wall** in all (summed run time
-{_minutes(run_s)}{resumed_text}).
+{minutes(sec["lr_sweeps"])}, wd sweeps {minutes(sec["wd_sweeps"])}, transfer runs
+{minutes(sec["transfer_runs"])}; **{minutes(wall)} wall** in all (summed run time
+{minutes(run_s)}{resumed_text}).
 The machine is shared: the load average was {load_start} at the start (1, 5, 15 min) and is
 in the environment table below for the end.{busy_text}
 
@@ -762,7 +733,7 @@ in the environment table below for the end.{busy_text}
 
 def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     r = data["results"]
-    widths = _widths(r)
+    widths = setting_widths(r)
     span = f"{widths[-1] // widths[0]}×"
     d = {k: v["drift"] for k, v in r["lr"].items()}
     wd = {k.removeprefix("mup-wd-"): v["drift"] for k, v in r["wd"].items()}
@@ -770,16 +741,16 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     best = best_wd_rule(r)
     rl, rw = _regret(r, "mup", "lr"), _regret(r, best, "wd")
     cmd = "`python3 benchmarks/transfer.py`"
-    pct = lambda x: _fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
+    pct = lambda x: fmt(None if x is None else 100 * x, "+.2f") + "%"  # noqa: E731
     return [
         (
             f"optimum base lr drift (max − min log2) over {span} width under muP (≤ 0.5)",
-            f"**{_fmt(d['mup'])}** (mup package {_fmt(d['mup-package'])}; SP {_fmt(d['sp'])})",
+            f"**{fmt(d['mup'])}** (mup package {fmt(d['mup-package'])}; SP {fmt(d['sp'])})",
             cmd,
         ),
         (
             f"optimum base wd drift over {span} width, best of our rules (≤ 0.5)",
-            ", ".join(f"{k} {_fmt(v)}" for k, v in wd.items()),
+            ", ".join(f"{k} {fmt(v)}" for k, v in wd.items()),
             cmd,
         ),
         (
@@ -790,12 +761,12 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
         ),
         (
             "wd width exponent favoured by the loss optima (linear 1, sqrt 0.5)",
-            _fmt(sum(fits.values()) / len(fits) if fits else None),
+            fmt(sum(fits.values()) / len(fits) if fits else None),
             cmd,
         ),
         (
             f"transfer benchmark run time (< {TARGET_MINUTES} min on 2 cores)",
-            f"{_minutes(r['seconds']['total_wall'])} wall, {r['threads']} thread(s)",
+            f"{minutes(r['seconds']['total_wall'])} wall, {r['threads']} thread(s)",
             cmd,
         ),
     ]

@@ -227,11 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--depth-mup", action="store_true", help="sweep depth-muP (alpha 1/2) too")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the setting's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
     if args.depth_mup:
         s = replace(s, parametrizations=(*s.parametrizations, "depth-mup"))
+    if args.seeds is not None:
+        if args.seeds < 1:
+            ap.error("--seeds must be >= 1")
+        s = replace(s, seeds=tuple(range(args.seeds)))
     tmp = Path(tempfile.mkdtemp(prefix="hpt-depth-")) if args.quick else None
     cache = None if args.quick else (args.cache or ROOT / "benchmarks" / ".depth-cache.jsonl")
     runs = Runs(s, cache)
@@ -574,7 +579,7 @@ Drift (max − min of log2 lr* over all depths): {compare}.
   they exist. {edge_text}
 * **Parametrizations**: {params_text}.
   The width is the base width, so width rules change nothing here: {alias_text}
-* **Regret**: each parametrization's base-depth optimum carried to {depths[-1]} blocks (two seeds),
+* **Regret**: each parametrization's base-depth optimum carried to {depths[-1]} blocks ({len(s["seeds"])} seeds),
   against the best seed-mean grid loss any parametrization reached there.
 * **Cost**: {r["runs_used"]} distinct runs, {r["runs_trained"]} of them trained in this session
   ({train_min:.1f} min of training), {wall / 60:.1f} min wall, {r["threads"]} torch thread(s); load

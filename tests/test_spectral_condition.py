@@ -64,6 +64,7 @@ def test_known_singular_values_give_the_exact_ratio(out: int, inp: int, sigma: f
 
 
 def test_layouts_conv_conv1d_embedding_and_state_dict() -> None:
+    pytest.importorskip("transformers", reason="transformers not installed (extra 'foreign')")
     from transformers.pytorch_utils import Conv1D
 
     model = nn.Module()
@@ -100,6 +101,7 @@ def test_far_is_an_order_of_magnitude_either_way() -> None:
 
 
 def test_component_names_of_our_llama_and_hugging_face_models() -> None:
+    pytest.importorskip("transformers", reason="transformers not installed (extra 'foreign')")
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     from hptransfer.models import build_model

@@ -199,6 +199,20 @@ def test_suggest_imports_neither_torch_nor_typer() -> None:
     assert "hidden" in proc.stdout
 
 
+def test_suggest_json_imports_no_rich() -> None:
+    """Scripts call `suggest --json`: it prints JSON without loading rich (or torch, or typer)."""
+    code = (
+        "import json, sys\nfrom hptransfer.cli.entry import main\n"
+        "sys.argv = ['hptransfer', 'suggest', '-w', '4096', '--json']\n"
+        "main()\n"
+        "loaded = [m for m in ('rich', 'torch', 'typer') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["groups"]["hidden"]["lr"] > 0
+
+
 def test_fast_path_reads_the_same_options_as_the_typer_command() -> None:
     import typer.main
 

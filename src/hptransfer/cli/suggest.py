@@ -16,9 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from hptransfer.cli.common import console, fail
 from hptransfer.scaling import (
     WD_EXPONENTS,
     ConfigError,
@@ -37,6 +36,14 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = ["emit_plans", "fast_suggest", "render_plans", "run_suggest"]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """:func:`hptransfer.cli.common.fail`, imported when it is needed: ``suggest --json`` loads
+    no rich at all (its console costs more start-up than the rest of the command)."""
+    from hptransfer.cli import common
+
+    common.fail(message, code)
 
 _EXAMPLES = {
     "vector": "embeddings, biases, norm gains",
@@ -248,6 +255,8 @@ def emit_plans(
             out["proxy_width"] = proxy_width
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
+        from hptransfer.cli.common import console
+
         console.print(render_plans(plans, cfg, source, proxy_width))
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +58,22 @@ def test_python_examples_run_or_compile() -> None:
     assert len(optimizer.param_groups) == 2  # type: ignore[attr-defined]
     for i, block in enumerate(blocks[1:], start=2):  # snippets that need the user's own train()
         compile(block, f"README example {i}", "exec")
+
+
+def test_readme_suggest_output_is_what_suggest_prints() -> None:
+    """Every ```console block of `hptransfer suggest …` in the README shows lines the command
+    really prints (80 columns, as a terminal of that width would)."""
+    blocks = [b for b in _blocks("console") if b.startswith("$ hptransfer suggest")]
+    assert blocks, "the README shows no `hptransfer suggest` output"
+    for block in blocks:
+        command, *shown = block.rstrip("\n").splitlines()
+        args = shlex.split(command.removeprefix("$ hptransfer "))
+        code = "import sys\nfrom hptransfer.cli.entry import main\nmain(sys.argv[1:])\n"
+        env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        printed = [line.rstrip() for line in proc.stdout.splitlines()]
+        missing = [line for line in shown if line.rstrip() not in printed]
+        assert not missing, f"{command}: README lines not printed: {missing}"

@@ -278,10 +278,15 @@ def test_block_count_must_match_the_plan() -> None:
         ClassificationError, match=r"plan is for depth 4 \(base 2\) but the model has 3 blocks in h"
     ):
         parametrize(TinyGPT(32, 3), plan, gpt(3))
-    # A plan made without a depth holds at the proxy's depth, whatever it is: nothing to check.
+    # A plan made without a depth holds at the proxy's depth: on a deeper model nothing is
+    # hooked, and a warning says the depth rule was not applied (a mistake, or no depth intended).
     model = TinyGPT(32, 4)
-    parametrize(model, suggest(cfg("completep"), 32), gpt(4), attention="ignore")
+    with pytest.warns(UserWarning, match=r"4 residual blocks but the plan was made without a depth"):
+        parametrize(model, suggest(cfg("completep"), 32), gpt(4), attention="ignore")
     assert not any(m._forward_hooks for m in model.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at the proxy's own depth: silent
+        parametrize(TinyGPT(32, 2), suggest(cfg("completep"), 32), gpt(2), attention="ignore")
 
 
 class Pair(nn.Module):
@@ -457,3 +462,48 @@ def test_train_proxy_carries_depth_to_the_builtin_llama() -> None:
             64,
             suggest(replace(builtin_config("mlp"), base_depth=2, depth_rule="completep"), 64, depth=4),
         )
+
+
+def test_a_user_groups_base_weight_decay_takes_every_factor_of_the_plan() -> None:
+    """A user's own group with the config's base wd gets exactly the plan's wd: width, depth
+    (depth-muP's m_L**(1-alpha)) and run-length factors alike."""
+    from hptransfer.scaling import default_config
+
+    config = replace(default_config(), depth_rule="depth-mup")
+    plan = suggest(config, 256, depth=8, tokens=8_192_000)
+    assert plan["hidden"].wd_scale not in (0.0, 1.0) and plan["output"].wd_scale != 1.0
+
+    def make(w: int) -> nn.Module:
+        return build_model("llama", w, suggest(config, w, depth=8), vocab_size=64, seq_len=16)
+
+    model = make(256)
+    table = parametrize(model, plan, make, attention="ignore")
+
+    def wd_of(groups: list[dict[str, object]]) -> dict[int, float]:
+        return {id(p): float(g["weight_decay"]) for g in groups for p in g["params"]}  # type: ignore[attr-defined]
+
+    planned = wd_of(param_groups(model, plan, table))
+    mine = wd_of(
+        param_groups(
+            model, plan, table, [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+        )
+    )
+    assert mine == pytest.approx(planned)
+    halved = wd_of(
+        param_groups(
+            model,
+            plan,
+            table,
+            [{"params": list(model.parameters()), "weight_decay": config.weight_decay / 2}],
+        )
+    )
+    assert halved == pytest.approx({k: v / 2 for k, v in planned.items()})
+
+
+def test_the_built_in_llama_refuses_a_depth_the_plan_is_not_for() -> None:
+    from hptransfer.scaling import default_config
+
+    plan = suggest(default_config(), 256)  # no depth: holds at the proxy's depth (2)
+    with pytest.raises(ConfigError, match=r"holds at the proxy's depth 2 \(completep\).*depth=4"):
+        build_model("llama", 256, plan, depth=4)
+    assert len(build_model("llama", 256, plan, depth=2, vocab_size=64, seq_len=16).blocks) == 2

@@ -281,6 +281,24 @@ def test_hidden_kernels_that_are_not_matrices_stay_with_adamw() -> None:
         opt = build_optimizer(model, plan, table)
     model(torch.randn(2, 3, 5, 5)).sum().backward()
     opt.step()  # torch's Muon would raise on a 4-D parameter
+    # with scale_eps the kernel takes AdamW's hidden epsilon too (eps/m), not Muon's row's
+    scaled = suggest(replace(CFG, n_heads=None, scale_eps=True), 64)
+    adamw_plan = suggest(replace(CFG, n_heads=None, scale_eps=True, optimizer="adamw"), 64)
+    with pytest.warns(UserWarning, match="not 2-D"):
+        groups = param_groups(model, scaled, table)
+    conv = next(g for g in groups if any(p is model.conv.weight for p in g["params"]))
+    assert conv["eps"] == pytest.approx(adamw_plan["hidden"].eps) and adamw_plan["hidden"].eps < CFG.eps
+
+
+def test_an_adjust_lr_fn_other_than_the_plans_is_refused() -> None:
+    plan = suggest(CFG, 64)
+    model = TinyLM(64)
+    table = parametrize(model, plan, reference=TinyLM, attention="ignore")
+    with pytest.raises(
+        ValueError, match="adjust_lr_fn='match_rms_adamw' but the plan's hidden lr is for 'original'"
+    ):
+        build_optimizer(model, plan, table, adjust_lr_fn="match_rms_adamw")
+    assert build_optimizer(model, plan, table, adjust_lr_fn=None).param_groups  # None is torch's "original"
 
 
 def test_gpt2_conv1d_weights_get_muons_shape_factor_the_right_way_round() -> None:

@@ -393,7 +393,7 @@ def test_hf_llama_attention_and_mlp_weight_decay() -> None:
         )
         return transformers.LlamaForCausalLM(config)
 
-    cfg = replace(CFG, base_width=32, head_dim=16, wd_exponents={"attention": 0.0})
+    cfg = replace(CFG, base_width=32, head_dim=16, wd_exponents={"attention": 0.0}, depth_rule="none")
     plan = suggest(cfg, 64)
     model = make(64)
     table = parametrize(model, plan, reference=make, attention="ignore")

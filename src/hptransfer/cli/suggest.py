@@ -45,6 +45,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
     common.fail(message, code)
 
+
 _EXAMPLES = {
     "vector": "embeddings, biases, norm gains",
     "hidden": "attention & MLP matrices",
@@ -182,12 +183,13 @@ def render_plans(
             + "), AdamW for the rest."
         )
     if main.depth is not None and main.base_depth is not None:
+        # the plan's own depth factor of block lrs (Adam: m_L^(alpha-1); SGD: m_L^(2 alpha-1))
+        block_lr = main.group_for("vector", "block").lr / main["vector"].lr
+        exponent = math.log(block_lr) / math.log(main.depth_mult) if main.depth_mult != 1 else 0.0
         notes.append(
             f"depth {main.depth} ({main.depth_rule}, alpha {main.depth_alpha:g}): every residual branch × "
             f"{_fmt(main.residual_multiplier)} (x + r·f(x)); block matrices and block norm gains/biases "
-            f"lr × m_L^(alpha-1) = {_fmt(main.depth_mult ** (main.depth_alpha - 1))}"
-            + (" (Adam)" if main.optimizer in ("adamw", "adam", "muon") else "")
-            + "."
+            f"lr × m_L^{exponent:.3g} = {_fmt(block_lr)} ({main.optimizer})."
         )
     if main.iterations is not None and main.base_iterations is not None:
         run = (

@@ -149,4 +149,14 @@ def build_model(name: str, width: int, plan: Plan | None = None, **overrides: An
                     f"depth={overrides['depth']} but the plan ({plan.depth_rule}) is for depth "
                     f"{plan.depth}: make the plan with suggest(..., depth={overrides['depth']})"
                 )
+        elif (
+            plan.depth_rule != "none"
+            and plan.base_depth is not None
+            and overrides.get("depth", plan.base_depth) != plan.base_depth
+        ):
+            # a plan made without a depth holds at the proxy's own depth, not at another one
+            raise ConfigError(
+                f"depth={overrides['depth']} but the plan holds at the proxy's depth {plan.base_depth} "
+                f"({plan.depth_rule}): make the plan with suggest(..., depth={overrides['depth']})"
+            )
     return spec.cls(width, **kwargs)

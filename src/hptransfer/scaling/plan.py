@@ -48,6 +48,9 @@ class GroupHyper:
 
     ``eps`` is Adam's epsilon for the class (the base ``eps`` unless the config scales it).
     ``kind`` names a sub-class (see :data:`KINDS`), ``None`` for the class itself.
+
+    ``wd_scale`` is ``weight_decay / base weight decay`` (width, depth and run-length factors;
+    0 for a class without decay): a base weight decay of the user's own is carried by it.
     """
 
     param_class: ParamClass
@@ -60,6 +63,7 @@ class GroupHyper:
     init_exponent: float = 0.0
     eps: float = 1e-8
     kind: str | None = None
+    wd_scale: float = 1.0
 
     @property
     def tau(self) -> float:
@@ -479,13 +483,13 @@ def suggest(
         lr_scale = base_lr_mult[cls] * m**ex.lr * m_depth**dx.lr
         std = base_init[cls]
         eps = config.eps * m**ex.eps * m_depth**dx.eps if config.scale_eps else config.eps
+        wd_scale = m ** (ex.wd + shift) * m_depth**dx.wd * length if ex.decay else 0.0
         return GroupHyper(
             param_class=cls,
             lr=config.lr * lr_scale,
             lr_scale=lr_scale,
-            weight_decay=(
-                config.weight_decay * m ** (ex.wd + shift) * m_depth**dx.wd * length if ex.decay else 0.0
-            ),
+            weight_decay=config.weight_decay * wd_scale,
+            wd_scale=wd_scale,
             init_std=None if std is None else std * m**ex.init_std * m_depth**dx.init_std,
             multiplier=base_mult[cls] * m**ex.multiplier,
             init_scale=base_scale[cls],

@@ -631,19 +631,20 @@ def param_groups(
                 lr_scale /= m**ex.lr  # no dim grows (an output bias): width-independent (as mup)
             if "weight_decay" in user_group:
                 # the user's base wd, carried as the plan carries the config's for this kind
-                class_wd = plan[cls].weight_decay
-                kind_shift = hyper.weight_decay / class_wd if class_wd else 1.0
-                wd = float(user_group["weight_decay"]) * m**ex.wd * kind_shift if ex.decay else 0.0
+                wd = float(user_group["weight_decay"]) * hyper.wd_scale
             use_muon = muon and cls is ParamClass.HIDDEN and param.ndim == 2
             if use_muon:
                 lr_scale *= _muon_orientation(owners.get(name), tuple(param.shape), plan.muon_adjust_lr_fn)
-            elif muon and cls is ParamClass.HIDDEN and adamw_hidden is not None:
+            hyper_eps = hyper.eps
+            if muon and not use_muon and cls is ParamClass.HIDDEN and adamw_hidden is not None:
                 lr_scale *= m ** (adamw_hidden.lr - ex.lr)  # AdamW's width rule for this one
                 wd *= m ** (adamw_hidden.wd - ex.wd)
+                if plan.scale_eps:
+                    hyper_eps *= m ** (adamw_hidden.eps - ex.eps)
                 not_matrices.append(name)
             lr = base_lr * lr_scale
             adam_like = plan.optimizer in ("adamw", "adam") or (muon and not use_muon)
-            eps = hyper.eps if adam_like and (plan.scale_eps or hyper.eps != _TORCH_ADAM_EPS) else None
+            eps = hyper_eps if adam_like and (plan.scale_eps or hyper_eps != _TORCH_ADAM_EPS) else None
             key = (index, lr, wd, eps, use_muon)
             group = merged.setdefault(
                 key,
@@ -706,7 +707,12 @@ def build_optimizer(
     if plan.optimizer == "muon":
         from hptransfer.scaling.torch_optim import MuonAdamW
 
-        kwargs.setdefault("adjust_lr_fn", plan.muon_adjust_lr_fn)
+        adjust = kwargs.setdefault("adjust_lr_fn", plan.muon_adjust_lr_fn)
+        if (adjust or "original") != plan.muon_adjust_lr_fn:
+            raise ValueError(
+                f"adjust_lr_fn={adjust!r} but the plan's hidden lr is for {plan.muon_adjust_lr_fn!r} "
+                "(the two scale with width differently): set muon_adjust_lr_fn in the config instead"
+            )
         return MuonAdamW(param_list, lr=plan.base_lr, **kwargs)
     cls = _OPTIMIZER_CLASSES[plan.optimizer]
     return cls(param_list, lr=plan.base_lr, **kwargs)
@@ -1202,6 +1208,26 @@ def _check_plan_depth(branches: ResidualBranches, plan: Plan) -> None:
         )
 
 
+def _warn_unplanned_depth(model: nn.Module, plan: Plan) -> None:
+    """A plan made without a depth on a model whose block count is not the proxy's: say that the
+    depth rule was not applied (a user who never asked for depth transfer is not stopped)."""
+    if plan.base_depth is None:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            branches = find_residual_branches(model, plan.base_depth, None)
+    except ClassificationError:
+        return  # no blocks to count
+    if branches.blocks and branches.blocks != plan.base_depth:
+        warnings.warn(
+            f"the model has {branches.blocks} residual blocks but the plan was made without a depth, "
+            f"so it holds at the proxy's depth {plan.base_depth} and the {plan.depth_rule} depth rule "
+            f"is not applied: make the plan with suggest(..., depth={branches.blocks})",
+            stacklevel=3,
+        )
+
+
 def apply_residual_multipliers(
     model: nn.Module, plan: Plan, residual_branches: Sequence[str] | None = None
 ) -> ResidualBranches | None:
@@ -1218,7 +1244,10 @@ def apply_residual_multipliers(
     """
     for handle in _RESIDUAL_HOOKS.pop(model, []):
         handle.remove()
-    if plan.depth_rule == "none" or plan.depth is None:  # no depth given: the proxy's own depth
+    if plan.depth_rule == "none":
+        return None
+    if plan.depth is None:  # no depth given: the plan holds at the proxy's own depth
+        _warn_unplanned_depth(model, plan)
         return None
     branches = find_residual_branches(model, plan.depth, residual_branches)
     _check_plan_depth(branches, plan)

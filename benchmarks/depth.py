@@ -433,6 +433,7 @@ def render(data: dict[str, Any], figures: Path) -> str:
     r, env = data["results"], data["environment"]
     s = r["setting"]
     depths = _depths(r)
+    n_seeds = len(s["seeds"])
     fig = figure(r, figures)
     d = r["drift"]
     reg = r["regret"]
@@ -579,7 +580,7 @@ Drift (max − min of log2 lr* over all depths): {compare}.
   they exist. {edge_text}
 * **Parametrizations**: {params_text}.
   The width is the base width, so width rules change nothing here: {alias_text}
-* **Regret**: each parametrization's base-depth optimum carried to {depths[-1]} blocks ({len(s["seeds"])} seeds),
+* **Regret**: each parametrization's base-depth optimum carried to {depths[-1]} blocks ({n_seeds} seeds),
   against the best seed-mean grid loss any parametrization reached there.
 * **Cost**: {r["runs_used"]} distinct runs, {r["runs_trained"]} of them trained in this session
   ({train_min:.1f} min of training), {wall / 60:.1f} min wall, {r["threads"]} torch thread(s); load

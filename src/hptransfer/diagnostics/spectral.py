@@ -8,7 +8,10 @@ many same-shape matrices at once. Each Ritz value comes with its residual ``‖A
 Iteration stops when the top-k Ritz values stagnate (their steps shrink geometrically, with the
 remaining movement below ``tol/4``; ``tol/10`` for the top value alone) or when the residual
 bound itself is below ``tol * sigma``. Ritz values never exceed the true singular values
-(interlacing), so the estimates approach them from below.
+(interlacing), so the estimates approach them from below. For the top value alone a
+single-vector probe goes first and is kept only when its residual bound meets ``tol`` (a
+well-separated top, as in trained weights: half the products of a block); a crowded top hands
+over to a block of 2 (see ``block`` in :func:`top_singular_values`).
 
 Warm start: pass the right singular vectors of the previous checkpoint (``SVDResult.v``); a
 :class:`SpectralCache` does that per layer name.
@@ -63,7 +66,10 @@ class SVDResult:
     residual: torch.Tensor  # (..., k) ‖Aᵀu − σv‖ with Av = σu
     iterations: int
     exact: bool = False
-    block: int = 0  # Krylov block size used (0: full SVD)
+    block: int = 0  # Krylov block size used (0: full SVD; the last phase's when there are two)
+    #: (block size, Krylov steps) per phase: ``((1, 7),)`` for a single-vector run that
+    #: converged, ``((1, 6), (2, 30))`` when the block run took over (see top_singular_values)
+    phases: tuple[tuple[int, int], ...] = ()
 
     @property
     def error_bound(self) -> torch.Tensor:
@@ -119,12 +125,19 @@ def top_singular_values(
         k: how many values.
         tol: relative tolerance on the values (see the module docstring for the stop rule).
         max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``).
-        block: Krylov block size (default 2 for ``k = 1``, else ``k + 4``). Each step is one
+        block: Krylov block size. Default for ``k = 1``: a single-vector probe of at most
+            12 steps, kept if its residual bound meets ``tol`` (a well-separated top value:
+            trained matrices, 5-8 steps), else a block of 2 from the probe's vector and a
+            random one (see below); with a warm start ``v0``, a block of 2 at once. Default
+            for ``k > 1``: ``k + 4``. A given ``block`` is used throughout. Each step is one
             product with ``a`` and one with ``aᵀ`` per block vector (with the CPU BLAS measured
             in benchmarks/spectral.py a block of 2 costs as much as two matrix–vector
-            products). A single vector would need the fewest products if it converged
-            steadily, but with the top two values close (Gaussian matrices: 0.1-0.5 % apart)
-            it dwells near the second one for tens of steps; a block of 2 does not.
+            products). Why a block when the top is crowded: with the top two values close
+            (Gaussian matrices: 0.1-0.5 % apart) a single vector can dwell near the second one
+            for tens of steps with a residual small enough to stop there; a block of 2 does
+            not. The probe accepts only on its residual bound (never on a stalled Ritz value)
+            and gives up after 6 steps while that bound is above 1 %, which a crowded top
+            always is (5-9 % on the benchmark's Gaussian matrices, 0.03-0.3 % trained-like).
         v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
         precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
@@ -155,16 +168,15 @@ def top_singular_values(
     warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
     if exact or min(m, n) <= max(2 * blk, 16):
         res = _exact(batch, kk)
-    elif kk == 1 and blk >= 2:
-        rows = functools.partial(
-            _block_lanczos_rows, tol=tol, max_iter=max_iter, block=blk, generator=generator
-        )
+    elif kk == 1 and (block is None or block <= 2):
+        top = functools.partial(_top_one, tol=tol, max_iter=max_iter, block=block, generator=generator)
         if precision == "mixed":
-            rough = rows(batch, v0=warm, a_mm=batch.to(torch.bfloat16))
-            res = rows(batch, v0=rough.v)  # from the bfloat16 run's own top Ritz vector
+            rough = top(batch, v0=warm, a_mm=batch.to(torch.bfloat16))
+            res = top(batch, v0=rough.v)  # from the bfloat16 run's own top Ritz vector
             res.iterations += rough.iterations
+            res.phases = rough.phases + res.phases
         else:
-            res = rows(batch, v0=warm)
+            res = top(batch, v0=warm)
     else:
         if precision == "mixed":
             rough = _block_lanczos(
@@ -187,7 +199,9 @@ def top_singular_values(
                 batch, kk, tol=tol, max_iter=max_iter, block=blk, v0=warm, generator=generator
             )
     if squeeze:
-        res = SVDResult(res.values[0], res.v[0], res.residual[0], res.iterations, res.exact, res.block)
+        res = SVDResult(
+            res.values[0], res.v[0], res.residual[0], res.iterations, res.exact, res.block, res.phases
+        )
     return res
 
 
@@ -219,6 +233,56 @@ def _top_eigh(lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta, vec
 
 
+#: the single-vector probe of :func:`_top_one`: at most this many steps, and it gives up on a
+#: matrix whose relative residual bound is still above PROBE_GIVE_UP at step PROBE_GIVE_UP_STEP
+PROBE_STEPS, PROBE_GIVE_UP_STEP, PROBE_GIVE_UP = 12, 6, 1e-2
+
+
+def _top_one(
+    a: torch.Tensor | list[torch.Tensor],
+    *,
+    tol: float,
+    max_iter: int,
+    block: int | None,
+    v0: torch.Tensor | None,
+    generator: torch.Generator | None,
+    a_mm: torch.Tensor | None = None,
+) -> SVDResult:
+    """Top singular value of each matrix of ``a``: the single-vector probe, then a block of 2
+    for the matrices it did not settle (see :func:`top_singular_values`, ``block``)."""
+    rows = functools.partial(_block_lanczos_rows, tol=tol, generator=generator, a_mm=a_mm)
+    if block is not None or v0 is not None:
+        # a warm start may be the old top vector of a matrix whose top two have swapped: a
+        # single vector from it could settle on the second value, a block of 2 does not
+        res, _ = rows(a, max_iter=max_iter, block=block or 2, v0=v0)
+        res.phases = ((res.block, res.iterations),)
+        return res
+    probe, settled = rows(a, max_iter=min(PROBE_STEPS, max_iter), block=1, v0=None, probe=True)
+    probe.phases = ((1, probe.iterations),)
+    rest = np.flatnonzero(~settled)
+    if len(rest) == 0 or probe.iterations >= max_iter:
+        return probe
+    idx = torch.from_numpy(rest)
+    more, _ = _block_lanczos_rows(
+        a[idx] if isinstance(a, torch.Tensor) else [a[i] for i in rest],
+        tol=tol,
+        max_iter=max_iter - probe.iterations,
+        block=2,
+        v0=probe.v[idx],  # the probe's vector and a random one
+        generator=generator,
+        a_mm=None if a_mm is None else a_mm[idx],
+    )
+    probe.values[idx], probe.v[idx], probe.residual[idx] = more.values, more.v, more.residual
+    return SVDResult(
+        probe.values,
+        probe.v,
+        probe.residual,
+        probe.iterations + more.iterations,
+        block=2,
+        phases=(*probe.phases, (2, more.iterations)),
+    )
+
+
 def _block_lanczos_rows(
     a: torch.Tensor | list[torch.Tensor],
     *,
@@ -228,7 +292,8 @@ def _block_lanczos_rows(
     v0: torch.Tensor | None,
     generator: torch.Generator | None,
     a_mm: torch.Tensor | None = None,
-) -> SVDResult:
+    probe: bool = False,
+) -> tuple[SVDResult, np.ndarray]:
     """Top singular value of each matrix of ``a`` ``(bsz, m, n)`` by block Lanczos, lean.
 
     The algorithm of :func:`_block_lanczos_core` for ``k = 1`` (block Krylov space of the Gram
@@ -242,6 +307,11 @@ def _block_lanczos_rows(
     matrices leaving the batch. A block (2 by default) rather than one vector: with the top two
     values close (0.1-0.5 % apart in a Gaussian matrix) a single vector dwells near the second
     one for tens of steps, with a residual small enough to stop there.
+
+    ``probe`` (block 1): stop only on the residual bound, and give up on a matrix whose
+    relative bound is above ``PROBE_GIVE_UP`` at step ``PROBE_GIVE_UP_STEP`` (or that has not
+    converged by the last step). Returns the result and, per matrix, whether it converged
+    (always all for a block run, which ends on its last step).
     """
     # ``a`` may be a list of same-shape matrices (model_spectrum: no stacked copy; the
     # products are taken matrix by matrix anyway)
@@ -292,6 +362,7 @@ def _block_lanczos_rows(
     basis[:, :b] = torch.linalg.qr(start.mT)[0].mT
     every = _CHECK_EVERY or (1 if m * n >= 2**20 else 2)
     out_sig, out_res = np.zeros(bsz), np.zeros(bsz)
+    settled = np.ones(bsz, dtype=bool)
     out_x = torch.zeros(bsz, d, dtype=dt, device=dev)
     idx = np.arange(bsz)
     live = np.ones(bsz, dtype=bool)
@@ -340,7 +411,16 @@ def _block_lanczos_rows(
         delta = np.abs(sig - prev[idx]) / scale
         rate = delta / np.maximum(prev_delta[idx], tiny)
         rho = np.minimum(np.maximum(rate, prev_rate[idx]), 0.999)
-        conv |= (delta <= tol / 10) & (delta * rho / (1 - rho) <= tol / 10)  # NaN (too early): False
+        if probe:  # the residual bound only; a crowded top gives up (see _top_one)
+            hopeless = np.zeros_like(conv)
+            if it >= PROBE_GIVE_UP_STEP:
+                hopeless |= resid / scale > PROBE_GIVE_UP
+            if it == steps or c1 + b > d:
+                hopeless |= ~conv
+            settled[idx[hopeless & live]] = False
+            conv |= hopeless
+        else:
+            conv |= (delta <= tol / 10) & (delta * rho / (1 - rho) <= tol / 10)  # NaN: False
         prev[idx], prev_delta[idx], prev_rate[idx] = sig, delta, rate
         if it == steps or c1 + b > d:
             conv[:] = True
@@ -366,7 +446,7 @@ def _block_lanczos_rows(
     x[:, 0] += x.norm(dim=-1) == 0  # a zero matrix: any unit vector is a singular vector
     sig_t = torch.from_numpy(out_sig).to(dev, dt)
     res_t = torch.from_numpy(out_res).to(dev, dt)
-    return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=b)
+    return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=b), settled
 
 
 def _block_lanczos(
@@ -645,7 +725,7 @@ def model_spectrum(
             mats = [mm.to(dtype) for _, _, mm, _, _ in part]
             if k == 1 and not exact and precision == "float32" and min(m, n) > 16:
                 # the path top_singular_values takes, without stacking a copy of the group
-                res = _block_lanczos_rows(mats, tol=tol, max_iter=60, block=2, v0=v0, generator=gen)
+                res = _top_one(mats, tol=tol, max_iter=60, block=None, v0=v0, generator=gen)
             else:
                 stack = mats[0].unsqueeze(0) if len(mats) == 1 else torch.stack(mats)
                 res = top_singular_values(

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hptransfer.scaling import (
+    DEPTH_RULES,
+    OPTIMIZERS,
     WD_EXPONENTS,
     ConfigError,
     GroupHyper,
@@ -31,6 +33,7 @@ from hptransfer.scaling import (
     parse_count,
     suggest,
 )
+from hptransfer.scaling.config import WD_EXPONENT_KEYS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -290,6 +293,14 @@ def run_suggest(
     wd_exponents: str | None = None,
 ) -> None:
     """What ``hptransfer suggest`` does once its options are parsed (bad input: :func:`fail`)."""
+    # an option's bad value is named by its flag, not by the config key it overrides
+    for flag, value, allowed in (
+        ("--readout", readout, ["lr", "multiplier"]),
+        ("--optimizer", optimizer, list(OPTIMIZERS)),
+        ("--depth-rule", depth_rule, list(DEPTH_RULES)),
+    ):
+        if value is not None and value not in allowed:
+            fail(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
     proxy_width: int | None = None
     try:
         if study is not None:
@@ -353,6 +364,10 @@ def _pairs(text: str) -> dict[str, float]:
             raise ConfigError(
                 f"--wd-exponents: {part.strip()!r} is not class=number; give e.g. attention=0.8,mlp=1.0"
             ) from None
+        if key.strip() not in WD_EXPONENT_KEYS:
+            raise ConfigError(
+                f"--wd-exponents: unknown class {key.strip()!r}; allowed: {', '.join(WD_EXPONENT_KEYS)}"
+            )
     return out
 
 

@@ -169,14 +169,10 @@ def top_singular_values(
     if exact or min(m, n) <= max(2 * blk, 16):
         res = _exact(batch, kk)
     elif kk == 1 and (block is None or block <= 2):
-        top = functools.partial(_top_one, tol=tol, max_iter=max_iter, block=block, generator=generator)
-        if precision == "mixed":
-            rough = top(batch, v0=warm, a_mm=batch.to(torch.bfloat16))
-            res = top(batch, v0=rough.v)  # from the bfloat16 run's own top Ritz vector
-            res.iterations += rough.iterations
-            res.phases = rough.phases + res.phases
-        else:
-            res = top(batch, v0=warm)
+        mixed = precision == "mixed"
+        res = _top_one(
+            batch, tol=tol, max_iter=max_iter, block=block, v0=warm, generator=generator, mixed=mixed
+        )
     else:
         if precision == "mixed":
             rough = _block_lanczos(
@@ -246,40 +242,48 @@ def _top_one(
     block: int | None,
     v0: torch.Tensor | None,
     generator: torch.Generator | None,
-    a_mm: torch.Tensor | None = None,
+    mixed: bool = False,
 ) -> SVDResult:
     """Top singular value of each matrix of ``a``: the single-vector probe, then a block of 2
-    for the matrices it did not settle (see :func:`top_singular_values`, ``block``)."""
-    rows = functools.partial(_block_lanczos_rows, tol=tol, generator=generator, a_mm=a_mm)
-    if block is not None or v0 is not None:
-        # a warm start may be the old top vector of a matrix whose top two have swapped: a
-        # single vector from it could settle on the second value, a block of 2 does not
-        res, _ = rows(a, max_iter=max_iter, block=block or 2, v0=v0)
-        res.phases = ((res.block, res.iterations),)
-        return res
-    probe, settled = rows(a, max_iter=min(PROBE_STEPS, max_iter), block=1, v0=None, probe=True)
-    probe.phases = ((1, probe.iterations),)
-    rest = np.flatnonzero(~settled)
-    if len(rest) == 0 or probe.iterations >= max_iter:
-        return probe
+    for the matrices it did not settle (see :func:`top_singular_values`, ``block``).
+
+    ``mixed`` (``precision="mixed"``): the matrices the probe leaves first build a block-4
+    Krylov space from a bfloat16 copy of themselves, to ``max(tol, 1e-3)``, and the float32 block of 2
+    starts from its top Ritz vector: the bfloat16 products (half the bytes to read) do most of
+    the steps, and the tolerance still applies to ``a`` itself.
+    """
+    rows = functools.partial(_block_lanczos_rows, tol=tol, generator=generator)
+    bsz = a.shape[0] if isinstance(a, torch.Tensor) else len(a)
+    phases: list[tuple[int, int]] = []
+    res: SVDResult | None = None
+    start = v0
+    rest = np.arange(bsz)
+    if block is None and v0 is None:
+        res, settled = rows(a, max_iter=min(PROBE_STEPS, max_iter), block=1, v0=None, probe=True)
+        phases.append((1, res.iterations))
+        rest, start = np.flatnonzero(~settled), res.v
+        if len(rest) == 0 or res.iterations >= max_iter:
+            res.phases = tuple(phases)
+            return res
+    # else a warm start, which may be the old top vector of a matrix whose top two have
+    # swapped: a single vector from it could settle on the second value, a block of 2 does not
+    used = res.iterations if res is not None else 0
     idx = torch.from_numpy(rest)
-    more, _ = _block_lanczos_rows(
-        a[idx] if isinstance(a, torch.Tensor) else [a[i] for i in rest],
-        tol=tol,
-        max_iter=max_iter - probe.iterations,
-        block=2,
-        v0=probe.v[idx],  # the probe's vector and a random one
-        generator=generator,
-        a_mm=None if a_mm is None else a_mm[idx],
-    )
-    probe.values[idx], probe.v[idx], probe.residual[idx] = more.values, more.v, more.residual
+    part = a[idx] if isinstance(a, torch.Tensor) else [a[i] for i in rest]
+    start = None if start is None else start[idx]  # the probe's vector and a random one
+    if mixed:
+        low = part.to(torch.bfloat16) if isinstance(part, torch.Tensor) else torch.stack(part).bfloat16()
+        rough, _ = rows(part, tol=max(tol, 1e-3), max_iter=max_iter, block=block or 4, v0=start, a_mm=low)
+        phases.append((rough.block, rough.iterations))
+        used, start = used + rough.iterations, rough.v
+    more, _ = rows(part, max_iter=max_iter if mixed else max_iter - used, block=block or 2, v0=start)
+    phases.append((more.block, more.iterations))
+    if res is None:
+        res = more
+    else:
+        res.values[idx], res.v[idx], res.residual[idx] = more.values, more.v, more.residual
     return SVDResult(
-        probe.values,
-        probe.v,
-        probe.residual,
-        probe.iterations + more.iterations,
-        block=2,
-        phases=(*probe.phases, (2, more.iterations)),
+        res.values, res.v, res.residual, used + more.iterations, block=more.block, phases=tuple(phases)
     )
 
 

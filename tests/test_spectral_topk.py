@@ -203,6 +203,20 @@ def test_crowded_top_hands_over_to_a_block() -> None:
     assert top_singular_values(g, 1, block=1, generator=_gen(0)).phases[0][0] == 1
 
 
+def test_mixed_precision_top_value_meets_tol_on_the_float32_matrix() -> None:
+    # a crowded top: the float32 probe, a bfloat16 block of 4, a float32 block of 2; the
+    # tolerance holds for the matrix itself, not its bfloat16 copy
+    for seed in range(3):
+        g = torch.randn(320, 500, generator=_gen(70 + seed))
+        res = top_singular_values(g, 1, tol=1e-4, precision="mixed", generator=_gen(seed))
+        assert [b for b, _ in res.phases] == [1, 4, 2] and res.values.dtype == torch.float32
+        exact = float(torch.linalg.svdvals(g.double())[0])
+        assert abs(float(res.values[0]) - exact) / exact <= 1e-4
+    sep = _with_spectrum(320, 500, torch.tensor([5.0, 2.0, 1.0, 0.5]).double(), seed=3)
+    res = top_singular_values(sep + 0.01 * torch.randn(320, 500, generator=_gen(9)), 1, precision="mixed")
+    assert res.phases == ((1, res.iterations),)  # the probe settles it: no bfloat16 copy made
+
+
 def test_low_rank_and_zero_matrices_stop_cleanly() -> None:
     # the Krylov space becomes invariant after a few steps: exact values, no NaN
     sigma = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)

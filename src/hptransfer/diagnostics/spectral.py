@@ -142,10 +142,10 @@ def top_singular_values(
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
         precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
             bfloat16 copy of ``a``, then refine in float32 from the bfloat16 Ritz vectors, so
-            the tolerance still applies to ``a`` itself. Experimental: the refinement repeats
-            most of the work, and benchmarks/spectral.py measures it no faster than float32 on
-            trained-like matrices (docs/results-spectral.md); it can only pay off where
-            bfloat16 products are much faster than float32 ones.
+            the tolerance still applies to ``a`` itself (for ``k = 1``: only where the float32
+            probe leaves a crowded top, with a block of 4 in bfloat16). It pays off only where
+            bfloat16 products are much cheaper than float32 ones and the matrix is large:
+            benchmarks/spectral.py measures it per shape (docs/results-spectral.md).
         generator: random start vectors (seeded for repeatable results).
 
     Returns:

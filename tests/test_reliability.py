@@ -258,7 +258,9 @@ def test_sweep_ctrl_c_is_one_line_and_the_printed_command_finishes_the_sweep(tmp
 @pytest.mark.slow
 def test_stn_ctrl_c_is_one_line_and_the_printed_command_resumes(tmp_path):
     out = tmp_path / "stn"
-    args = ["stn", "--epochs", "4", "--checkpoint-every", "5", "--out", str(out)]
+    # long enough (about 190 steps) that the Ctrl-C, sent once the first checkpoint (step 5) is
+    # on disk, lands in training even on a busy machine; one after training is reported too
+    args = ["stn", "--epochs", "24", "--checkpoint-every", "5", "--out", str(out)]
     code, err = _interrupt_when(_entry(args), lambda: (out / "checkpoint.pt").exists(), tmp_path)
     assert code == 130
     again = _resume_line(err, r"Resume with: (hptransfer stn .*)$")

@@ -313,3 +313,27 @@ def test_benchmark_quick_smoke_and_render(capsys: pytest.CaptureFixture[str], tm
     line = module.headline_line(results)
     assert line.startswith("HEADLINE: ridge ") and "TPE-3" in line
     assert len(module.headline(result_document("stn_vs_optuna", results))) == 3
+
+
+def test_ctrl_c_while_results_are_written_is_one_line_and_resume_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a Ctrl-C after training, while the outputs are written, was a silent exit 130 (typer's
+    # own); it is reported like one during training, and resuming the finished run writes them
+    import hptransfer.stn.report as report
+
+    out = tmp_path / "run"
+    args = ["stn", "--task", "classify", "--epochs", "1", "--out", str(out), "--checkpoint-every", "5"]
+    real = report.write_outputs
+
+    def interrupted(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_outputs", interrupted)  # the command imports it when run
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130 and "Resume with: hptransfer stn" in res.output, res.output
+    assert "the last checkpoint is" in res.output and not (out / "hyper.json").exists()
+    monkeypatch.setattr(report, "write_outputs", real)
+    again = runner.invoke(app, [*args, "--resume", "--json"])
+    assert again.exit_code == 0, again.output
+    assert (out / "hyper.json").exists() and (out / "proxy.toml").exists()

@@ -346,6 +346,32 @@ def stn_cmd(
                 eval_every=len(train) * max(1, epochs // 20),
                 callback=callback,
             )
+        # inside the try: a Ctrl-C (or a full disk) while the results are written is reported
+        # like one during training (the last checkpoint holds the finished run; resuming it
+        # writes them)
+        test_loss = tuner.evaluate([the_task.test])
+        log_names = [s.name for s in tuner.hyper.specs if s.transform == "log"]
+        name = f"stn-{task}" if model is None else f"stn-{model.rpartition(':')[2]}-{task}"
+        files = write_outputs(
+            out_dir,
+            values=result.values,
+            sigma=result.sigma,
+            trajectory=result.trajectory,
+            lr=cfg.lr,
+            width=proxy_width,
+            name=name,
+            log_names=log_names,
+            base=base,
+            extra={
+                "method": kind,
+                "final_val_loss": result.final_val_loss,
+                "test_loss": test_loss,
+                "train_steps": result.train_steps,
+                "val_steps": result.val_steps,
+                "warnings": result.extra.get("warnings", []),
+                "config": {k: v for k, v in cfg.__dict__.items()},
+            },
+        )
     except StnInterrupted as exc:
         fail(
             f"interrupted at step {exc.step}; saved {exc.checkpoint} (that step). Resume with: "
@@ -371,29 +397,6 @@ def stn_cmd(
         saved = tuner.last_checkpoint
         kept = f"the last checkpoint {saved[0]} (step {saved[1]}) is intact" if saved else "no checkpoint"
         fail(f"cannot write in {out_dir} ({why}); {kept}; free space, then: {resume_command(ctx)}", 1)
-    test_loss = tuner.evaluate([the_task.test])
-    log_names = [s.name for s in tuner.hyper.specs if s.transform == "log"]
-    name = f"stn-{task}" if model is None else f"stn-{model.rpartition(':')[2]}-{task}"
-    files = write_outputs(
-        out_dir,
-        values=result.values,
-        sigma=result.sigma,
-        trajectory=result.trajectory,
-        lr=cfg.lr,
-        width=proxy_width,
-        name=name,
-        log_names=log_names,
-        base=base,
-        extra={
-            "method": kind,
-            "final_val_loss": result.final_val_loss,
-            "test_loss": test_loss,
-            "train_steps": result.train_steps,
-            "val_steps": result.val_steps,
-            "warnings": result.extra.get("warnings", []),
-            "config": {k: v for k, v in cfg.__dict__.items()},
-        },
-    )
     if as_json:
         sys.stdout.write(
             json.dumps(

@@ -183,7 +183,9 @@ def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_
 
     db = tmp_path / "t.db"
     url = f"sqlite:///{db}"
-    args = ["tune", "--model", "mlp", "--width", "16", "--trials", "3", "--steps", "200"]
+    # trials long enough (about a second each) that the Ctrl-C, sent once one has finished,
+    # lands in the next one even on a busy machine, not after the study ended
+    args = ["tune", "--model", "mlp", "--width", "16", "--trials", "3", "--steps", "1500"]
     args += ["--storage", url, "--study", "s", "--sampler-seed", "0"]
 
     def finished() -> int:
@@ -204,7 +206,7 @@ def test_tune_ctrl_c_is_one_line_and_the_printed_command_finishes_the_study(tmp_
     assert m and "finished trials kept in study s" in lines[0], lines[0]
     again = shlex.split(m.group(1))
     assert again[again.index("--total-trials") + 1] == "3" and "--trials" not in again
-    assert again[again.index("--storage") + 1] == url and again[again.index("--steps") + 1] == "200"
+    assert again[again.index("--storage") + 1] == url and again[again.index("--steps") + 1] == "1500"
     res = subprocess.run(
         [sys.executable, "-m", "hptransfer.cli.entry", *again[1:]],
         cwd=tmp_path,

@@ -114,6 +114,17 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [("CompleteP", "completep"), ("complete-p", "completep"), ("depthmup", "depth-mup"), ("sp", "none")],
+)
+def test_depth_rule_aliases_are_taken(name: str, rule: str) -> None:
+    # the flag check takes what the config layer takes (aliases, any case)
+    code, out, err = run("suggest", "--width", "512", "--depth-rule", name, "--json")
+    assert code == 0, err
+    assert json.loads(out)["depth_rule"] == rule
+
+
 def test_depth_or_tokens_without_the_proxy_values_is_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "p.toml"
     cfg.write_text("[proxy]\nbase_width = 128\n")

@@ -166,55 +166,50 @@ def test_top_value_on_either_side(m: int, n: int, tol: float) -> None:
         assert float((a @ res.v[:, 0]).norm()) == pytest.approx(float(res.values[0]), rel=10 * tol)
 
 
-@pytest.mark.parametrize(("m", "n"), [(240, 400), (400, 240)])
-def test_separated_top_takes_the_single_vector_probe_alone(m: int, n: int) -> None:
-    # a top value well apart from the rest (trained weights): the probe's residual bound
-    # settles it, with no block phase
-    sigma = torch.cat([torch.tensor([6.0, 4.0]), torch.linspace(1.0, 0.1, 60)]).double()
-    for seed in range(3):
-        a = _with_spectrum(m, n, sigma, seed=seed)
-        res = top_singular_values(a, 1, tol=1e-4, generator=_gen(seed))
-        assert res.phases == ((1, res.iterations),) and res.iterations <= 12
-        assert abs(float(res.values[0]) - 6.0) / 6.0 <= 1e-4
-        assert abs(float(res.values[0]) - 6.0) <= float(res.error_bound[0]) + 1e-6
+@pytest.mark.parametrize("tol", [1e-3, 1e-4])
+def test_close_top_pair_apart_from_the_rest_is_not_mistaken_for_the_second(tol: float) -> None:
+    # two top values 1 % apart, well above the rest: a single vector that starts with little of
+    # the top direction settles on the second value with a residual bound that meets tol (the
+    # bound covers the distance to *a* singular value); the default block of 2 does not. A
+    # single-vector probe as the default returned 1.0000 for 1.0100 on seed 20 here (review).
+    sigma = torch.cat([torch.tensor([1.01, 1.0]), torch.linspace(0.3, 0.01, 60)]).double()
+    for seed in range(20, 60):
+        a = _with_spectrum(300, 200, sigma, seed=seed)
+        res = top_singular_values(a, 1, tol=tol, generator=_gen(1000 + seed))
+        assert res.phases == ((2, res.iterations),)
+        assert abs(float(res.values[0]) - 1.01) / 1.01 <= tol, seed
 
 
-def test_crowded_top_hands_over_to_a_block() -> None:
+def test_crowded_top_within_tol() -> None:
     # two top values 0.1 % apart over a dense spectrum: a single vector converges slowly to a
-    # mix of the two, and a stalled Ritz value there is up to 1e-3 off (a single-vector run
-    # that stops on the stall, block=1, is 1.5e-4 to 9.6e-4 off on 3 of these 6 seeds). The
-    # probe stops only on its residual bound, gives up, and a block of 2 finishes.
+    # mix of the two, whose Ritz value stalls between them (block=1 is 1.5e-4 to 9.6e-4 off on
+    # 3 of these 6 seeds at tol 1e-4); the default block of 2 resolves them
     tol = 1e-4
     sigma = torch.cat([torch.tensor([1.001, 1.0]), torch.linspace(0.9, 0.05, 80)]).double()
     for seed in range(6):
         a = _with_spectrum(300, 420, sigma, seed=10 + seed)
         res = top_singular_values(a, 1, tol=tol, generator=_gen(seed))
-        assert res.phases[0] == (1, 6) and res.phases[1][0] == 2
         assert abs(float(res.values[0]) - 1.001) / 1.001 <= tol
-    for seed in range(3):  # Gaussian: a dense top edge, the same hand-over
-        g = torch.randn(300, 420, generator=_gen(50 + seed))
-        res = top_singular_values(g, 1, tol=tol, generator=_gen(seed))
-        assert res.phases[0] == (1, 6) and res.phases[1][0] == 2 and res.block == 2
-        exact = float(torch.linalg.svdvals(g.double())[0])
-        assert abs(float(res.values[0]) - exact) / exact <= tol
-    # a warm start (maybe a stale top vector) goes to the block at once; a given block is kept
-    warm = top_singular_values(g, 1, v0=res.v, generator=_gen(0))
-    assert warm.phases == ((2, warm.iterations),)
-    assert top_singular_values(g, 1, block=1, generator=_gen(0)).phases[0][0] == 1
+    assert top_singular_values(a, 1, block=1, generator=_gen(0)).phases[0][0] == 1  # as asked
 
 
 def test_mixed_precision_top_value_meets_tol_on_the_float32_matrix() -> None:
-    # a crowded top: the float32 probe, a bfloat16 block of 4, a float32 block of 2; the
-    # tolerance holds for the matrix itself, not its bfloat16 copy
+    # a bfloat16 block of 4, then a float32 block of 2: the tolerance holds for the matrix
+    # itself, not its bfloat16 copy; a batch given as a list works too (model_spectrum's form)
+    from hptransfer.diagnostics.spectral import _top_one
+
     for seed in range(3):
         g = torch.randn(320, 500, generator=_gen(70 + seed))
         res = top_singular_values(g, 1, tol=1e-4, precision="mixed", generator=_gen(seed))
-        assert [b for b, _ in res.phases] == [1, 4, 2] and res.values.dtype == torch.float32
+        assert [b for b, _ in res.phases] == [4, 2] and res.values.dtype == torch.float32
+        assert res.iterations == sum(st for _, st in res.phases)
         exact = float(torch.linalg.svdvals(g.double())[0])
         assert abs(float(res.values[0]) - exact) / exact <= 1e-4
-    sep = _with_spectrum(320, 500, torch.tensor([5.0, 2.0, 1.0, 0.5]).double(), seed=3)
-    res = top_singular_values(sep + 0.01 * torch.randn(320, 500, generator=_gen(9)), 1, precision="mixed")
-    assert res.phases == ((1, res.iterations),)  # the probe settles it: no bfloat16 copy made
+    mats = list(torch.randn(3, 120, 90, generator=_gen(5)).unbind(0))
+    res = _top_one(mats, tol=1e-4, max_iter=60, block=None, v0=None, generator=_gen(0), mixed=True)
+    exact = torch.stack([torch.linalg.svdvals(m.double())[0] for m in mats])
+    assert res.values.dtype == torch.float32
+    assert float(((res.values[:, 0].double() - exact).abs() / exact).max()) <= 1e-4
 
 
 def test_low_rank_and_zero_matrices_stop_cleanly() -> None:

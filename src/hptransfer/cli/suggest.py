@@ -29,6 +29,7 @@ from hptransfer.scaling import (
     check_depth,
     check_width,
     default_config,
+    get_depth_rule,
     load_config,
     parse_count,
     suggest,
@@ -297,10 +298,14 @@ def run_suggest(
     for flag, value, allowed in (
         ("--readout", readout, ["lr", "multiplier"]),
         ("--optimizer", optimizer, list(OPTIMIZERS)),
-        ("--depth-rule", depth_rule, list(DEPTH_RULES)),
     ):
         if value is not None and value not in allowed:
             fail(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
+    if depth_rule is not None:
+        try:
+            get_depth_rule(depth_rule)  # takes aliases (complete-p, sp, ...) and any case
+        except ValueError:
+            fail(f"--depth-rule must be one of {', '.join(DEPTH_RULES)}; got {depth_rule!r}")
     proxy_width: int | None = None
     try:
         if study is not None:

@@ -8,10 +8,7 @@ many same-shape matrices at once. Each Ritz value comes with its residual ``‖A
 Iteration stops when the top-k Ritz values stagnate (their steps shrink geometrically, with the
 remaining movement below ``tol/4``; ``tol/10`` for the top value alone) or when the residual
 bound itself is below ``tol * sigma``. Ritz values never exceed the true singular values
-(interlacing), so the estimates approach them from below. For the top value alone a
-single-vector probe goes first and is kept only when its residual bound meets ``tol`` (a
-well-separated top, as in trained weights: half the products of a block); a crowded top hands
-over to a block of 2 (see ``block`` in :func:`top_singular_values`).
+(interlacing), so the estimates approach them from below.
 
 Warm start: pass the right singular vectors of the previous checkpoint (``SVDResult.v``); a
 :class:`SpectralCache` does that per layer name.
@@ -67,8 +64,8 @@ class SVDResult:
     iterations: int
     exact: bool = False
     block: int = 0  # Krylov block size used (0: full SVD; the last phase's when there are two)
-    #: (block size, Krylov steps) per phase: ``((1, 7),)`` for a single-vector run that
-    #: converged, ``((1, 6), (2, 30))`` when the block run took over (see top_singular_values)
+    #: (block size, Krylov steps) per phase of the top-value solver: ``((2, 30),)``, or with
+    #: ``precision="mixed"`` ``((4, 19), (2, 7))`` (bfloat16 block of 4, then float32 block of 2)
     phases: tuple[tuple[int, int], ...] = ()
 
     @property
@@ -124,26 +121,25 @@ def top_singular_values(
         a: matrix or batch of same-shape matrices (float32/float64; other dtypes are cast).
         k: how many values.
         tol: relative tolerance on the values (see the module docstring for the stop rule).
-        max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``).
-        block: Krylov block size. Default for ``k = 1``: a single-vector probe of at most
-            12 steps, kept if its residual bound meets ``tol`` (a well-separated top value:
-            trained matrices, 5-8 steps), else a block of 2 from the probe's vector and a
-            random one (see below); with a warm start ``v0``, a block of 2 at once. Default
-            for ``k > 1``: ``k + 4``. A given ``block`` is used throughout. Each step is one
+        max_iter: most Krylov steps (each costs one product with ``A`` and one with ``Aᵀ``; with
+            ``precision="mixed"``, per phase).
+        block: Krylov block size (default 2 for ``k = 1``, else ``k + 4``). Each step is one
             product with ``a`` and one with ``aᵀ`` per block vector (with the CPU BLAS measured
             in benchmarks/spectral.py a block of 2 costs as much as two matrix–vector
-            products). Why a block when the top is crowded: with the top two values close
-            (Gaussian matrices: 0.1-0.5 % apart) a single vector can dwell near the second one
-            for tens of steps with a residual small enough to stop there; a block of 2 does
-            not. The probe accepts only on its residual bound (never on a stalled Ritz value)
-            and gives up after 6 steps while that bound is above 1 %, which a crowded top
-            always is (5-9 % on the benchmark's Gaussian matrices, 0.03-0.3 % trained-like).
+            products). A single vector (``block=1``) needs about half the products on a
+            well-separated top value, but it can settle on the second one: a start with little
+            of the top direction converges to the second value with a residual bound that meets
+            ``tol`` (the bound covers the distance to *a* singular value, not to the top one),
+            as often as about ``tol`` / (relative gap of the top two) when the top two stand
+            apart from the rest, and it dwells near the second for tens of steps when the top
+            is crowded (Gaussian matrices: 0.1-0.5 % apart). A block of 2 makes both far rarer,
+            which is why it is the default.
         v0: warm start, right singular vectors ``(…, n, j)`` from an earlier checkpoint.
         exact: full SVD (``torch.linalg.svd``) instead: for checks, slow on large matrices.
         precision: ``"float32"`` (default) or ``"mixed"``: build the Krylov space with a
             bfloat16 copy of ``a``, then refine in float32 from the bfloat16 Ritz vectors, so
-            the tolerance still applies to ``a`` itself (for ``k = 1``: only where the float32
-            probe leaves a crowded top, with a block of 4 in bfloat16). It pays off only where
+            the tolerance still applies to ``a`` itself (for ``k = 1``: a block of 4 in
+            bfloat16 to ``max(tol, 1e-3)``, then the float32 block of 2). It pays off only where
             bfloat16 products are much cheaper than float32 ones and the matrix is large:
             benchmarks/spectral.py measures it per shape (docs/results-spectral.md).
         generator: random start vectors (seeded for repeatable results).
@@ -168,7 +164,7 @@ def top_singular_values(
     warm = v0 if v0 is None or not squeeze else v0.unsqueeze(0)
     if exact or min(m, n) <= max(2 * blk, 16):
         res = _exact(batch, kk)
-    elif kk == 1 and (block is None or block <= 2):
+    elif kk == 1:
         mixed = precision == "mixed"
         res = _top_one(
             batch, tol=tol, max_iter=max_iter, block=block, v0=warm, generator=generator, mixed=mixed
@@ -229,9 +225,8 @@ def _top_eigh(lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta, vec
 
 
-#: the single-vector probe of :func:`_top_one`: at most this many steps, and it gives up on a
-#: matrix whose relative residual bound is still above PROBE_GIVE_UP at step PROBE_GIVE_UP_STEP
-PROBE_STEPS, PROBE_GIVE_UP_STEP, PROBE_GIVE_UP = 12, 6, 1e-2
+#: ``precision="mixed"``: the bfloat16 phase stops at ``max(tol, MIXED_ROUGH_TOL)``
+MIXED_ROUGH_TOL = 1e-3
 
 
 def _top_one(
@@ -244,47 +239,29 @@ def _top_one(
     generator: torch.Generator | None,
     mixed: bool = False,
 ) -> SVDResult:
-    """Top singular value of each matrix of ``a``: the single-vector probe, then a block of 2
-    for the matrices it did not settle (see :func:`top_singular_values`, ``block``).
+    """Top singular value of each matrix of ``a`` by block Lanczos (``block``, default 2; see
+    :func:`top_singular_values`).
 
-    ``mixed`` (``precision="mixed"``): the matrices the probe leaves first build a block-4
-    Krylov space from a bfloat16 copy of themselves, to ``max(tol, 1e-3)``, and the float32 block of 2
-    starts from its top Ritz vector: the bfloat16 products (half the bytes to read) do most of
-    the steps, and the tolerance still applies to ``a`` itself.
+    ``mixed`` (``precision="mixed"``): first a block-4 Krylov space built from a bfloat16 copy
+    of the matrices, to ``max(tol, 1e-3)``, then the float32 block of 2 from its top Ritz
+    vector (and a random one): the bfloat16 products (half the bytes to read) do most of the
+    steps, and the tolerance still applies to ``a`` itself. Each phase may take ``max_iter``.
     """
     rows = functools.partial(_block_lanczos_rows, tol=tol, generator=generator)
-    bsz = a.shape[0] if isinstance(a, torch.Tensor) else len(a)
     phases: list[tuple[int, int]] = []
-    res: SVDResult | None = None
     start = v0
-    rest = np.arange(bsz)
-    if block is None and v0 is None:
-        res, settled = rows(a, max_iter=min(PROBE_STEPS, max_iter), block=1, v0=None, probe=True)
-        phases.append((1, res.iterations))
-        rest, start = np.flatnonzero(~settled), res.v
-        if len(rest) == 0 or res.iterations >= max_iter:
-            res.phases = tuple(phases)
-            return res
-    # else a warm start, which may be the old top vector of a matrix whose top two have
-    # swapped: a single vector from it could settle on the second value, a block of 2 does not
-    used = res.iterations if res is not None else 0
-    idx = torch.from_numpy(rest)
-    part = a[idx] if isinstance(a, torch.Tensor) else [a[i] for i in rest]
-    start = None if start is None else start[idx]  # the probe's vector and a random one
     if mixed:
-        low = part.to(torch.bfloat16) if isinstance(part, torch.Tensor) else torch.stack(part).bfloat16()
-        rough, _ = rows(part, tol=max(tol, 1e-3), max_iter=max_iter, block=block or 4, v0=start, a_mm=low)
+        low = a.to(torch.bfloat16) if isinstance(a, torch.Tensor) else torch.stack(a).to(torch.bfloat16)
+        rough = rows(
+            a, tol=max(tol, MIXED_ROUGH_TOL), max_iter=max_iter, block=block or 4, v0=start, a_mm=low
+        )
         phases.append((rough.block, rough.iterations))
-        used, start = used + rough.iterations, rough.v
-    more, _ = rows(part, max_iter=max_iter if mixed else max_iter - used, block=block or 2, v0=start)
-    phases.append((more.block, more.iterations))
-    if res is None:
-        res = more
-    else:
-        res.values[idx], res.v[idx], res.residual[idx] = more.values, more.v, more.residual
-    return SVDResult(
-        res.values, res.v, res.residual, used + more.iterations, block=more.block, phases=tuple(phases)
-    )
+        start = rough.v
+    res = rows(a, max_iter=max_iter, block=block or 2, v0=start)
+    phases.append((res.block, res.iterations))
+    res.iterations = sum(steps for _, steps in phases)
+    res.phases = tuple(phases)
+    return res
 
 
 def _block_lanczos_rows(
@@ -296,8 +273,7 @@ def _block_lanczos_rows(
     v0: torch.Tensor | None,
     generator: torch.Generator | None,
     a_mm: torch.Tensor | None = None,
-    probe: bool = False,
-) -> tuple[SVDResult, np.ndarray]:
+) -> SVDResult:
     """Top singular value of each matrix of ``a`` ``(bsz, m, n)`` by block Lanczos, lean.
 
     The algorithm of :func:`_block_lanczos_core` for ``k = 1`` (block Krylov space of the Gram
@@ -311,11 +287,6 @@ def _block_lanczos_rows(
     matrices leaving the batch. A block (2 by default) rather than one vector: with the top two
     values close (0.1-0.5 % apart in a Gaussian matrix) a single vector dwells near the second
     one for tens of steps, with a residual small enough to stop there.
-
-    ``probe`` (block 1): stop only on the residual bound, and give up on a matrix whose
-    relative bound is above ``PROBE_GIVE_UP`` at step ``PROBE_GIVE_UP_STEP`` (or that has not
-    converged by the last step). Returns the result and, per matrix, whether it converged
-    (always all for a block run, which ends on its last step).
     """
     # ``a`` may be a list of same-shape matrices (model_spectrum: no stacked copy; the
     # products are taken matrix by matrix anyway)
@@ -323,7 +294,7 @@ def _block_lanczos_rows(
     every_mat = list(mm.unbind(0)) if isinstance(mm, torch.Tensor) else list(mm)
     bsz = len(every_mat)
     m, n = every_mat[0].shape
-    dt = a.dtype if isinstance(a, torch.Tensor) else every_mat[0].dtype
+    dt = a.dtype if isinstance(a, torch.Tensor) else a[0].dtype  # the products may be bfloat16
     dev = every_mat[0].device
     left = m < n
     d = min(m, n)
@@ -366,7 +337,6 @@ def _block_lanczos_rows(
     basis[:, :b] = torch.linalg.qr(start.mT)[0].mT
     every = _CHECK_EVERY or (1 if m * n >= 2**20 else 2)
     out_sig, out_res = np.zeros(bsz), np.zeros(bsz)
-    settled = np.ones(bsz, dtype=bool)
     out_x = torch.zeros(bsz, d, dtype=dt, device=dev)
     idx = np.arange(bsz)
     live = np.ones(bsz, dtype=bool)
@@ -415,16 +385,7 @@ def _block_lanczos_rows(
         delta = np.abs(sig - prev[idx]) / scale
         rate = delta / np.maximum(prev_delta[idx], tiny)
         rho = np.minimum(np.maximum(rate, prev_rate[idx]), 0.999)
-        if probe:  # the residual bound only; a crowded top gives up (see _top_one)
-            hopeless = np.zeros_like(conv)
-            if it >= PROBE_GIVE_UP_STEP:
-                hopeless |= resid / scale > PROBE_GIVE_UP
-            if it == steps or c1 + b > d:
-                hopeless |= ~conv
-            settled[idx[hopeless & live]] = False
-            conv |= hopeless
-        else:
-            conv |= (delta <= tol / 10) & (delta * rho / (1 - rho) <= tol / 10)  # NaN: False
+        conv |= (delta <= tol / 10) & (delta * rho / (1 - rho) <= tol / 10)  # NaN (too early): False
         prev[idx], prev_delta[idx], prev_rate[idx] = sig, delta, rate
         if it == steps or c1 + b > d:
             conv[:] = True
@@ -450,7 +411,7 @@ def _block_lanczos_rows(
     x[:, 0] += x.norm(dim=-1) == 0  # a zero matrix: any unit vector is a singular vector
     sig_t = torch.from_numpy(out_sig).to(dev, dt)
     res_t = torch.from_numpy(out_res).to(dev, dt)
-    return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=b), settled
+    return SVDResult(sig_t[:, None], x.reshape(bsz, n, 1), res_t[:, None], it, block=b)
 
 
 def _block_lanczos(

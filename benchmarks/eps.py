@@ -592,12 +592,15 @@ def render(data: dict[str, Any], figures: Path) -> str:
         for xs in [[as_float(v[k]) for v in c["seed_losses"][: r["plateau_points"]]]]
     )
     excursion = max(  # upward only: a dip below the plateau cannot set an edge
-        as_float(y) / as_float(c["edge"]["plateau"]) - 1
-        for per in r["sweeps"].values()
-        for c in per.values()
-        if c["edge"]["log2"] is not None
-        for x, y in zip(c["log2"], c["loss"])
-        if x < c["edge"]["log2"] - step
+        (
+            as_float(y) / as_float(c["edge"]["plateau"]) - 1
+            for per in r["sweeps"].values()
+            for c in per.values()
+            if c["edge"]["log2"] is not None
+            for x, y in zip(c["log2"], c["loss"])
+            if x < c["edge"]["log2"] - step
+        ),
+        default=0.0,
     )
     scale = r["gradient_scale"]
     dscale = {
@@ -607,15 +610,20 @@ def render(data: dict[str, Any], figures: Path) -> str:
     theory = math.log2(w1 / w0)
     e0 = r["sweeps"]["fixed"][str(w0)]["edge"]["log2"]
     sv0 = {cls: _log2(v) for cls, v in scale[str(w0)]["median_sqrt_v"].items()}
+    # "as muP says": vector-like and hidden sqrt(v) shrink like 1/width, the lr-style readout's not
+    as_mup = {"hidden", "output"} <= set(dscale) and (
+        abs(dscale["hidden"] + theory) <= 0.5 and abs(dscale["output"]) <= 0.5
+    )
     why_text = (
         ""
         if e0 is None or not {"hidden", "output"} <= set(sv0)
-        else f"The gradients scale as muP says. At width {w0} the edge (2^{e0:.2f}) lies "
+        else ("The gradients scale as muP says. " if as_mup else "")
+        + f"At width {w0} the edge (2^{e0:.2f}) lies "
         f"{e0 - sv0['hidden']:.1f} log2 above the hidden classes' median sqrt(v̂) and "
         f"{e0 - sv0['output']:.1f} above the readout's (medians at the end of training; early gradients "
         "are larger): the loss stays within the threshold long after eps dominates the late-training "
-        "sqrt(v̂) of the hidden and vector-like classes, so shrinking their eps with width, all that "
-        "`scale_eps` changes, moves the edge little here. A plausible reading, not tested here: the "
+        "sqrt(v̂) of the hidden and vector-like classes, so shrinking their eps with width (all that "
+        "`scale_eps` changes) cannot be what sets the edge. A plausible reading, not tested here: the "
         "edge follows the readout, whose eps both setups leave alone."
     )
     borne = d["scaled"] is not None and d["fixed"] is not None and d["scaled"] <= TARGET_DRIFT < d["fixed"]
@@ -695,10 +703,10 @@ Generated from `benchmarks/results/eps.json`, written by `{command_line(data)}`
 * **Model**: `hptransfer.models.TinyLlama`, {s["depth"]} blocks, head_dim {s["head_dim"]} (heads grow with
   width), init std {s["init_std"]} (embeddings too), zero-initialised readout. Widths
   **{", ".join(map(str, widths))} ({w1 // w0}×)**, base width {w0}.
-* **Training**: muP AdamW (the project's default rule, `lr` readout), base lr 2^{s["log2_lr"]:g} (the
-  AdamW-muP optimum of `benchmarks/results/muon.json` lies between 2^-5.5 and 2^-6.2 at these widths),
+* **Training**: muP AdamW (the project's default rule, `lr` readout), base lr 2^{s["log2_lr"]:g} (near the
+  AdamW-muP optimum that `benchmarks/results/muon.json` measured at these widths),
   {s["steps"]} steps, batch {s["batch_size"]} × {s["seq_len"]} tokens, cosine schedule with 10% warmup,
-  weight decay 0, betas (0.9, 0.999). Seeds {", ".join(map(str, s["seeds"]))}; a point's loss is the
+  weight decay 0, AdamW's default betas. Seeds {", ".join(map(str, s["seeds"]))}; a point's loss is the
   seed mean.
 * **Swept**: the base Adam eps, 2^{grid[0]:g} … 2^{grid[-1]:g} in steps of {step:g} in log2, under
   `fixed` (`scale_eps = false`: that eps for every class at every width) and `scaled`
@@ -709,8 +717,8 @@ Generated from `benchmarks/results/eps.json`, written by `{command_line(data)}`
   log2 eps. Why {thr:g}%: a different eps sends training down a different path, so single runs at
   the {r["plateau_points"]} plateau eps (far below every class's `sqrt(v̂)`, table below) differ by up
   to {100 * plateau_noise:.1f}% of their mean, and seed-mean points more than one grid step below the
-  edge rise above the plateau by up to {100 * excursion:.1f}% (largest over widths, setups and seeds);
-  the threshold must clear that, or noise sets the edge (the first choice, 2%, did not: see the
+  edge rise above the plateau by up to {100 * excursion:.1f}% (largest over widths and setups); the
+  threshold, which applies to seed means, must clear that, or noise sets the edge (see the
   sensitivity).
   **Drift = max − min of the edge over all widths.** Sensitivity to the threshold: {sens}.
 * **Regret**: the eps picked at width {w0} (the largest grid eps within the threshold for good, or the
@@ -770,8 +778,8 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     pick = "largest within threshold"
     return [
         (
-            f"Adam-eps edge drift over {widths[-1] // widths[0]}× width with `scale_eps` (≤ 0.5 log2; "
-            "one eps for every width as baseline)",
+            f"Adam-eps edge drift over {widths[-1] // widths[0]}× width with `scale_eps` "
+            f"(≤ {TARGET_DRIFT:g} log2; one eps for every width as baseline)",
             f"**{fmt(d['scaled'])}** (one eps: {fmt(d['fixed'])}); regret at {widths[-1]} with the width-"
             f"{widths[0]} eps: scaled {_pct(_regret(r, pick, 'scaled'))}, "
             f"one eps {_pct(_regret(r, pick, 'fixed'))}",

@@ -124,7 +124,7 @@ def _floor(a: torch.Tensor, iterations: int, block: int, repeat: int) -> float:
 
 
 def _floor_phases(a: torch.Tensor, phases: list[list[int]], repeat: int) -> float:
-    """The floor of a run in phases (the single-vector probe, then a block): the sum."""
+    """The floor of a run in phases (mixed precision: a bfloat16 block, then a float32 one): the sum."""
     return sum(_floor(a, steps, block, repeat) for block, steps in phases)
 
 

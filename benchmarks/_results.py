@@ -28,6 +28,8 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,26 @@ def save_results(name: str, results: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def finish(
+    name: str,
+    results: dict[str, Any],
+    *,
+    quick: bool,
+    render: Callable[[dict[str, Any], Path], Any],
+    figures: Path | None,
+) -> dict[str, Any]:
+    """The end of a benchmark's run: a ``--quick`` run renders its document into ``figures`` (or
+    a temporary folder) and writes nothing, since the renderer must work too; a full run saves
+    it and says where. Returns the document, as the docs will read it."""
+    if quick:
+        doc = result_document(name, results)
+        render(doc, figures or Path(tempfile.mkdtemp()))
+        return doc
+    path = save_results(name, results)
+    print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    return load_results(name)
 
 
 def load_results(name: str) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""What the sweep benchmarks (transfer, muon) keep from an lr / wd sweep, and read back from it."""
+"""What the sweep benchmarks (transfer, muon, depth, eps) keep from their runs and sweeps, and read
+back from them."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hptransfer.tuning.sweep import SweepResult
@@ -39,3 +43,42 @@ def sweep_entry(res: SweepResult) -> dict[str, Any]:
 def setting_widths(r: dict[str, Any]) -> list[int]:
     """The widths of a saved sweep benchmark's setting."""
     return [int(w) for w in r["setting"]["widths"]]
+
+
+class RunCache:
+    """Training runs by key, one JSON line per run in ``path`` (so a killed benchmark resumes),
+    with the bookkeeping a results file reports: runs trained now, their seconds, keys used."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.done[row["key"]] = row
+        self.trained = 0
+        self.train_seconds = 0.0
+        self.used: set[str] = set()
+
+    def row(self, key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached row of ``key``, or ``run()``'s (a dict with ``seconds``), stored."""
+        if key not in self.done:
+            row = {"key": key, **run()}
+            self.done[key] = row
+            self.trained += 1
+            self.train_seconds += float(row["seconds"])
+            if self.path is not None:
+                with self.path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+        self.used.add(key)
+        return self.done[key]
+
+    def used_seconds(self) -> float:
+        """Training seconds of every run used (cached or not)."""
+        return sum(float(self.done[k]["seconds"]) for k in self.used)
+
+
+def seed_mean(losses: list[float]) -> tuple[float, list[float]]:
+    """The mean over seeds (inf when a seed diverged) and the seeds' losses."""
+    return (sum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf), losses

@@ -42,7 +42,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
-from _results import as_float, command_line, environment_table, result_document, save_figure, save_results
+from _results import as_float, command_line, environment_table, finish, save_figure
+from _sweeps import RunCache, seed_mean
 from hptransfer.scaling import ProxyConfig, suggest
 from hptransfer.training import train_proxy
 from hptransfer.tuning.sweep import fit_optimum
@@ -135,27 +136,20 @@ def fingerprint(s: Setting, label: str, depth: int) -> str:
     return json.dumps(plan, sort_keys=True, default=str)
 
 
-class Runs:
+class Runs(RunCache):
     """Seed-mean validation loss per (plan, depth, log2 lr), cached one JSON line per run."""
 
     def __init__(self, s: Setting, cache: Path | None) -> None:
-        self.s, self.cache = s, cache
-        self.done: dict[str, dict[str, Any]] = {}
-        if cache is not None and cache.exists():
-            for line in cache.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.done[row["key"]] = row
-        self.trained = 0
-        self.train_seconds = 0.0
-        self.used: set[str] = set()
+        super().__init__(cache)
+        self.s = s
 
     def loss(self, label: str, depth: int, log2_lr: float, seed: int) -> float:
         s = self.s
         key = json.dumps(
             [fingerprint(s, label, depth), depth, round(log2_lr, 6), seed, s.steps, s.batch_size, s.seq_len]
         )
-        if key not in self.done:
+
+        def run() -> dict[str, Any]:
             res = train_proxy(
                 "charlm",
                 s.width,
@@ -168,19 +162,12 @@ class Runs:
                 schedule="cosine",
                 warmup=max(1, s.steps // 10),
             )
-            row = {"key": key, "loss": res.val_loss, "seconds": res.seconds}
-            self.done[key] = row
-            self.trained += 1
-            self.train_seconds += res.seconds
-            if self.cache is not None:
-                with self.cache.open("a") as f:
-                    f.write(json.dumps({**row, "loss": str(res.val_loss)}) + "\n")
-        self.used.add(key)
-        return as_float(self.done[key]["loss"])
+            return {"loss": str(res.val_loss), "seconds": res.seconds}
+
+        return as_float(self.row(key, run)["loss"])
 
     def mean(self, label: str, depth: int, log2_lr: float) -> tuple[float, list[float]]:
-        losses = [self.loss(label, depth, log2_lr, seed) for seed in self.s.seeds]
-        return (sum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf), losses
+        return seed_mean([self.loss(label, depth, log2_lr, seed) for seed in self.s.seeds])
 
 
 def sweep(runs: Runs, label: str, depth: int, progress: bool) -> dict[str, Any]:
@@ -291,18 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         "regret": regret,
         "runs_trained": runs.trained,
         "runs_used": len(runs.used),
-        "used_run_seconds": sum(float(runs.done[k]["seconds"]) for k in runs.used),
+        "used_run_seconds": runs.used_seconds(),
         "train_seconds": runs.train_seconds,
         "total_wall": time.perf_counter() - t0,
         "load_average_start": load_start,
     }
-    if args.quick:
-        doc = result_document("depth", results)
-        render(doc, args.figures or tmp or Path(tempfile.mkdtemp()))  # the renderer must work too
-    else:
-        path = save_results("depth", results)
-        doc = json.loads(path.read_text())
-        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    doc = finish("depth", results, quick=args.quick, render=render, figures=args.figures or tmp)
     print(tables(doc["results"]))
     print(headline_line(doc["results"]))
     return 0

@@ -51,11 +51,11 @@ from _results import (
     as_float,
     command_line,
     environment_table,
+    finish,
     fmt,
-    result_document,
     save_figure,
-    save_results,
 )
+from _sweeps import RunCache, seed_mean
 from hptransfer.data import get_task
 from hptransfer.scaling import ProxyConfig, suggest
 from hptransfer.scaling.torch_adapter import build_optimizer, parametrize
@@ -142,37 +142,22 @@ def fingerprint(s: Setting, setup: str, width: int, log2_eps: float) -> str:
     return json.dumps(plan, sort_keys=True, default=str)
 
 
-class Runs:
+class Runs(RunCache):
     """Validation loss per (plan, width, seed), cached one JSON line per run."""
 
     def __init__(self, s: Setting, cache: Path | None) -> None:
-        self.s, self.cache = s, cache
-        self.done: dict[str, dict[str, Any]] = {}
-        if cache is not None and cache.exists():
-            for line in cache.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.done[row["key"]] = row
-        self.trained = 0
-        self.train_seconds = 0.0
-        self.used: set[str] = set()
+        super().__init__(cache)
+        self.s = s
 
     def _key(self, *parts: Any) -> str:
         s = self.s
         return json.dumps([*parts, s.steps, s.batch_size, s.seq_len, s.depth, s.val_sequences])
 
-    def _store(self, key: str, row: dict[str, Any]) -> None:
-        self.done[key] = row
-        self.trained += 1
-        self.train_seconds += float(row["seconds"])
-        if self.cache is not None:
-            with self.cache.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-
     def loss(self, setup: str, width: int, log2_eps: float, seed: int) -> float:
         s = self.s
         key = self._key(fingerprint(s, setup, width, log2_eps), width, seed)
-        if key not in self.done:
+
+        def run() -> dict[str, Any]:
             res = train_proxy(
                 "charlm",
                 width,
@@ -185,20 +170,20 @@ class Runs:
                 schedule="cosine",
                 warmup=max(1, s.steps // 10),
             )
-            self._store(key, {"key": key, "loss": str(res.val_loss), "seconds": res.seconds})
-        self.used.add(key)
-        return as_float(self.done[key]["loss"])
+            return {"loss": str(res.val_loss), "seconds": res.seconds}
+
+        return as_float(self.row(key, run)["loss"])
 
     def mean(self, setup: str, width: int, log2_eps: float) -> tuple[float, list[float]]:
-        losses = [self.loss(setup, width, log2_eps, seed) for seed in self.s.seeds]
-        return (sum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf), losses
+        return seed_mean([self.loss(setup, width, log2_eps, seed) for seed in self.s.seeds])
 
     def gradient_scale(self, width: int, log2_eps: float) -> dict[str, Any]:
         """The run of ``train_proxy`` (setup ``fixed``, seed 0), done by hand to keep the optimizer:
         median sqrt(v̂) per class after the last step, and the run's validation loss."""
         s = self.s
         key = self._key("sqrt_v by class", fingerprint(s, "fixed", width, log2_eps), width, 0)
-        if key not in self.done:
+
+        def run() -> dict[str, Any]:
             cfg = config(s, "fixed", log2_eps)
             spec, mkw = get_task("charlm"), model_kwargs(s)
             plan = suggest(cfg, width)
@@ -235,10 +220,9 @@ class Runs:
                     v_hat = state["exp_avg_sq"] / (1 - beta2[id(p)] ** float(state["step"]))
                     per_class.setdefault(cls, []).extend(v_hat[v_hat > 0].sqrt().tolist())
             med = {cls: statistics.median(xs) if xs else 0.0 for cls, xs in per_class.items()}
-            row = {"key": key, "loss": str(res.val_loss), "seconds": res.seconds, "median_sqrt_v": med}
-            self._store(key, row)
-        self.used.add(key)
-        row = self.done[key]
+            return {"loss": str(res.val_loss), "seconds": res.seconds, "median_sqrt_v": med}
+
+        row = self.row(key, run)
         return {"loss": row["loss"], "median_sqrt_v": row["median_sqrt_v"]}
 
 
@@ -366,18 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_scale": scale,
         "runs_trained": runs.trained,
         "runs_used": len(runs.used),
-        "used_run_seconds": sum(float(runs.done[k]["seconds"]) for k in runs.used),
+        "used_run_seconds": runs.used_seconds(),
         "train_seconds": runs.train_seconds,
         "total_wall": time.perf_counter() - t0,
         "load_average_start": load_start,
     }
-    if args.quick:
-        doc = result_document("eps", results)
-        render(doc, args.figures or tmp or Path(tempfile.mkdtemp()))  # the renderer must work too
-    else:
-        path = save_results("eps", results)
-        doc = json.loads(path.read_text())
-        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    doc = finish("eps", results, quick=args.quick, render=render, figures=args.figures or tmp)
     print(edge_table(doc["results"]))
     print(regret_table(doc["results"]))
     print(headline_line(doc["results"]))

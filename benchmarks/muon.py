@@ -47,11 +47,10 @@ from _results import (
     as_float,
     command_line,
     environment_table,
+    finish,
     fmt,
     minutes,
-    result_document,
     save_figure,
-    save_results,
 )
 from _sweeps import best_direct, setting_widths, sweep_entry
 from hptransfer.scaling import ProxyConfig
@@ -254,13 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "load_average_start": load_start,
     }
-    if args.quick:
-        doc = result_document("muon", results)
-        render(doc, args.figures or tmp or Path(tempfile.mkdtemp()))  # the renderer must work too
-    else:
-        path = save_results("muon", results)
-        doc = json.loads(path.read_text())
-        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    doc = finish("muon", results, quick=args.quick, render=render, figures=args.figures or tmp)
     print(optimum_table(doc["results"]))
     print(regret_table(doc["results"]))
     print(headline_line(doc["results"]))

@@ -45,11 +45,10 @@ from _results import (
     as_float,
     command_line,
     environment_table,
+    finish,
     fmt,
     minutes,
-    result_document,
     save_figure,
-    save_results,
 )
 from _sweeps import best_direct, setting_widths, sweep_entry
 from hptransfer.models import TinyLlama
@@ -366,13 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "load_average_start": load_start,
     }
-    if args.quick:
-        doc = result_document("transfer", results)
-        render(doc, args.figures or tmp or Path(tempfile.mkdtemp()))  # the renderer must work too
-    else:
-        path = save_results("transfer", results)
-        doc = json.loads(path.read_text())
-        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    doc = finish("transfer", results, quick=args.quick, render=render, figures=args.figures or tmp)
     print(render_tables(doc["results"]))
     print(headline_line(doc["results"]))
     return 0

@@ -38,14 +38,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _results, also when imported by path
-from _results import as_float, command_line, environment_table, result_document, save_figure, save_results
+from _results import as_float, command_line, environment_table, finish, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ("timescale", "fixed")
@@ -304,13 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_wall": time.perf_counter() - t0,
         "load_average_start": load_start,
     }
-    if args.quick:
-        doc = result_document("wd_length", results)
-        render(doc, args.figures or Path(tempfile.mkdtemp()))  # the renderer must work too
-    else:
-        path = save_results("wd_length", results)
-        doc = json.loads(path.read_text())
-        print(f"results: {path.relative_to(ROOT)}; docs: python3 benchmarks/render_docs.py")
+    doc = finish("wd_length", results, quick=args.quick, render=render, figures=args.figures)
     for regime in REGIMES:
         print(f"{regime}:\n" + optimum_table(doc["results"], regime))
     print(headline_line(doc["results"]))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from hptransfer.scaling import (
     DEPTH_RULES,
     OPTIMIZERS,
+    READOUT_STYLES,
     WD_EXPONENTS,
     ConfigError,
     GroupHyper,
@@ -296,7 +297,7 @@ def run_suggest(
     """What ``hptransfer suggest`` does once its options are parsed (bad input: :func:`fail`)."""
     # an option's bad value is named by its flag, not by the config key it overrides
     for flag, value, allowed in (
-        ("--readout", readout, ["lr", "multiplier"]),
+        ("--readout", readout, list(READOUT_STYLES)),
         ("--optimizer", optimizer, list(OPTIMIZERS)),
     ):
         if value is not None and value not in allowed:

@@ -243,7 +243,7 @@ def _top_one(
     :func:`top_singular_values`).
 
     ``mixed`` (``precision="mixed"``): first a block-4 Krylov space built from a bfloat16 copy
-    of the matrices, to ``max(tol, 1e-3)``, then the float32 block of 2 from its top Ritz
+    of the matrices, to ``max(tol, MIXED_ROUGH_TOL)``, then the float32 block of 2 from its top Ritz
     vector (and a random one): the bfloat16 products (half the bytes to read) do most of the
     steps, and the tolerance still applies to ``a`` itself. Each phase may take ``max_iter``.
     """

@@ -58,6 +58,7 @@ from hptransfer.scaling.rules import (
     DEFAULT_RULE,
     MUON_ADJUST_LR_FNS,
     OPTIMIZERS,
+    READOUT_STYLES,
     DepthRule,
     ScalingRule,
     get_depth_rule,
@@ -157,8 +158,9 @@ class ProxyConfig:
         for key in ("init_std", "embed_init_std", "output_init_std"):
             if getattr(self, key) is not None:
                 _check_float(f"hyper.{key}", getattr(self, key), positive=key != "output_init_std")
-        if self.readout not in ("lr", "multiplier"):
-            raise ConfigError(f"rule.readout must be 'lr' or 'multiplier', got {self.readout!r}")
+        if self.readout not in READOUT_STYLES:
+            styles = " or ".join(map(repr, READOUT_STYLES))
+            raise ConfigError(f"rule.readout must be {styles}, got {self.readout!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"rule.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"

@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
     "DEPTH_CLASSES",
     "DEPTH_RULES",
     "MUON_ADJUST_LR_FNS",
     "OPTIMIZERS",
+    "READOUT_STYLES",
     "RULES",
     "WD_EXPONENTS",
     "ClassExponents",
@@ -60,6 +61,8 @@ class ParamClass(str, Enum):
 
 
 ReadoutStyle = Literal["lr", "multiplier"]
+#: The readout styles, in the order the docs name them.
+READOUT_STYLES: tuple[str, ...] = get_args(ReadoutStyle)
 OptimizerKind = Literal["adamw", "adam", "sgd", "muon"]
 MuonAdjust = Literal["original", "match_rms_adamw"]
 
@@ -200,8 +203,8 @@ class ScalingRule:
         (its gradient is ``Theta(1)``), ``1/m`` for a ``multiplier``-style readout. SGD has no
         epsilon and Muon's is Newton-Schulz's norm clamp, not Adam's: exponent 0 there.
         """
-        if readout not in ("lr", "multiplier"):
-            raise ValueError(f"readout must be 'lr' or 'multiplier', got {readout!r}")
+        if readout not in READOUT_STYLES:
+            raise ValueError(f"readout must be {' or '.join(map(repr, READOUT_STYLES))}, got {readout!r}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if muon_adjust_lr_fn not in MUON_ADJUST_LR_FNS:
